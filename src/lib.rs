@@ -1,0 +1,8 @@
+//! Switchyard: a selective forwarding unit for multi-party meetings.
+//!
+//! - [`room`]: the pure core (no I/O, no clock, no webrtc types).
+//! - [`rtc`]: the only code that names webrtc-rs types: peers, tracks, the room actor.
+//! - [`signal`]: HTTP and WebSocket signaling (axum).
+
+pub mod id;
+pub mod room;

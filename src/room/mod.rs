@@ -1,0 +1,19 @@
+//! The pure core of the SFU: rooms, producers, consumers, header rewriting and
+//! negotiation state. Nothing here does I/O, reads a clock or names a webrtc-rs type,
+//! so all of it is unit-tested on simulated time.
+
+pub mod codec;
+pub mod consumer;
+pub mod negotiation;
+pub mod participant;
+pub mod producer;
+pub mod rewrite;
+#[allow(clippy::module_inception)]
+pub mod room;
+
+pub use codec::Codec;
+pub use consumer::LegParams;
+pub use negotiation::{NegotiationError, Negotiator, OfferPlan};
+pub use participant::{valid_display_name, valid_room_name, ParticipantInfo};
+pub use rewrite::{ExtMap, RewrittenHeader};
+pub use room::{Forward, JoinSnapshot, Output, Room, RoomError, RoomEvent, RtpIn, TrackInfo};

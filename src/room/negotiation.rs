@@ -1,0 +1,159 @@
+//! Negotiation state of one participant's single PeerConnection, as the server sees it.
+//!
+//! The server decides what the participant should receive (`desired`), compares it with
+//! what the last completed offer/answer established (`negotiated`), and makes at most one
+//! offer at a time. The browser is the polite peer; the server is impolite and ignores a
+//! client offer that collides with its own outstanding offer.
+
+use std::collections::BTreeSet;
+
+use crate::id::TrackId;
+
+/// The change one server offer makes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OfferPlan {
+    pub add: Vec<TrackId>,
+    pub remove: Vec<TrackId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NegotiationError {
+    #[error("an answer arrived but no offer is outstanding")]
+    NoOfferPending,
+    #[error("offer ignored: the server's own offer is outstanding (glare); answer it first")]
+    Glare,
+}
+
+#[derive(Debug, Default)]
+pub struct Negotiator {
+    desired: BTreeSet<TrackId>,
+    negotiated: BTreeSet<TrackId>,
+    in_flight: Option<OfferPlan>,
+    answering_client_offer: bool,
+}
+
+impl Negotiator {
+    pub fn want(&mut self, track: TrackId) {
+        self.desired.insert(track);
+    }
+
+    pub fn unwant(&mut self, track: TrackId) {
+        self.desired.remove(&track);
+    }
+
+    pub fn offer_outstanding(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The next offer to make, if the connection is stable and what is wanted differs
+    /// from what is negotiated. Marks the offer outstanding.
+    pub fn next_offer(&mut self) -> Option<OfferPlan> {
+        if self.in_flight.is_some() || self.answering_client_offer {
+            return None;
+        }
+        let plan = OfferPlan {
+            add: self.desired.difference(&self.negotiated).copied().collect(),
+            remove: self.negotiated.difference(&self.desired).copied().collect(),
+        };
+        if plan.add.is_empty() && plan.remove.is_empty() {
+            return None;
+        }
+        self.in_flight = Some(plan.clone());
+        Some(plan)
+    }
+
+    /// The client sent an offer. Refused on glare (the server's offer wins).
+    pub fn client_offer_received(&mut self) -> Result<(), NegotiationError> {
+        if self.in_flight.is_some() {
+            return Err(NegotiationError::Glare);
+        }
+        self.answering_client_offer = true;
+        Ok(())
+    }
+
+    /// The server has sent (or failed to produce) its answer to the client's offer.
+    pub fn client_offer_done(&mut self) {
+        self.answering_client_offer = false;
+    }
+
+    /// The client answered the outstanding offer: its plan is now negotiated.
+    pub fn answer_received(&mut self) -> Result<OfferPlan, NegotiationError> {
+        let plan = self.in_flight.take().ok_or(NegotiationError::NoOfferPending)?;
+        self.negotiated.extend(plan.add.iter().copied());
+        for t in &plan.remove {
+            self.negotiated.remove(t);
+        }
+        Ok(plan)
+    }
+
+    /// Making or applying the offer failed: forget it, so the next attempt plans afresh.
+    pub fn offer_failed(&mut self) {
+        self.in_flight = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_offer_at_a_time_and_changes_accumulate() {
+        let mut n = Negotiator::default();
+        assert_eq!(n.next_offer(), None, "nothing to do");
+        n.want(TrackId(1));
+        n.want(TrackId(2));
+        let plan = n.next_offer().unwrap();
+        assert_eq!(plan.add, vec![TrackId(1), TrackId(2)]);
+        n.want(TrackId(3));
+        n.unwant(TrackId(1));
+        assert_eq!(n.next_offer(), None, "at most one offer outstanding");
+        n.answer_received().unwrap();
+        let plan = n.next_offer().unwrap();
+        assert_eq!(plan, OfferPlan { add: vec![TrackId(3)], remove: vec![TrackId(1)] });
+        n.answer_received().unwrap();
+        assert_eq!(n.next_offer(), None);
+    }
+
+    #[test]
+    fn answer_without_offer_is_an_error() {
+        let mut n = Negotiator::default();
+        assert_eq!(n.answer_received(), Err(NegotiationError::NoOfferPending));
+    }
+
+    #[test]
+    fn client_offer_during_server_offer_is_glare() {
+        let mut n = Negotiator::default();
+        n.want(TrackId(1));
+        n.next_offer().unwrap();
+        assert_eq!(n.client_offer_received(), Err(NegotiationError::Glare));
+        n.answer_received().unwrap();
+        assert_eq!(n.client_offer_received(), Ok(()));
+    }
+
+    #[test]
+    fn no_server_offer_while_answering_a_client_offer() {
+        let mut n = Negotiator::default();
+        n.client_offer_received().unwrap();
+        n.want(TrackId(9));
+        assert_eq!(n.next_offer(), None);
+        n.client_offer_done();
+        assert_eq!(n.next_offer().unwrap().add, vec![TrackId(9)]);
+    }
+
+    #[test]
+    fn a_failed_offer_is_planned_again() {
+        let mut n = Negotiator::default();
+        n.want(TrackId(1));
+        n.next_offer().unwrap();
+        n.offer_failed();
+        assert_eq!(n.next_offer().unwrap().add, vec![TrackId(1)]);
+    }
+
+    #[test]
+    fn a_track_added_and_removed_before_negotiation_needs_no_offer() {
+        let mut n = Negotiator::default();
+        n.want(TrackId(1));
+        n.unwant(TrackId(1));
+        assert_eq!(n.next_offer(), None);
+    }
+}

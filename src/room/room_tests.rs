@@ -1,0 +1,222 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::room::rewrite::ExtMap;
+
+const ADA: ParticipantId = ParticipantId(1);
+const BOB: ParticipantId = ParticipantId(2);
+const CY: ParticipantId = ParticipantId(3);
+const CAM: TrackId = TrackId(10);
+const MIC: TrackId = TrackId(11);
+
+fn drain(room: &mut Room) -> Vec<Output> {
+    std::iter::from_fn(|| room.poll_output()).collect()
+}
+
+fn params(ssrc: u32, pt: u8) -> LegParams {
+    LegParams {
+        ssrc,
+        payload_type: pt,
+        ext_map: ExtMap::default(),
+    }
+}
+
+/// VP8 keyframe start and interframe payloads.
+const KEY: &[u8] = &[0x10, 0x00, 0x9d];
+const DELTA: &[u8] = &[0x10, 0x01];
+
+fn rtp(seq: u16, ts: u32, payload: &[u8]) -> RtpIn<'_> {
+    RtpIn {
+        sequence_number: seq,
+        timestamp: ts,
+        payload,
+    }
+}
+
+/// Ada publishes a camera and mic; Bob and Cy subscribe to both.
+fn three_person_room(now: Instant) -> Room {
+    let mut room = Room::new(10);
+    room.join(ADA, "Ada").unwrap();
+    room.join(BOB, "Bob").unwrap();
+    room.join(CY, "Cy").unwrap();
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8).unwrap();
+    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus).unwrap();
+    room.consumer_ready(LegId(1), BOB, CAM, params(111, 96), (0, 0), now);
+    room.consumer_ready(LegId(2), CY, CAM, params(222, 98), (500, 9000), now);
+    room.consumer_ready(LegId(3), BOB, MIC, params(333, 111), (0, 0), now);
+    drain(&mut room);
+    room
+}
+
+#[test]
+fn joining_tells_the_others_and_subscribes_to_existing_tracks() {
+    let now = Instant::now();
+    let mut room = Room::new(10);
+    room.join(ADA, "Ada").unwrap();
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8).unwrap();
+    drain(&mut room);
+    let snap = room.join(BOB, "Bob").unwrap();
+    assert_eq!(snap.participants.len(), 1);
+    assert_eq!(snap.tracks[0].track_id, CAM);
+    let out = drain(&mut room);
+    assert!(out.contains(&Output::Notify {
+        to: ADA,
+        event: RoomEvent::ParticipantJoined(ParticipantInfo::new(BOB, "Bob".into()))
+    }));
+    assert!(out.iter().any(|o| matches!(o, Output::Subscribe { subscriber: BOB, track } if track.track_id == CAM)));
+    let _ = now;
+}
+
+#[test]
+fn duplicate_names_and_full_rooms_are_refused() {
+    let mut room = Room::new(2);
+    room.join(ADA, "Ada").unwrap();
+    assert_eq!(room.join(BOB, "Ada"), Err(RoomError::NameTaken("Ada".into())));
+    room.join(BOB, "Bob").unwrap();
+    assert_eq!(room.join(CY, "Cy"), Err(RoomError::RoomFull(2)));
+}
+
+#[test]
+fn publishing_subscribes_everyone_else() {
+    let mut room = Room::new(10);
+    room.join(ADA, "Ada").unwrap();
+    room.join(BOB, "Bob").unwrap();
+    room.join(CY, "Cy").unwrap();
+    drain(&mut room);
+    room.publish(BOB, CAM, MediaKind::Video, Codec::Vp8).unwrap();
+    let subs: Vec<ParticipantId> = drain(&mut room)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Subscribe { subscriber, .. } => Some(subscriber),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subs, vec![ADA, CY]);
+}
+
+#[test]
+fn forwarding_table_rewrites_per_leg_and_gates_video_on_keyframes() {
+    let now = Instant::now();
+    let mut room = three_person_room(now);
+    let mut out = Vec::new();
+    room.route_rtp(CAM, rtp(1000, 90_000, DELTA), now, &mut out);
+    assert!(out.is_empty(), "video legs wait for a keyframe");
+    room.route_rtp(CAM, rtp(1001, 93_000, KEY), now, &mut out);
+    assert_eq!(out.len(), 2);
+    let bob = out.iter().find(|f| f.leg == LegId(1)).unwrap().header;
+    let cy = out.iter().find(|f| f.leg == LegId(2)).unwrap().header;
+    assert_eq!((bob.ssrc, bob.payload_type, bob.sequence_number, bob.timestamp), (111, 96, 0, 0));
+    assert_eq!((cy.ssrc, cy.payload_type, cy.sequence_number, cy.timestamp), (222, 98, 500, 9000));
+    out.clear();
+    room.route_rtp(CAM, rtp(1002, 96_000, DELTA), now, &mut out);
+    let cy = out.iter().find(|f| f.leg == LegId(2)).unwrap().header;
+    assert_eq!((cy.sequence_number, cy.timestamp), (501, 12_000));
+    out.clear();
+    room.route_rtp(MIC, rtp(7, 480, &[1, 2, 3]), now, &mut out);
+    assert_eq!(out.len(), 1, "audio goes only to Bob, who has the leg");
+    assert_eq!(out[0].header.ssrc, 333);
+}
+
+#[test]
+fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest() {
+    let t0 = Instant::now();
+    let mut room = Room::new(10);
+    room.join(ADA, "Ada").unwrap();
+    room.join(BOB, "Bob").unwrap();
+    room.join(CY, "Cy").unwrap();
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8).unwrap();
+    drain(&mut room);
+    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), t0);
+    assert_eq!(drain(&mut room), vec![Output::RequestKeyframe { track: CAM }]);
+    // Cy arrives 100 ms later, then a burst of PLIs from both: all coalesced.
+    room.consumer_ready(LegId(2), CY, CAM, params(2, 96), (0, 0), t0 + Duration::from_millis(100));
+    for ms in 0..50 {
+        room.keyframe_request(CAM, t0 + Duration::from_millis(100 + ms * 10));
+    }
+    assert!(drain(&mut room).is_empty());
+    let due = room.poll_timeout().unwrap();
+    assert_eq!(due, t0 + Duration::from_secs(1));
+    room.handle_timeout(due);
+    assert_eq!(drain(&mut room), vec![Output::RequestKeyframe { track: CAM }]);
+    assert_eq!(room.poll_timeout(), None);
+}
+
+#[test]
+fn audio_subscribers_do_not_request_keyframes() {
+    let now = Instant::now();
+    let mut room = Room::new(10);
+    room.join(ADA, "Ada").unwrap();
+    room.join(BOB, "Bob").unwrap();
+    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus).unwrap();
+    drain(&mut room);
+    room.consumer_ready(LegId(1), BOB, MIC, params(1, 111), (0, 0), now);
+    assert!(drain(&mut room).is_empty());
+}
+
+#[test]
+fn leaving_stops_forwarding_to_and_from_the_participant_and_tells_the_others() {
+    let now = Instant::now();
+    let mut room = three_person_room(now);
+    room.leave(ADA);
+    let out = drain(&mut room);
+    for leg in [LegId(1), LegId(2), LegId(3)] {
+        assert!(out.contains(&Output::LegClosed { leg }), "{leg:?} closed");
+    }
+    for to in [BOB, CY] {
+        assert!(out.contains(&Output::Notify { to, event: RoomEvent::ParticipantLeft(ADA) }));
+        assert!(out.contains(&Output::Notify {
+            to,
+            event: RoomEvent::TrackUnpublished { track_id: CAM, participant_id: ADA }
+        }));
+        assert!(out.contains(&Output::Unsubscribe { subscriber: to, track: CAM }));
+    }
+    let mut fwd = Vec::new();
+    room.route_rtp(CAM, rtp(1, 1, KEY), now, &mut fwd);
+    assert!(fwd.is_empty());
+    assert_eq!(room.packets_unrouted, 1);
+    assert_eq!(room.participants().count(), 2);
+}
+
+#[test]
+fn a_subscriber_leaving_closes_only_its_own_legs() {
+    let now = Instant::now();
+    let mut room = three_person_room(now);
+    room.leave(BOB);
+    let out = drain(&mut room);
+    assert!(out.contains(&Output::LegClosed { leg: LegId(1) }));
+    assert!(out.contains(&Output::LegClosed { leg: LegId(3) }));
+    assert!(!out.contains(&Output::LegClosed { leg: LegId(2) }));
+    let mut fwd = Vec::new();
+    room.route_rtp(CAM, rtp(1, 1, KEY), now, &mut fwd);
+    assert_eq!(fwd.len(), 1);
+    assert_eq!(fwd[0].leg, LegId(2));
+}
+
+#[test]
+fn a_leg_ready_after_its_track_is_gone_is_closed_at_once() {
+    let now = Instant::now();
+    let mut room = Room::new(10);
+    room.join(ADA, "Ada").unwrap();
+    room.join(BOB, "Bob").unwrap();
+    drain(&mut room);
+    room.consumer_ready(LegId(9), BOB, CAM, params(1, 96), (0, 0), now);
+    assert_eq!(drain(&mut room), vec![Output::LegClosed { leg: LegId(9) }]);
+}
+
+#[test]
+fn mute_is_told_to_the_others_and_kept_for_newcomers() {
+    let mut room = Room::new(10);
+    room.join(ADA, "Ada").unwrap();
+    room.join(BOB, "Bob").unwrap();
+    drain(&mut room);
+    room.set_muted(ADA, MediaKind::Audio, true);
+    assert_eq!(
+        drain(&mut room),
+        vec![Output::Notify {
+            to: BOB,
+            event: RoomEvent::Mute { participant_id: ADA, kind: MediaKind::Audio, muted: true }
+        }]
+    );
+    let snap = room.join(CY, "Cy").unwrap();
+    assert!(snap.participants.iter().any(|p| p.id == ADA && p.audio_muted));
+}
