@@ -6,3 +6,9 @@
 
 pub mod id;
 pub mod room;
+pub mod config;
+pub mod metrics;
+pub mod rtc;
+pub mod error;
+pub mod signal;
+pub mod server;

@@ -1,0 +1,42 @@
+//! Control-plane errors and the code each one has on the wire (docs/signaling.md).
+
+use crate::rtc::PeerError;
+use crate::room::{NegotiationError, RoomError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("message is not valid: {0}")]
+    BadJson(String),
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("send a join message first")]
+    NotJoined,
+    #[error("this connection has already joined a room")]
+    AlreadyJoined,
+    #[error("{0}")]
+    InvalidName(&'static str),
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+impl SignalError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SignalError::BadJson(_) => "bad_json",
+            SignalError::TooLarge { .. } => "too_large",
+            SignalError::NotJoined => "not_joined",
+            SignalError::AlreadyJoined => "already_joined",
+            SignalError::InvalidName(_) => "invalid_name",
+            SignalError::Room(RoomError::NameTaken(_)) => "name_taken",
+            SignalError::Room(RoomError::RoomFull(_)) => "room_full",
+            SignalError::Room(RoomError::UnknownParticipant(_)) => "internal",
+            SignalError::Peer(PeerError::BadSdp(_)) => "bad_sdp",
+            SignalError::Peer(PeerError::Negotiation(NegotiationError::NoOfferPending)) => "no_offer_pending",
+            SignalError::Peer(PeerError::Negotiation(NegotiationError::Glare)) => "glare",
+            SignalError::Peer(PeerError::BadCandidate(_)) => "bad_candidate",
+            SignalError::Peer(PeerError::Internal(_)) => "internal",
+        }
+    }
+}

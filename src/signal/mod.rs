@@ -1,0 +1,91 @@
+//! HTTP and WebSocket signaling (axum): the bundled web client, health, the room list,
+//! counters, and the `/ws` endpoint (docs/signaling.md).
+
+pub mod protocol;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::rtc::{Ids, PeerContext, RoomCommand, Rooms};
+use crate::room::ParticipantInfo;
+
+pub struct AppState {
+    pub config: Config,
+    pub rooms: Rooms,
+    pub ids: Arc<Ids>,
+    pub peer: PeerContext,
+}
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../web/style.css");
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route("/healthz", get(healthz))
+        .route("/api/rooms", get(list_rooms))
+        .route("/api/stats", get(stats))
+        .route("/ws", get(websocket))
+        .with_state(app)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn websocket(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Response {
+    // Frames above our own limit are read so the client can be told why it is refused;
+    // tungstenite's cap only guards memory.
+    let cap = app.config.max_message_bytes * 4;
+    ws.max_message_size(cap)
+        .max_frame_size(cap)
+        .on_upgrade(move |socket| session::run(socket, app))
+}
+
+#[derive(Serialize)]
+struct RoomSummary {
+    name: String,
+    participants: Vec<ParticipantInfo>,
+}
+
+async fn room_summaries(app: &AppState) -> Vec<RoomSummary> {
+    let mut out = Vec::new();
+    for handle in app.rooms.list() {
+        let (tx, rx) = oneshot::channel();
+        if !handle.send(RoomCommand::Participants { reply: tx }) {
+            continue;
+        }
+        if let Ok(Ok(participants)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+            out.push(RoomSummary { name: handle.name.to_string(), participants });
+        }
+    }
+    out
+}
+
+async fn list_rooms(State(app): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
+    Json(room_summaries(&app).await)
+}
+
+async fn healthz(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let rooms = room_summaries(&app).await;
+    let participants: usize = rooms.iter().map(|r| r.participants.len()).sum();
+    Json(serde_json::json!({"status": "ok", "rooms": rooms.len(), "participants": participants}))
+}
+
+async fn stats(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(app.peer.metrics.snapshot())
+}
