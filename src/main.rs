@@ -5,12 +5,16 @@ use switchyard::config::{Cli, Config};
 use switchyard::server::Server;
 use tracing_subscriber::EnvFilter;
 
+/// webrtc-rs logs some per-packet conditions (e.g. media before DTLS is up) at warn;
+/// the media path must not log per packet, so its crates only speak up for errors.
+const DEFAULT_LOG_FILTER: &str = "switchyard=info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,warn";
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("switchyard=info,warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();

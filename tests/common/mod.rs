@@ -1,0 +1,140 @@
+//! Test harness: a real Switchyard server on 127.0.0.1:0 and headless webrtc-rs
+//! participants that join through the real signaling API, publish synthetic VP8 video
+//! and Opus audio over real DTLS-SRTP, and count what they receive.
+#![allow(dead_code)]
+
+pub mod client;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use switchyard::config::{Config, PortRange};
+use switchyard::server::Server;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct TestServer {
+    pub http: String,
+    pub ws: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn start_server() -> TestServer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.media.ports = PortRange { min: 0, max: 0 };
+    let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(async {
+        let _ = rx.await;
+    }));
+    TestServer {
+        http: format!("http://{addr}"),
+        ws: format!("ws://{addr}/ws"),
+        shutdown: Some(tx),
+    }
+}
+
+pub async fn http_get_json(url: &str) -> Value {
+    // A tiny HTTP/1.1 GET, so the tests need no HTTP client crate.
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = TcpStream::connect(host).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON from {url}: {e}: {body}"))
+}
+
+/// A bare signaling connection for bad-input tests.
+pub struct RawWs {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawWs {
+    pub async fn connect(url: &str) -> RawWs {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        RawWs { ws }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::text(text.into())).await.expect("ws send");
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    /// Waits for the next message of `type` (others are skipped), at most `secs`.
+    pub async fn expect_type(&mut self, kind: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind:?} message within {secs} s"));
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
+                    if v["type"] == kind {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended while waiting for {kind:?}: {other:?}"),
+            }
+        }
+    }
+
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.expect_type("error", 5).await;
+        assert_eq!(v["code"], code, "error was {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a human message: {v}");
+        v
+    }
+
+    /// True when the server closed the socket within `secs`.
+    pub async fn closed_within(&mut self, secs: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds or `secs` pass.
+pub async fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 10 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}

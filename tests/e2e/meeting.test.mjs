@@ -1,0 +1,254 @@
+// End-to-end: the real switchyard binary + real headless Chromium (Debian's, never a
+// downloaded one) with fake camera/microphone. Only loopback addresses are used, and
+// every wait has a deadline.
+//
+//   SWITCHYARD_BIN   server binary (default: target/release/switchyard)
+//   CHROMIUM_PATH    browser binary (default: /usr/bin/chromium)
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, '../..');
+const SERVER_BIN = process.env.SWITCHYARD_BIN ?? path.resolve(here, '../../target/release/switchyard');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const SCREENSHOT = path.join(repoRoot, 'target/e2e/meeting-3.png');
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--allow-loopback-in-peer-connection', // without it Chromium gathers no loopback candidates
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls `check` until it returns a truthy value or `timeoutMs` passes; the last value
+// seen goes into the failure message.
+async function waitFor(what, check, timeoutMs = 30000, everyMs = 250) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last === true || (last && !Array.isArray(last))) return last;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+// ---------- server ----------
+
+let server; // { child, url, log }
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(SERVER_BIN, ['--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = [];
+    let buffered = '';
+    let settled = false;
+    const finish = (err, value) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) { child.kill('SIGKILL'); reject(err); } else resolve(value);
+    };
+    const timer = setTimeout(() => finish(new Error(
+      `server printed no "listening on" line within 20 s:\n${log.join('\n')}`)), 20000);
+    // Keep draining both pipes for the server's whole life so it never blocks on a full pipe.
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk;
+      const lines = buffered.split('\n');
+      buffered = lines.pop();
+      for (const line of lines) {
+        log.push(line);
+        const m = line.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+        if (m) finish(null, { child, url: m[1], log });
+      }
+    });
+    child.stderr.on('data', (chunk) => log.push(...String(chunk).split('\n').filter(Boolean)));
+    child.on('error', (err) => finish(new Error(`cannot start ${SERVER_BIN}: ${err.message}`)));
+    child.on('exit', (code, sig) => finish(new Error(
+      `server exited (${code ?? sig}) before listening:\n${log.join('\n')}`)));
+  });
+}
+
+async function stopServer() {
+  const child = server?.child;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  if (await Promise.race([exited.then(() => true), sleep(5000).then(() => false)])) return;
+  child.kill('SIGKILL');
+  await Promise.race([exited, sleep(2000)]);
+}
+
+// Last resort if the runner dies mid-test: never leave the spawned server behind.
+process.on('exit', () => { try { server?.child.kill('SIGKILL'); } catch { /* gone */ } });
+
+// ---------- browser ----------
+
+let browser;
+
+async function openPage(query, initScript) {
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 720 },
+    permissions: ['camera', 'microphone'],
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => console.log(`[page ${query}] uncaught: ${err.message}`));
+  if (initScript) await page.addInitScript(initScript);
+  const navigatedAt = Date.now();
+  await page.goto(`${server.url}/?${query}`, { timeout: 15000 });
+  return { page, context, navigatedAt, query };
+}
+
+// inbound-rtp counters of the page's current PeerConnection.
+function inboundStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.switchyard?.pc;
+    if (!pc) return [];
+    const out = [];
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp') {
+        out.push({ id: s.id, kind: s.kind, framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0 });
+      }
+    });
+    return out;
+  });
+}
+
+const pageState = (page) => page.evaluate(() => ({
+  state: window.switchyard?.state,
+  text: document.getElementById('conn-state')?.textContent,
+  remoteTiles: window.switchyard?.remoteTileCount() ?? -1,
+}));
+
+// Media is flowing when, between two samples ~2 s apart, at least `video` inbound video
+// streams decoded more frames and at least `audio` inbound audio streams got more packets.
+// Retries the sample pair until the deadline.
+async function expectMediaFlowing(p, { video, audio }, timeoutMs = 30000) {
+  let seen;
+  try {
+    return await waitFor(`${p.query}: ${video} video + ${audio} audio inbound streams rising`, async () => {
+      const before = new Map((await inboundStats(p.page)).map((s) => [s.id, s]));
+      await sleep(2000);
+      const after = await inboundStats(p.page);
+      const rising = (kind, field) => after.filter((s) =>
+        s.kind === kind && before.has(s.id) && s[field] > before.get(s.id)[field]).length;
+      const v = rising('video', 'framesDecoded');
+      const a = rising('audio', 'packetsReceived');
+      seen = { v, a, before: [...before.values()], after };
+      return v >= video && a >= audio && { v, a };
+    }, timeoutMs, 0);
+  } catch (err) {
+    err.message += `\nlast samples: ${JSON.stringify(seen)}`;
+    throw err;
+  }
+}
+
+before(async () => {
+  server = await startServer();
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  await stopServer();
+});
+
+// ---------- tests ----------
+
+test('three pages hold a meeting', { timeout: 120000 }, async () => {
+  const names = ['Ada', 'Bob', 'Cy'];
+  const pages = await Promise.all(names.map((n) => openPage(`room=e2e&name=${n}`)));
+  const [A, B, C] = pages;
+
+  // Time from navigation to the first decoded remote video frame, per page.
+  await Promise.all(pages.map(async (p) => {
+    await waitFor(`${p.query}: first remote frame`, async () =>
+      (await inboundStats(p.page)).some((s) => s.kind === 'video' && s.framesDecoded > 0), 30000, 100);
+    console.log(`first remote frame decoded: ${p.query} after ${Date.now() - p.navigatedAt} ms`);
+  }));
+
+  for (const p of pages) {
+    await waitFor(`${p.query}: connected with 2 remote tiles`, async () => {
+      const s = await pageState(p.page);
+      return s.state === 'connected' && s.text === 'connected' && s.remoteTiles === 2 && s;
+    });
+  }
+  const flows = await Promise.all(pages.map((p) => expectMediaFlowing(p, { video: 2, audio: 2 })));
+  flows.forEach((f, i) => console.log(`${names[i]}: ${f.v} video / ${f.a} audio inbound streams rising`));
+
+  // Remote tiles carry the other participants' names.
+  const labels = await A.page.$$eval('.tile.remote .name', (els) => els.map((e) => e.textContent).sort());
+  assert.deepEqual(labels, ['Bob', 'Cy']);
+  assert.equal(await A.page.textContent('.tile.local .name'), 'Ada (you)');
+
+  // The decoded media reaches the tiles: every remote <video> is playing a picture.
+  for (const p of pages) {
+    await waitFor(`${p.query}: remote <video> elements playing`, () => p.page.evaluate(() => {
+      const videos = [...document.querySelectorAll('.tile.remote video')];
+      const ok = videos.length === 2 && videos.every((v) => !v.paused && v.readyState >= 2 && v.videoWidth > 0);
+      return ok || videos.map((v) => ({ paused: v.paused, rs: v.readyState, w: v.videoWidth, muted: v.muted, tracks: v.srcObject?.getTracks().map((t) => t.kind + t.readyState) }));
+    }), 10000);
+  }
+
+  mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+  await A.page.screenshot({ path: SCREENSHOT });
+  console.log(`screenshot: ${SCREENSHOT}`);
+
+  // Cy leaves: the others drop Cy's tile and keep receiving each other.
+  await C.page.click('#leave-button');
+  await waitFor('Cy sees "You left the meeting"', async () =>
+    (await C.page.textContent('#notice'))?.includes('You left the meeting'), 5000);
+  for (const p of [A, B]) {
+    await waitFor(`${p.query}: Cy's tile removed`, async () => (await pageState(p.page)).remoteTiles === 1, 10000);
+  }
+  await Promise.all([A, B].map((p) => expectMediaFlowing(p, { video: 1, audio: 1 })));
+
+  await Promise.all(pages.map((p) => p.context.close()));
+});
+
+test('camera denied shows a message', { timeout: 30000 }, async () => {
+  // --use-fake-ui-for-media-stream accepts every prompt, so deny the way a browser does
+  // when the user blocks the camera.
+  const p = await openPage('room=e2e-denied&name=Dee', () => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  });
+  await waitFor('permission message', async () => {
+    const notice = p.page.locator('#notice');
+    return (await notice.isVisible()) && (await notice.textContent()).includes('Camera/microphone permission was denied');
+  }, 10000);
+  // The page did not join and still offers the form.
+  assert.equal(await p.page.locator('#join-form').isVisible(), true);
+  await p.context.close();
+});
+
+test('server unreachable shows a message', { timeout: 30000 }, async () => {
+  // Port 1 on loopback refuses connections; short retry delays so "failed" comes quickly.
+  const p = await openPage('room=x&name=y', () => {
+    window.SWITCHYARD_WS_URL = 'ws://127.0.0.1:1/ws';
+    window.SWITCHYARD_RETRY_DELAYS_MS = [100, 100, 100, 100, 100];
+  });
+  await waitFor('"Cannot reach the server"', async () => {
+    const notice = p.page.locator('#notice');
+    return (await notice.isVisible()) && (await notice.textContent()).includes('Cannot reach the server');
+  }, 10000, 50);
+  await waitFor('conn-state "failed"', async () => {
+    const s = await pageState(p.page);
+    return s.state === 'failed' && s.text === 'failed';
+  }, 15000);
+  assert.match(await p.page.textContent('#notice'), /Cannot reach the server/);
+  await p.context.close();
+});

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the browser end-to-end tests against an already built server
+# (the caller runs `cargo build --release` first; SWITCHYARD_BIN overrides the path).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+export SWITCHYARD_BIN="${SWITCHYARD_BIN:-$repo/target/release/switchyard}"
+
+if [[ ! -x "$SWITCHYARD_BIN" ]]; then
+  echo "server binary not found: $SWITCHYARD_BIN (run 'cargo build --release' first)" >&2
+  exit 1
+fi
+
+# Debian's chromium; playwright-core never downloads a browser.
+if ! command -v chromium >/dev/null; then
+  sudo=""
+  [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y chromium
+fi
+
+cd "$here"
+if [[ ! -d node_modules ]]; then
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+fi
+
+# One file at a time: the machine is small and the tests share nothing but the binary.
+exec node --test --test-concurrency=1 ./*.test.mjs

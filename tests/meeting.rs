@@ -1,0 +1,124 @@
+//! Three headless webrtc-rs participants hold a meeting through a real server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client::{Client, OPUS_PT, VP8_PT};
+use common::{http_get_json, start_server, wait_until};
+use serde_json::json;
+
+const MIN_PACKETS: u64 = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_participants_receive_each_other_and_survive_a_departure() {
+    let server = start_server().await;
+    let a = Client::join(&server.ws, "standup", "Ada").await;
+    let b = Client::join(&server.ws, "standup", "Bob").await;
+    let c = Client::join(&server.ws, "standup", "Cy").await;
+    let all = [&a, &b, &c];
+
+    // Everyone receives both kinds from both others.
+    let everyone_receives = || {
+        all.iter().all(|me| {
+            all.iter().filter(|o| o.id != me.id).all(|o| {
+                me.shared.packets_from(&o.id, "video") >= MIN_PACKETS
+                    && me.shared.packets_from(&o.id, "audio") >= MIN_PACKETS
+            })
+        })
+    };
+    let ok = wait_until(30, everyone_receives).await;
+    for me in all {
+        for o in all.iter().filter(|o| o.id != me.id) {
+            eprintln!(
+                "{} <- {}: video {} audio {}",
+                me.id,
+                o.id,
+                me.shared.packets_from(&o.id, "video"),
+                me.shared.packets_from(&o.id, "audio")
+            );
+        }
+    }
+    assert!(ok, "every participant receives video and audio from the other two");
+
+    // Rewritten headers are consistent per leg: one SSRC, the negotiated PT, contiguous
+    // sequence numbers, and never the publisher's own SSRC.
+    for me in all {
+        for o in all.iter().filter(|o| o.id != me.id) {
+            let own = o.shared.own_ssrcs.lock().unwrap().clone();
+            for (kind, pt) in [("video", VP8_PT), ("audio", OPUS_PT)] {
+                let s = me.shared.stats(&o.id, kind).unwrap();
+                assert_eq!(s.ssrcs.len(), 1, "{kind} leg keeps one SSRC: {s:?}");
+                assert!(!own.contains(s.ssrcs.iter().next().unwrap()), "SSRC rewritten per leg");
+                assert_eq!(s.payload_types.iter().copied().collect::<Vec<_>>(), vec![pt]);
+                assert!(
+                    s.seq_discontinuities * 100 <= s.packets,
+                    "{kind} sequence numbers are contiguous on loopback: {s:?}"
+                );
+            }
+        }
+    }
+    let participants = |v: &serde_json::Value| v[0]["participants"].as_array().map_or(0, |p| p.len());
+    assert_eq!(participants(&http_get_json(&format!("{}/api/rooms", server.http)).await), 3);
+
+    // Cy leaves: the others are told, forwarding to and from Cy stops, the rest goes on.
+    let cy = c.id.clone();
+    c.leave().await;
+    let told = wait_until(5, || {
+        [&a, &b].iter().all(|me| {
+            me.shared.saw_message(|m| m["type"] == "participant_left" && m["participant_id"] == cy.as_str())
+        })
+    })
+    .await;
+    assert!(told, "Ada and Bob are told that Cy left");
+    assert!(
+        [&a, &b].iter().all(|me| me.shared.saw_message(|m| m["type"] == "track_unpublished" && m["participant_id"] == cy.as_str())),
+        "and that Cy's tracks are gone"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from_cy = a.shared.packets_from(&cy, "video");
+    let ab = a.shared.packets_from(&b.id, "video");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(a.shared.packets_from(&cy, "video"), from_cy, "nothing from Cy after leaving");
+    assert!(a.shared.packets_from(&b.id, "video") > ab + 30, "Ada still receives Bob");
+    assert_eq!(participants(&http_get_json(&format!("{}/api/rooms", server.http)).await), 2);
+    a.leave().await;
+    b.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_plis_reach_the_publisher_throttled() {
+    let server = start_server().await;
+    let a = Client::join(&server.ws, "pli", "Ada").await;
+    let b = Client::join(&server.ws, "pli", "Bob").await;
+    assert!(wait_until(20, || b.shared.packets_from(&a.id, "video") >= MIN_PACKETS).await, "Bob receives Ada");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = a.shared.plis_received.load(std::sync::atomic::Ordering::Relaxed);
+    // 30 PLIs in 3 s from Bob: Ada must see about one per second, not thirty.
+    b.send_plis(&a.id, 30, Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let got = a.shared.plis_received.load(std::sync::atomic::Ordering::Relaxed) - before;
+    eprintln!("30 PLIs from the subscriber -> {got} keyframe requests at the publisher");
+    assert!((1..=5).contains(&got), "throttled to about 1/s, got {got}");
+    let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+    assert!(stats["keyframe_requests_from_subscribers"].as_u64().unwrap() >= 25, "{stats}");
+    a.leave().await;
+    b.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_participant_is_removed_and_the_others_are_told() {
+    let server = start_server().await;
+    let a = Client::join(&server.ws, "crash", "Ada").await;
+    let b = Client::join(&server.ws, "crash", "Bob").await;
+    assert!(wait_until(20, || a.shared.packets_from(&b.id, "video") > 0).await);
+    let bob = b.id.clone();
+    b.crash().await;
+    let told = wait_until(15, || {
+        a.shared.saw_message(|m| m["type"] == "participant_left" && m["participant_id"] == bob.as_str())
+    })
+    .await;
+    assert!(told, "Ada is told within 15 s that Bob vanished");
+    a.send(json!({"type":"mute","kind":"audio","muted":true}));
+    a.leave().await;
+}
