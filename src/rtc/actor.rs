@@ -301,3 +301,37 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::ExtMap;
+    use rtc::rtp::header::Extension;
+
+    #[test]
+    fn rewrite_sets_leg_fields_and_maps_or_strips_extensions() {
+        let mut h = rtp::header::Header {
+            version: 2,
+            extension: true,
+            extension_profile: 0xBEDE,
+            payload_type: 96,
+            sequence_number: 7,
+            timestamp: 9,
+            ssrc: 1,
+            extensions: vec![
+                Extension { id: 1, payload: bytes::Bytes::from_static(&[0x80]) },
+                Extension { id: 3, payload: bytes::Bytes::from_static(&[1, 2, 3]) },
+            ],
+            ..Default::default()
+        };
+        let mut map = [0u8; 16];
+        map[1] = 5; // audio level: 1 on the publisher, 5 on this leg; id 3 not negotiated
+        let r = RewrittenHeader { ssrc: 42, sequence_number: 100, timestamp: 200, payload_type: 111, ext_map: ExtMap(map) };
+        apply_rewrite(&mut h, &r);
+        assert_eq!((h.ssrc, h.sequence_number, h.timestamp, h.payload_type), (42, 100, 200, 111));
+        assert_eq!(h.extensions.len(), 1);
+        assert_eq!(h.extensions[0].id, 5);
+        apply_rewrite(&mut h, &RewrittenHeader { ext_map: ExtMap::default(), ..r });
+        assert!(!h.extension, "no extension left, no extension block");
+    }
+}
