@@ -1,0 +1,508 @@
+// Switchyard web client. Protocol: docs/signaling.md. One WebSocket + one
+// RTCPeerConnection per "session"; a reconnect throws both away and joins again, so
+// no state from a broken connection can leak into the next one.
+
+const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const NAME_MAX = 64;
+// Tests may shorten the backoff (window.SWITCHYARD_RETRY_DELAYS_MS) to see "failed" quickly.
+const RETRY_DELAYS_MS = window.SWITCHYARD_RETRY_DELAYS_MS ?? [1000, 2000, 4000, 8000, 8000];
+const WS_OPEN_TIMEOUT_MS = 10000;
+const MSG = {
+  denied: 'Camera/microphone permission was denied. Allow access to the camera and microphone for this site, then join again.',
+  noDevice: 'No camera or microphone was found. Connect one and join again.',
+  busy: 'The camera or microphone is in use by another application.',
+  insecure: 'Camera and microphone need a secure page (https:// or localhost).',
+  unreachable: 'Cannot reach the server',
+  left: 'You left the meeting',
+};
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  joinView: $('join-view'), form: $('join-form'), room: $('room-input'), name: $('name-input'),
+  formError: $('form-error'), meetingView: $('meeting-view'), grid: $('grid'),
+  notice: $('notice'), serverError: $('server-error'), serverErrorText: $('server-error-text'),
+  connState: $('conn-state'), roomLabel: $('room-label'),
+  mic: $('mic-button'), cam: $('cam-button'), sound: $('sound-button'), leave: $('leave-button'),
+};
+
+let localStream = null;
+let meeting = null; // from Join until Leave / final failure: {room, name, audioMuted, videoMuted, attempt, retryTimer}
+let session = null; // the current ws + pc pair (see connect())
+let connState = 'connecting';
+const tiles = new Map(); // participant id -> remote tile {el, video, stream, name}
+
+// ---------- page chrome ----------
+
+function showNotice(text) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = !text;
+}
+
+function showServerError(code, message) {
+  ui.serverErrorText.textContent = `${code}: ${message}`;
+  ui.serverError.hidden = false;
+}
+
+function setConnState(state) {
+  connState = state;
+  ui.connState.textContent = state;
+  ui.connState.dataset.state = state;
+  ui.connState.hidden = false;
+}
+
+function showForm() {
+  ui.meetingView.hidden = true;
+  ui.joinView.hidden = false;
+  ui.roomLabel.textContent = '';
+}
+
+function validate(room, name) {
+  if (!ROOM_RE.test(room)) return 'Room: 1-64 characters, letters, digits, "_" or "-".';
+  if (name.length < 1 || name.length > NAME_MAX) return 'Display name: 1-64 characters.';
+  return null;
+}
+
+// ---------- joining ----------
+
+async function startMeeting(room, name) {
+  showNotice('');
+  ui.serverError.hidden = true;
+  ui.formError.hidden = true;
+  localStream = await getLocalMedia();
+  if (!localStream) return; // getLocalMedia already said why
+  meeting = { room, name, audioMuted: false, videoMuted: false, attempt: 0, retryTimer: null };
+  ui.joinView.hidden = true;
+  ui.meetingView.hidden = false;
+  ui.roomLabel.textContent = room;
+  ui.grid.replaceChildren(makeLocalTile(name));
+  updateGrid();
+  updateControls();
+  connect();
+}
+
+async function getLocalMedia() {
+  if (!navigator.mediaDevices?.getUserMedia) return showNotice(MSG.insecure), null;
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+  } catch (err) {
+    console.warn('getUserMedia failed', err);
+    const byName = { NotAllowedError: MSG.denied, SecurityError: MSG.denied, NotFoundError: MSG.noDevice,
+      OverconstrainedError: MSG.noDevice, NotReadableError: MSG.busy };
+    showNotice(byName[err?.name] ?? `Could not open the camera/microphone: ${err?.message ?? err}`);
+    return null;
+  }
+}
+
+function wsUrl() {
+  // Tests point the client at a dead port with window.SWITCHYARD_WS_URL.
+  if (window.SWITCHYARD_WS_URL) return window.SWITCHYARD_WS_URL;
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+}
+
+// One connection attempt. Every callback checks `s === session` so events from a
+// torn-down attempt are ignored.
+function connect() {
+  const s = { ws: new WebSocket(wsUrl()), pc: null, opened: false, closing: false, joined: false,
+    makingOffer: false, pendingCandidates: [], chain: Promise.resolve() };
+  session = s;
+  setConnState(meeting.attempt === 0 ? 'connecting' : 'reconnecting');
+  const openTimer = setTimeout(() => s.ws.readyState !== WebSocket.OPEN && s.ws.close(), WS_OPEN_TIMEOUT_MS);
+  s.ws.onopen = () => {
+    clearTimeout(openTimer);
+    s.opened = true;
+    send(s, { type: 'join', room: meeting.room, name: meeting.name });
+  };
+  s.ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { return console.warn('non-JSON from server', ev.data); }
+    // Apply messages strictly in arrival order: SDP and candidates depend on each other.
+    s.chain = s.chain.then(() => s === session && handleMessage(s, msg))
+      .catch((err) => console.warn(`handling ${msg.type} failed`, err));
+  };
+  s.ws.onclose = () => {
+    clearTimeout(openTimer);
+    if (s.closing || s !== session) return;
+    if (!s.opened) showNotice(`${MSG.unreachable} (${wsUrl()}). Retrying…`);
+    connectionLost(s);
+  };
+}
+
+function send(s, msg) {
+  if (s.ws.readyState === WebSocket.OPEN) s.ws.send(JSON.stringify(msg));
+}
+
+async function handleMessage(s, msg) {
+  switch (msg.type) {
+    case 'joined': return onJoined(s, msg);
+    case 'offer': return onRemoteOffer(s, msg.sdp);
+    case 'answer': return onRemoteAnswer(s, msg.sdp);
+    case 'candidate': return onRemoteCandidate(s, msg.candidate);
+    case 'participant_joined': return ensureRemoteTile(msg.participant);
+    case 'participant_left': return removeRemoteTile(msg.participant_id);
+    case 'track_unpublished': return onTrackUnpublished(msg.participant_id, msg.track_id);
+    case 'mute':
+      if (msg.participant_id !== meeting.participantId) setTileMuted(tiles.get(msg.participant_id)?.el, msg.kind, msg.muted);
+      return;
+    case 'error': return onServerError(s, msg);
+    case 'track_published': case 'left': return; // tracks arrive via ontrack; `left` acks our leave
+    default: console.warn('unknown message', msg);
+  }
+}
+
+function onServerError(s, msg) {
+  showServerError(msg.code, msg.message);
+  if (s.joined) return;
+  // A refused join (name taken, room full, bad name) will not get better by retrying.
+  const m = meeting;
+  endMeeting();
+  setConnState('failed');
+  showForm();
+  if (m) { ui.room.value = m.room; ui.name.value = m.name; }
+}
+
+function onJoined(s, msg) {
+  s.joined = true;
+  meeting.participantId = msg.participant_id;
+  showNotice('');
+  for (const p of msg.participants) ensureRemoteTile(p);
+  s.pc = createPeerConnection(s, msg.ice_servers ?? []);
+  // The server only knows mute state from messages; after a reconnect it starts fresh.
+  if (meeting.audioMuted) send(s, { type: 'mute', kind: 'audio', muted: true });
+  if (meeting.videoMuted) send(s, { type: 'mute', kind: 'video', muted: true });
+}
+
+// ---------- WebRTC: perfect negotiation, browser is the polite peer ----------
+
+function createPeerConnection(s, iceServers) {
+  const pc = new RTCPeerConnection({ iceServers });
+  for (const track of localStream.getTracks()) {
+    pc.addTransceiver(track, { direction: 'sendonly', streams: [localStream] });
+  }
+  pc.onnegotiationneeded = async () => {
+    try {
+      s.makingOffer = true;
+      await pc.setLocalDescription();
+      if (s === session) send(s, { type: 'offer', sdp: pc.localDescription.sdp });
+    } catch (err) {
+      console.warn('creating offer failed', err);
+    } finally {
+      s.makingOffer = false;
+    }
+  };
+  pc.onicecandidate = (e) => {
+    if (e.candidate && s === session) send(s, { type: 'candidate', candidate: e.candidate.toJSON() });
+  };
+  pc.ontrack = (e) => onRemoteTrack(e.track, e.streams[0]);
+  pc.onconnectionstatechange = () => {
+    if (s !== session) return;
+    const st = pc.connectionState;
+    if (st === 'connected') {
+      meeting.attempt = 0; // a healthy connection earns a fresh set of retries
+      showNotice('');
+      setConnState('connected');
+    } else if (st === 'disconnected') {
+      setConnState('reconnecting'); // ICE often recovers by itself; wait for 'failed'
+    } else if (st === 'failed') {
+      connectionLost(s); // the server drops us too; join again from scratch
+    }
+  };
+  return pc;
+}
+
+async function onRemoteOffer(s, sdp) {
+  // Polite: a colliding local offer is rolled back implicitly by setRemoteDescription.
+  await s.pc.setRemoteDescription({ type: 'offer', sdp });
+  await flushCandidates(s);
+  await s.pc.setLocalDescription();
+  send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
+}
+
+async function onRemoteAnswer(s, sdp) {
+  if (s.pc.signalingState !== 'have-local-offer') {
+    return console.warn('answer ignored in state', s.pc.signalingState);
+  }
+  await s.pc.setRemoteDescription({ type: 'answer', sdp });
+  await flushCandidates(s);
+}
+
+async function onRemoteCandidate(s, candidate) {
+  if (!s.pc || !s.pc.remoteDescription) return void s.pendingCandidates.push(candidate);
+  try { await s.pc.addIceCandidate(candidate); } catch (err) { console.warn('addIceCandidate', err); }
+}
+
+async function flushCandidates(s) {
+  const queued = s.pendingCandidates.splice(0);
+  for (const c of queued) await onRemoteCandidate(s, c);
+}
+
+// ---------- reconnecting and leaving ----------
+
+function closeSession(s) {
+  if (!s) return;
+  s.closing = true;
+  try { s.pc?.close(); } catch { /* already closed */ }
+  try { s.ws.close(); } catch { /* already closed */ }
+}
+
+function clearRemoteTiles() {
+  for (const id of [...tiles.keys()]) removeRemoteTile(id);
+}
+
+function connectionLost(s) {
+  if (s !== session || !meeting) return;
+  closeSession(s);
+  session = null;
+  clearRemoteTiles();
+  if (meeting.attempt >= RETRY_DELAYS_MS.length) {
+    setConnState('failed');
+    if (ui.notice.hidden) showNotice('Connection to the meeting failed.');
+    else showNotice(ui.notice.textContent.replace(/ Retrying…$/, ''));
+    return;
+  }
+  setConnState('reconnecting');
+  const delay = RETRY_DELAYS_MS[meeting.attempt++];
+  meeting.retryTimer = setTimeout(() => meeting && !session && connect(), delay);
+}
+
+// Stop everything this meeting owns; leaves the page where it is.
+function endMeeting() {
+  if (meeting) clearTimeout(meeting.retryTimer);
+  closeSession(session);
+  session = null;
+  meeting = null;
+  clearRemoteTiles();
+  localStream?.getTracks().forEach((t) => t.stop());
+  localStream = null;
+  ui.sound.hidden = true;
+}
+
+function leave() {
+  if (session) send(session, { type: 'leave' });
+  endMeeting();
+  ui.connState.hidden = true;
+  showForm();
+  showNotice(MSG.left);
+}
+
+// ---------- tiles ----------
+
+const MIC_OFF_SVG = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path d="M3 3l18 18" stroke="currentColor" stroke-width="2.2"/></svg>';
+
+function makeTile(name, kind) {
+  const el = document.createElement('div');
+  el.className = `tile ${kind}`;
+  el.dataset.audioMuted = 'false';
+  el.dataset.videoMuted = 'false';
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  const placeholder = document.createElement('div');
+  placeholder.className = 'placeholder';
+  const avatar = document.createElement('span');
+  avatar.className = 'avatar';
+  const caption = document.createElement('span');
+  caption.textContent = 'camera off';
+  placeholder.append(avatar, caption);
+  const label = document.createElement('div');
+  label.className = 'label';
+  const mic = document.createElement('span');
+  mic.className = 'mic-off';
+  mic.title = 'Microphone muted';
+  mic.innerHTML = `${MIC_OFF_SVG}<span class="sr">muted</span>`;
+  const nameEl = document.createElement('span');
+  nameEl.className = 'name';
+  label.append(mic, nameEl);
+  el.append(video, placeholder, label);
+  setTileName(el, name);
+  return { el, video };
+}
+
+function setTileName(el, name) {
+  el.querySelector('.name').textContent = name;
+  el.querySelector('.avatar').textContent = (name.trim()[0] ?? '?').toUpperCase();
+}
+
+function setTileMuted(el, kind, muted) {
+  if (!el) return;
+  if (kind === 'audio') el.dataset.audioMuted = String(!!muted);
+  if (kind === 'video') el.dataset.videoMuted = String(!!muted);
+}
+
+function makeLocalTile(name) {
+  const { el, video } = makeTile(`${name} (you)`, 'local');
+  video.muted = true; // never play our own microphone back
+  video.srcObject = localStream;
+  return el;
+}
+
+function ensureRemoteTile(p) {
+  let tile = tiles.get(p.id);
+  if (!tile) {
+    const { el, video } = makeTile(p.name ?? p.id, 'remote');
+    el.dataset.participantId = p.id;
+    tile = { id: p.id, el, video, stream: new MediaStream(), tracks: new Set(), unpublished: new Set() };
+    tiles.set(p.id, tile);
+    ui.grid.append(el);
+    updateGrid();
+  } else if (p.name) {
+    setTileName(tile.el, p.name);
+  }
+  if ('audio_muted' in p) setTileMuted(tile.el, 'audio', p.audio_muted);
+  if ('video_muted' in p) setTileMuted(tile.el, 'video', p.video_muted);
+  return tile;
+}
+
+function removeRemoteTile(id) {
+  const tile = tiles.get(id);
+  if (!tile) return;
+  tile.video.srcObject = null;
+  tile.el.remove();
+  tiles.delete(id);
+  updateGrid();
+}
+
+// The server sends each publisher's tracks in a stream whose id is the participant id,
+// so ontrack says who a track belongs to. Chrome's own addtrack/removetrack events on
+// that stream are not used: they interleave with ontrack in any order during
+// renegotiation. A track leaves a tile on track_unpublished, on 'ended', when ontrack
+// gives it to someone else, or with its participant. Remote tracks' 'mute' events are
+// not used either: Chrome fires them whenever RTP pauses briefly.
+function onRemoteTrack(track, stream) {
+  if (!stream) return console.warn('remote track without a stream', track.id);
+  for (const other of tiles.values()) {
+    if (other.id !== stream.id && other.tracks.delete(track)) syncTile(other);
+  }
+  const tile = ensureRemoteTile({ id: stream.id });
+  for (const old of tile.tracks) if (old.kind === track.kind) tile.tracks.delete(old); // one per kind
+  tile.tracks.add(track);
+  tile.unpublished.delete(track.id); // (re)negotiated, so published again
+  track.addEventListener('ended', () => syncTile(tile), { once: true });
+  syncTile(tile);
+}
+
+function onTrackUnpublished(participantId, trackId) {
+  const tile = tiles.get(participantId);
+  if (!tile) return;
+  tile.unpublished.add(trackId);
+  syncTile(tile);
+}
+
+// Point the tile's <video> at exactly the participant's live, still-published tracks.
+function syncTile(tile) {
+  if (tiles.get(tile.id) !== tile) return; // the tile is gone
+  for (const t of tile.tracks) if (t.readyState === 'ended' || tile.unpublished.has(t.id)) tile.tracks.delete(t);
+  const want = [...tile.tracks];
+  const have = tile.stream.getTracks();
+  if (want.length === have.length && want.every((t) => have.includes(t))) return;
+  tile.stream = new MediaStream(want);
+  attachStream(tile);
+}
+
+// Re-assigning srcObject makes the element pick up the changed track set reliably.
+function attachStream(tile) {
+  tile.video.srcObject = null;
+  if (tile.stream.getTracks().length === 0) return;
+  tile.video.srcObject = tile.stream;
+  tile.video.play().catch((err) => {
+    // Autoplay with sound needs a user gesture when the page joined straight from the URL.
+    if (err.name !== 'NotAllowedError') return;
+    tile.video.muted = true;
+    tile.video.play().catch(() => {});
+    ui.sound.hidden = false;
+  });
+}
+
+function enableSound() {
+  for (const tile of tiles.values()) {
+    tile.video.muted = false;
+    tile.video.play().catch(() => {});
+  }
+  ui.sound.hidden = true;
+}
+
+// Pick the column count that gives the biggest 16:9 tiles in the grid's current box,
+// so a phone in portrait stacks tiles and a wide window lays them side by side.
+function updateGrid() {
+  const n = Math.max(1, ui.grid.children.length);
+  const w = ui.grid.clientWidth || 16;
+  const h = ui.grid.clientHeight || 9;
+  let best = { cols: 1, rows: n, size: 0 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const size = Math.min(w / cols, (h / rows) * 16 / 9);
+    if (size > best.size) best = { cols, rows, size };
+  }
+  ui.grid.style.setProperty('--cols', String(best.cols));
+  ui.grid.style.setProperty('--rows', String(best.rows));
+}
+new ResizeObserver(updateGrid).observe(ui.grid);
+
+// ---------- controls ----------
+
+function toggle(kind) {
+  if (!meeting || !localStream) return;
+  const key = kind === 'audio' ? 'audioMuted' : 'videoMuted';
+  meeting[key] = !meeting[key];
+  // enabled=false keeps the track negotiated but sends silence/black, so unmuting needs no renegotiation.
+  for (const t of localStream.getTracks()) if (t.kind === kind) t.enabled = !meeting[key];
+  if (session?.joined) send(session, { type: 'mute', kind, muted: meeting[key] });
+  updateControls();
+}
+
+function updateControls() {
+  const local = ui.grid.querySelector('.tile.local');
+  setTileMuted(local, 'audio', meeting.audioMuted);
+  setTileMuted(local, 'video', meeting.videoMuted);
+  ui.mic.textContent = meeting.audioMuted ? 'Unmute' : 'Mute';
+  ui.mic.setAttribute('aria-pressed', String(meeting.audioMuted));
+  ui.cam.textContent = meeting.videoMuted ? 'Camera on' : 'Camera off';
+  ui.cam.setAttribute('aria-pressed', String(meeting.videoMuted));
+}
+
+// ---------- wiring ----------
+
+ui.form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const room = ui.room.value.trim();
+  const name = ui.name.value.trim();
+  const problem = validate(room, name);
+  ui.formError.textContent = problem ?? '';
+  ui.formError.hidden = !problem;
+  if (problem) return;
+  // Make the address shareable: opening it joins the same room directly.
+  history.replaceState(null, '', `/?${new URLSearchParams({ room, name })}`);
+  startMeeting(room, name);
+});
+ui.mic.addEventListener('click', () => toggle('audio'));
+ui.cam.addEventListener('click', () => toggle('video'));
+ui.leave.addEventListener('click', leave);
+ui.sound.addEventListener('click', enableSound);
+$('server-error-close').addEventListener('click', () => { ui.serverError.hidden = true; });
+// Tell the server right away instead of letting it wait for the socket to die.
+window.addEventListener('pagehide', () => session && send(session, { type: 'leave' }));
+
+window.switchyard = {
+  get pc() { return session?.pc ?? null; },
+  get state() { return connState; },
+  get participantId() { return meeting?.participantId ?? null; },
+  remoteTileCount() { return ui.grid.querySelectorAll('.tile.remote').length; },
+};
+
+function init() {
+  const params = new URLSearchParams(location.search);
+  const room = params.get('room') ?? '';
+  const name = params.get('name') ?? '';
+  ui.room.value = room;
+  ui.name.value = name;
+  if (room && name) {
+    const problem = validate(room, name);
+    if (problem) {
+      ui.formError.textContent = problem;
+      ui.formError.hidden = false;
+    } else {
+      startMeeting(room, name);
+    }
+  }
+}
+
+init();
