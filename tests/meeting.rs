@@ -122,3 +122,41 @@ async fn a_crashed_participant_is_removed_and_the_others_are_told() {
     a.send(json!({"type":"mute","kind":"audio","muted":true}));
     a.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_with_the_subscribers_payload_type() {
+    use common::client::{Video, H264_PT};
+    let server = start_server().await;
+    let a = Client::join_with(&server.ws, "h264", "Ada", Video::H264).await;
+    let b = Client::join(&server.ws, "h264", "Bob").await;
+    let ok = wait_until(20, || b.shared.packets_from(&a.id, "video") >= MIN_PACKETS).await;
+    assert!(ok, "Bob receives Ada's H.264: {:?}", b.shared.stats(&a.id, "video"));
+    let s = b.shared.stats(&a.id, "video").unwrap();
+    assert_eq!(s.payload_types.into_iter().collect::<Vec<_>>(), vec![H264_PT]);
+    assert!(a.shared.packets_from(&b.id, "video") >= MIN_PACKETS, "and Ada receives Bob's VP8");
+    a.leave().await;
+    b.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_goes_silent_is_removed_by_the_heartbeat() {
+    let server = start_server().await;
+    let a = Client::join(&server.ws, "silent", "Ada").await;
+    // A signaling connection that joins and then never reads again: it answers no pings,
+    // like a browser whose network vanished without closing TCP.
+    let mut ghost = common::RawWs::connect(&server.ws).await;
+    ghost.send_json(json!({"type":"join","room":"silent","name":"Ghost"})).await;
+    let joined = ghost.expect_type("joined", 10).await;
+    let ghost_id = joined["participant_id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let told = wait_until(20, || {
+        a.shared.saw_message(|m| m["type"] == "participant_left" && m["participant_id"] == ghost_id.as_str())
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("silent participant removed after {took:?}");
+    assert!(told, "Ada is told the silent participant left");
+    assert!(took <= Duration::from_secs(16), "within about 10-15 s, took {took:?}");
+    drop(ghost);
+    a.leave().await;
+}

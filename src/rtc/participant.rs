@@ -236,7 +236,11 @@ impl ParticipantPeer {
                 self.close_leg(*track).await;
             }
             for track in &plan.add {
-                self.add_leg(*track).await?;
+                // A track this connection cannot carry (say, a codec the subscriber's
+                // browser did not offer) is left out; the rest of the offer goes ahead.
+                if let Err(e) = self.add_leg(*track).await {
+                    warn!(track = %track, "cannot forward this track to this participant: {e}");
+                }
             }
             let offer = self.pc.create_offer(None).await.map_err(internal)?;
             self.pc.set_local_description(offer.clone()).await.map_err(internal)?;

@@ -17,9 +17,9 @@ use crate::room::{valid_display_name, valid_room_name};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 /// The server pings this often; browsers answer pings on their own.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A participant silent this long (no message, no pong) is gone.
-const LIVENESS_TIMEOUT: Duration = Duration::from_secs(12);
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ws: WebSocket, app: Arc<AppState>) {
     let span = info_span!("session", room = field::Empty, participant = field::Empty);

@@ -13,7 +13,7 @@ use rtc::peer_connection::sdp::{RTCSdpType, RTCSessionDescription};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use serde_json::{json, Value};
 use switchyard::config::{MediaConfig, PortRange};
 use switchyard::rtc::peer::build_peer;
@@ -29,7 +29,35 @@ use webrtc::peer_connection::{
 };
 
 pub const VP8_PT: u8 = 96;
+pub const H264_PT: u8 = 102;
 pub const OPUS_PT: u8 = 111;
+
+/// The video codec a test participant publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Video {
+    Vp8,
+    H264,
+}
+
+impl Video {
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Video::Vp8 => VP8_PT,
+            Video::H264 => H264_PT,
+        }
+    }
+    /// First bytes of a frame's packets: a keyframe start, a continuation, an interframe.
+    fn payload_head(self, first_of_frame: bool, key: bool) -> [u8; 2] {
+        match (self, first_of_frame, key) {
+            (Video::Vp8, true, true) => [0x10, 0x00],
+            (Video::Vp8, true, false) => [0x10, 0x01],
+            (Video::Vp8, false, _) => [0x00, 0x00],
+            (Video::H264, true, true) => [0x7c, 0x85],  // FU-A start of an IDR slice
+            (Video::H264, true, false) => [0x7c, 0x81], // FU-A start of a non-IDR slice
+            (Video::H264, false, _) => [0x7c, 0x01],    // FU-A continuation
+        }
+    }
+}
 
 /// What one subscriber saw of one (publisher, kind) stream.
 #[derive(Debug, Default, Clone)]
@@ -98,7 +126,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     let label = if kind == RtpCodecKind::Video { "video" } else { "audio" };
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "local".to_string(),
@@ -107,13 +135,8 @@ fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, s
         kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec: RTCRtpCodec {
-                mime_type: mime.to_string(),
-                clock_rate,
-                channels,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
+            // No codec here: like a browser, offer every registered codec of the kind, so
+            // the server can later send this participant any of them.
             ..Default::default()
         }],
     )))
@@ -122,6 +145,10 @@ fn local_track(kind: RtpCodecKind, mime: &str, clock_rate: u32, channels: u16, s
 impl Client {
     /// Joins `room` as `name`, publishes video+audio, and returns once `joined` arrived.
     pub async fn join(ws_url: &str, room: &str, name: &str) -> Client {
+        Client::join_with(ws_url, room, name, Video::Vp8).await
+    }
+
+    pub async fn join_with(ws_url: &str, room: &str, name: &str, codec: Video) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws connect");
         let (mut ws_tx, mut ws_rx) = ws.split();
         ws_tx
@@ -157,11 +184,11 @@ impl Client {
         let video_ssrc = rand::random::<u32>();
         let audio_ssrc = rand::random::<u32>();
         *shared.own_ssrcs.lock().unwrap() = vec![video_ssrc, audio_ssrc];
-        let video = local_track(RtpCodecKind::Video, "video/VP8", 90_000, 0, video_ssrc);
-        let audio = local_track(RtpCodecKind::Audio, "audio/opus", 48_000, 2, audio_ssrc);
+        let video = local_track(RtpCodecKind::Video, video_ssrc);
+        let audio = local_track(RtpCodecKind::Audio, audio_ssrc);
         pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.expect("add video");
         pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.expect("add audio");
-        tokio::spawn(send_media(video.clone(), audio.clone(), video_ssrc, audio_ssrc, shared.clone()));
+        tokio::spawn(send_media(video.clone(), audio.clone(), codec, video_ssrc, audio_ssrc, shared.clone()));
         tokio::spawn(watch_keyframe_requests(video, shared.clone()));
 
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Value>();
@@ -303,6 +330,7 @@ async fn make_offer(pc: &Arc<dyn PeerConnection>) -> Option<String> {
 async fn send_media(
     video: Arc<TrackLocalStaticRTP>,
     audio: Arc<TrackLocalStaticRTP>,
+    codec: Video,
     video_ssrc: u32,
     audio_ssrc: u32,
     shared: Arc<Shared>,
@@ -329,9 +357,8 @@ async fn send_media(
             let key = frame % 60 == 0 || shared.force_keyframe.swap(false, Ordering::Relaxed);
             for i in 0..3u8 {
                 let mut payload = vec![0u8; 1000];
-                payload[0] = if i == 0 { 0x10 } else { 0x00 };
-                payload[1] = if key { 0x00 } else { 0x01 };
-                let pkt = packet(video_ssrc, VP8_PT, vseq, vts, i == 2, Bytes::from(payload));
+                payload[..2].copy_from_slice(&codec.payload_head(i == 0, key));
+                let pkt = packet(video_ssrc, codec.payload_type(), vseq, vts, i == 2, Bytes::from(payload));
                 let _ = video.write_rtp(pkt).await;
                 vseq = vseq.wrapping_add(1);
             }
