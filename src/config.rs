@@ -9,7 +9,11 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug, Default)]
-#[command(name = "switchyard", version, about = "Switchyard: a selective forwarding unit for meetings")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Switchyard: a selective forwarding unit for meetings"
+)]
 pub struct Cli {
     /// TOML configuration file (see docs/configuration.md).
     #[arg(long, env = "SWITCHYARD_CONFIG")]
@@ -44,7 +48,9 @@ pub struct PortRange {
 impl std::str::FromStr for PortRange {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s.split_once('-').ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
         let min: u16 = a.trim().parse().map_err(|_| format!("bad port {a:?}"))?;
         let max: u16 = b.trim().parse().map_err(|_| format!("bad port {b:?}"))?;
         if min > max || (min == 0) != (max == 0) {
@@ -113,7 +119,10 @@ impl Default for Config {
             media: MediaConfig {
                 bind_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
                 advertise_ips: vec![],
-                ports: PortRange { min: 50_000, max: 59_999 },
+                ports: PortRange {
+                    min: 50_000,
+                    max: 59_999,
+                },
             },
             ice_servers: vec![],
             max_participants: 50,
@@ -125,9 +134,15 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -137,9 +152,14 @@ impl Config {
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
             }
             None => FileConfig::default(),
         };
@@ -151,32 +171,60 @@ impl Config {
     }
 
     fn apply_file(&mut self, f: FileConfig) {
-        if let Some(v) = f.listen { self.listen = v; }
-        if let Some(v) = f.media_ips { self.media.bind_ips = v; }
-        if let Some(v) = f.advertise_ips { self.media.advertise_ips = v; }
-        if let Some(v) = f.port_range { self.media.ports = v; }
-        if let Some(v) = f.ice_servers { self.ice_servers = v; }
-        if let Some(v) = f.max_participants { self.max_participants = v; }
+        if let Some(v) = f.listen {
+            self.listen = v;
+        }
+        if let Some(v) = f.media_ips {
+            self.media.bind_ips = v;
+        }
+        if let Some(v) = f.advertise_ips {
+            self.media.advertise_ips = v;
+        }
+        if let Some(v) = f.port_range {
+            self.media.ports = v;
+        }
+        if let Some(v) = f.ice_servers {
+            self.ice_servers = v;
+        }
+        if let Some(v) = f.max_participants {
+            self.max_participants = v;
+        }
     }
 
     fn apply_cli(&mut self, cli: &Cli) {
-        if let Some(v) = cli.listen { self.listen = v; }
-        if let Some(v) = &cli.media_ips { self.media.bind_ips = v.clone(); }
-        if let Some(v) = &cli.advertise_ips { self.media.advertise_ips = v.clone(); }
-        if let Some(v) = cli.port_range { self.media.ports = v; }
+        if let Some(v) = cli.listen {
+            self.listen = v;
+        }
+        if let Some(v) = &cli.media_ips {
+            self.media.bind_ips = v.clone();
+        }
+        if let Some(v) = &cli.advertise_ips {
+            self.media.advertise_ips = v.clone();
+        }
+        if let Some(v) = cli.port_range {
+            self.media.ports = v;
+        }
         if let Some(v) = &cli.ice_servers {
             self.ice_servers = v
                 .iter()
                 .filter(|u| !u.is_empty())
-                .map(|u| IceServer { urls: vec![u.clone()], username: None, credential: None })
+                .map(|u| IceServer {
+                    urls: vec![u.clone()],
+                    username: None,
+                    credential: None,
+                })
                 .collect();
         }
-        if let Some(v) = cli.max_participants { self.max_participants = v; }
+        if let Some(v) = cli.max_participants {
+            self.max_participants = v;
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.media.bind_ips.is_empty() {
-            return Err(ConfigError::Invalid("media_ips must name at least one address".into()));
+            return Err(ConfigError::Invalid(
+                "media_ips must name at least one address".into(),
+            ));
         }
         if self.media.bind_ips.iter().any(IpAddr::is_unspecified) {
             // webrtc-rs expands a wildcard to every non-loopback interface and would
@@ -186,7 +234,9 @@ impl Config {
             ));
         }
         if self.max_participants == 0 {
-            return Err(ConfigError::Invalid("max_participants must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "max_participants must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -220,9 +270,18 @@ mod tests {
         .unwrap();
         let mut c = Config::default();
         c.apply_file(file);
-        assert_eq!(c.media.ports, PortRange { min: 40_000, max: 40_100 });
+        assert_eq!(
+            c.media.ports,
+            PortRange {
+                min: 40_000,
+                max: 40_100
+            }
+        );
         assert_eq!(c.ice_servers[0].username.as_deref(), Some("u"));
-        let cli = Cli { max_participants: Some(3), ..Cli::default() };
+        let cli = Cli {
+            max_participants: Some(3),
+            ..Cli::default()
+        };
         c.apply_cli(&cli);
         assert_eq!(c.max_participants, 3);
         assert_eq!(c.listen.port(), 9000);
@@ -233,7 +292,10 @@ mod tests {
         assert!("5-1".parse::<PortRange>().is_err());
         assert!("0-10".parse::<PortRange>().is_err());
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
-        let cli = Cli { media_ips: Some(vec!["0.0.0.0".parse().unwrap()]), ..Cli::default() };
+        let cli = Cli {
+            media_ips: Some(vec!["0.0.0.0".parse().unwrap()]),
+            ..Cli::default()
+        };
         assert!(Config::load(&cli).is_err());
     }
 }

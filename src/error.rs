@@ -1,7 +1,7 @@
 //! Control-plane errors and the code each one has on the wire (docs/signaling.md).
 
-use crate::rtc::PeerError;
 use crate::room::{NegotiationError, RoomError};
+use crate::rtc::PeerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -33,7 +33,9 @@ impl SignalError {
             SignalError::Room(RoomError::RoomFull(_)) => "room_full",
             SignalError::Room(RoomError::UnknownParticipant(_)) => "internal",
             SignalError::Peer(PeerError::BadSdp(_)) => "bad_sdp",
-            SignalError::Peer(PeerError::Negotiation(NegotiationError::NoOfferPending)) => "no_offer_pending",
+            SignalError::Peer(PeerError::Negotiation(NegotiationError::NoOfferPending)) => {
+                "no_offer_pending"
+            }
             SignalError::Peer(PeerError::Negotiation(NegotiationError::Glare)) => "glare",
             SignalError::Peer(PeerError::BadCandidate(_)) => "bad_candidate",
             SignalError::Peer(PeerError::Internal(_)) => "internal",

@@ -33,8 +33,9 @@ macro_rules! string_id {
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
-                s.parse()
-                    .map_err(|_| serde::de::Error::custom(concat!("expected an id like ", $prefix, "1")))
+                s.parse().map_err(|_| {
+                    serde::de::Error::custom(concat!("expected an id like ", $prefix, "1"))
+                })
             }
         }
     };

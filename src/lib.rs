@@ -4,11 +4,11 @@
 //! - [`rtc`]: the only code that names webrtc-rs types: peers, tracks, the room actor.
 //! - [`signal`]: HTTP and WebSocket signaling (axum).
 
-pub mod id;
-pub mod room;
 pub mod config;
-pub mod metrics;
-pub mod rtc;
 pub mod error;
-pub mod signal;
+pub mod id;
+pub mod metrics;
+pub mod room;
+pub mod rtc;
 pub mod server;
+pub mod signal;

@@ -42,7 +42,9 @@ impl Metrics {
             rtp_forwarded: self.rtp_forwarded.load(Relaxed),
             rtp_leg_dropped: self.rtp_leg_dropped.load(Relaxed),
             rtp_write_errors: self.rtp_write_errors.load(Relaxed),
-            keyframe_requests_from_subscribers: self.keyframe_requests_from_subscribers.load(Relaxed),
+            keyframe_requests_from_subscribers: self
+                .keyframe_requests_from_subscribers
+                .load(Relaxed),
             keyframe_requests_to_publishers: self.keyframe_requests_to_publishers.load(Relaxed),
         }
     }

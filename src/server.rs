@@ -22,12 +22,20 @@ impl Server {
         let ids = Arc::new(Ids::default());
         let peer = PeerContext {
             media: config.media.clone(),
-            ports: Arc::new(PortAllocator::new(config.media.ports.min, config.media.ports.max)),
+            ports: Arc::new(PortAllocator::new(
+                config.media.ports.min,
+                config.media.ports.max,
+            )),
             ids: ids.clone(),
             metrics: metrics.clone(),
         };
         let rooms = Rooms::new(config.max_participants, metrics);
-        let app = Arc::new(AppState { config, rooms, ids, peer });
+        let app = Arc::new(AppState {
+            config,
+            rooms,
+            ids,
+            peer,
+        });
         Ok(Server { listener, app })
     }
 
@@ -35,7 +43,12 @@ impl Server {
         self.listener.local_addr()
     }
 
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, router(self.app))
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }

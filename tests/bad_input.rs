@@ -14,7 +14,10 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     let server = start_server().await;
     let a = Client::join(&server.ws, "healthy", "Ada").await;
     let b = Client::join(&server.ws, "healthy", "Bob").await;
-    assert!(wait_until(20, || a.shared.packets_from(&b.id, "video") > 30).await, "room is up");
+    assert!(
+        wait_until(20, || a.shared.packets_from(&b.id, "video") > 30).await,
+        "room is up"
+    );
     let before = a.shared.packets_from(&b.id, "video");
 
     // Before joining.
@@ -29,19 +32,25 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     ws.expect_error("not_joined").await;
     ws.send_json(json!({"type":"answer","sdp":"v=0"})).await;
     ws.expect_error("not_joined").await;
-    ws.send_json(json!({"type":"join","room":"../../etc","name":"Eve"})).await;
+    ws.send_json(json!({"type":"join","room":"../../etc","name":"Eve"}))
+        .await;
     ws.expect_error("invalid_name").await;
-    ws.send_json(json!({"type":"join","room":"healthy","name":""})).await;
+    ws.send_json(json!({"type":"join","room":"healthy","name":""}))
+        .await;
     ws.expect_error("invalid_name").await;
-    ws.send_json(json!({"type":"join","room":"healthy","name":"x".repeat(65)})).await;
+    ws.send_json(json!({"type":"join","room":"healthy","name":"x".repeat(65)}))
+        .await;
     ws.expect_error("invalid_name").await;
-    ws.send_json(json!({"type":"join","room":"healthy","name":"Ada"})).await;
+    ws.send_json(json!({"type":"join","room":"healthy","name":"Ada"}))
+        .await;
     ws.expect_error("name_taken").await;
 
     // After joining (another room, so the healthy one is not disturbed by us).
-    ws.send_json(json!({"type":"join","room":"mischief","name":"Eve"})).await;
+    ws.send_json(json!({"type":"join","room":"mischief","name":"Eve"}))
+        .await;
     ws.expect_type("joined", 10).await;
-    ws.send_json(json!({"type":"join","room":"mischief","name":"Eve"})).await;
+    ws.send_json(json!({"type":"join","room":"mischief","name":"Eve"}))
+        .await;
     ws.expect_error("already_joined").await;
     ws.send_json(json!({"type":"answer","sdp":"v=0\r\n"})).await;
     ws.expect_error("no_offer_pending").await;
@@ -49,19 +58,30 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     ws.expect_error("bad_sdp").await;
     ws.send_json(json!({"type":"offer","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"})).await;
     ws.expect_error("bad_sdp").await;
-    ws.send_json(json!({"type":"mute","kind":"smell","muted":true})).await;
+    ws.send_json(json!({"type":"mute","kind":"smell","muted":true}))
+        .await;
     ws.expect_error("bad_json").await;
     ws.send_json(json!({"type":"candidate","candidate":{"candidate":"candidate:nonsense","sdpMid":"0","sdpMLineIndex":0}})).await;
     // Before any remote description candidates are queued; this one is refused when
     // applied or accepted as queued, but never crashes anything.
-    ws.send_text(vec![b'x'; 70 * 1024].iter().map(|&c| c as char).collect::<String>()).await;
+    ws.send_text(
+        vec![b'x'; 70 * 1024]
+            .iter()
+            .map(|&c| c as char)
+            .collect::<String>(),
+    )
+    .await;
     ws.expect_error("too_large").await;
-    assert!(ws.closed_within(5).await, "an oversized frame closes the socket");
+    assert!(
+        ws.closed_within(5).await,
+        "an oversized frame closes the socket"
+    );
 
     // A second connection floods garbage quickly; still only errors.
     let mut ws2 = RawWs::connect(&server.ws).await;
     for i in 0..200 {
-        ws2.send_text(format!("{{\"type\":\"join\",\"room\":{i}}}")).await;
+        ws2.send_text(format!("{{\"type\":\"join\",\"room\":{i}}}"))
+            .await;
     }
     for _ in 0..200 {
         ws2.expect_error("bad_json").await;
@@ -69,11 +89,19 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
 
     // The healthy room never noticed.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(a.shared.packets_from(&b.id, "video") > before + 30, "media kept flowing");
+    assert!(
+        a.shared.packets_from(&b.id, "video") > before + 30,
+        "media kept flowing"
+    );
     let health = http_get_json(&format!("{}/healthz", server.http)).await;
     assert_eq!(health["status"], "ok");
     let rooms = http_get_json(&format!("{}/api/rooms", server.http)).await;
-    let healthy = rooms.as_array().unwrap().iter().find(|r| r["name"] == "healthy").unwrap();
+    let healthy = rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "healthy")
+        .unwrap();
     assert_eq!(healthy["participants"].as_array().unwrap().len(), 2);
     a.leave().await;
     b.leave().await;

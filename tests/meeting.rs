@@ -39,7 +39,10 @@ async fn three_participants_receive_each_other_and_survive_a_departure() {
             );
         }
     }
-    assert!(ok, "every participant receives video and audio from the other two");
+    assert!(
+        ok,
+        "every participant receives video and audio from the other two"
+    );
 
     // Rewritten headers are consistent per leg: one SSRC, the negotiated PT, contiguous
     // sequence numbers, and never the publisher's own SSRC.
@@ -49,8 +52,14 @@ async fn three_participants_receive_each_other_and_survive_a_departure() {
             for (kind, pt) in [("video", VP8_PT), ("audio", OPUS_PT)] {
                 let s = me.shared.stats(&o.id, kind).unwrap();
                 assert_eq!(s.ssrcs.len(), 1, "{kind} leg keeps one SSRC: {s:?}");
-                assert!(!own.contains(s.ssrcs.iter().next().unwrap()), "SSRC rewritten per leg");
-                assert_eq!(s.payload_types.iter().copied().collect::<Vec<_>>(), vec![pt]);
+                assert!(
+                    !own.contains(s.ssrcs.iter().next().unwrap()),
+                    "SSRC rewritten per leg"
+                );
+                assert_eq!(
+                    s.payload_types.iter().copied().collect::<Vec<_>>(),
+                    vec![pt]
+                );
                 assert!(
                     s.seq_discontinuities * 100 <= s.packets,
                     "{kind} sequence numbers are contiguous on loopback: {s:?}"
@@ -58,30 +67,48 @@ async fn three_participants_receive_each_other_and_survive_a_departure() {
             }
         }
     }
-    let participants = |v: &serde_json::Value| v[0]["participants"].as_array().map_or(0, |p| p.len());
-    assert_eq!(participants(&http_get_json(&format!("{}/api/rooms", server.http)).await), 3);
+    let participants =
+        |v: &serde_json::Value| v[0]["participants"].as_array().map_or(0, |p| p.len());
+    assert_eq!(
+        participants(&http_get_json(&format!("{}/api/rooms", server.http)).await),
+        3
+    );
 
     // Cy leaves: the others are told, forwarding to and from Cy stops, the rest goes on.
     let cy = c.id.clone();
     c.leave().await;
     let told = wait_until(5, || {
         [&a, &b].iter().all(|me| {
-            me.shared.saw_message(|m| m["type"] == "participant_left" && m["participant_id"] == cy.as_str())
+            me.shared.saw_message(|m| {
+                m["type"] == "participant_left" && m["participant_id"] == cy.as_str()
+            })
         })
     })
     .await;
     assert!(told, "Ada and Bob are told that Cy left");
     assert!(
-        [&a, &b].iter().all(|me| me.shared.saw_message(|m| m["type"] == "track_unpublished" && m["participant_id"] == cy.as_str())),
+        [&a, &b].iter().all(|me| me.shared.saw_message(
+            |m| m["type"] == "track_unpublished" && m["participant_id"] == cy.as_str()
+        )),
         "and that Cy's tracks are gone"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let from_cy = a.shared.packets_from(&cy, "video");
     let ab = a.shared.packets_from(&b.id, "video");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(a.shared.packets_from(&cy, "video"), from_cy, "nothing from Cy after leaving");
-    assert!(a.shared.packets_from(&b.id, "video") > ab + 30, "Ada still receives Bob");
-    assert_eq!(participants(&http_get_json(&format!("{}/api/rooms", server.http)).await), 2);
+    assert_eq!(
+        a.shared.packets_from(&cy, "video"),
+        from_cy,
+        "nothing from Cy after leaving"
+    );
+    assert!(
+        a.shared.packets_from(&b.id, "video") > ab + 30,
+        "Ada still receives Bob"
+    );
+    assert_eq!(
+        participants(&http_get_json(&format!("{}/api/rooms", server.http)).await),
+        2
+    );
     a.leave().await;
     b.leave().await;
 }
@@ -91,17 +118,33 @@ async fn subscriber_plis_reach_the_publisher_throttled() {
     let server = start_server().await;
     let a = Client::join(&server.ws, "pli", "Ada").await;
     let b = Client::join(&server.ws, "pli", "Bob").await;
-    assert!(wait_until(20, || b.shared.packets_from(&a.id, "video") >= MIN_PACKETS).await, "Bob receives Ada");
+    assert!(
+        wait_until(20, || b.shared.packets_from(&a.id, "video") >= MIN_PACKETS).await,
+        "Bob receives Ada"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let before = a.shared.plis_received.load(std::sync::atomic::Ordering::Relaxed);
+    let before = a
+        .shared
+        .plis_received
+        .load(std::sync::atomic::Ordering::Relaxed);
     // 30 PLIs in 3 s from Bob: Ada must see about one per second, not thirty.
     b.send_plis(&a.id, 30, Duration::from_millis(100)).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let got = a.shared.plis_received.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let got = a
+        .shared
+        .plis_received
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
     eprintln!("30 PLIs from the subscriber -> {got} keyframe requests at the publisher");
     assert!((1..=5).contains(&got), "throttled to about 1/s, got {got}");
     let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
-    assert!(stats["keyframe_requests_from_subscribers"].as_u64().unwrap() >= 25, "{stats}");
+    assert!(
+        stats["keyframe_requests_from_subscribers"]
+            .as_u64()
+            .unwrap()
+            >= 25,
+        "{stats}"
+    );
     a.leave().await;
     b.leave().await;
 }
@@ -115,7 +158,8 @@ async fn a_crashed_participant_is_removed_and_the_others_are_told() {
     let bob = b.id.clone();
     b.crash().await;
     let told = wait_until(15, || {
-        a.shared.saw_message(|m| m["type"] == "participant_left" && m["participant_id"] == bob.as_str())
+        a.shared
+            .saw_message(|m| m["type"] == "participant_left" && m["participant_id"] == bob.as_str())
     })
     .await;
     assert!(told, "Ada is told within 15 s that Bob vanished");
@@ -130,10 +174,20 @@ async fn h264_is_forwarded_with_the_subscribers_payload_type() {
     let a = Client::join_with(&server.ws, "h264", "Ada", Video::H264).await;
     let b = Client::join(&server.ws, "h264", "Bob").await;
     let ok = wait_until(20, || b.shared.packets_from(&a.id, "video") >= MIN_PACKETS).await;
-    assert!(ok, "Bob receives Ada's H.264: {:?}", b.shared.stats(&a.id, "video"));
+    assert!(
+        ok,
+        "Bob receives Ada's H.264: {:?}",
+        b.shared.stats(&a.id, "video")
+    );
     let s = b.shared.stats(&a.id, "video").unwrap();
-    assert_eq!(s.payload_types.into_iter().collect::<Vec<_>>(), vec![H264_PT]);
-    assert!(a.shared.packets_from(&b.id, "video") >= MIN_PACKETS, "and Ada receives Bob's VP8");
+    assert_eq!(
+        s.payload_types.into_iter().collect::<Vec<_>>(),
+        vec![H264_PT]
+    );
+    assert!(
+        a.shared.packets_from(&b.id, "video") >= MIN_PACKETS,
+        "and Ada receives Bob's VP8"
+    );
     a.leave().await;
     b.leave().await;
 }
@@ -145,18 +199,25 @@ async fn a_participant_that_goes_silent_is_removed_by_the_heartbeat() {
     // A signaling connection that joins and then never reads again: it answers no pings,
     // like a browser whose network vanished without closing TCP.
     let mut ghost = common::RawWs::connect(&server.ws).await;
-    ghost.send_json(json!({"type":"join","room":"silent","name":"Ghost"})).await;
+    ghost
+        .send_json(json!({"type":"join","room":"silent","name":"Ghost"}))
+        .await;
     let joined = ghost.expect_type("joined", 10).await;
     let ghost_id = joined["participant_id"].as_str().unwrap().to_string();
     let started = std::time::Instant::now();
     let told = wait_until(20, || {
-        a.shared.saw_message(|m| m["type"] == "participant_left" && m["participant_id"] == ghost_id.as_str())
+        a.shared.saw_message(|m| {
+            m["type"] == "participant_left" && m["participant_id"] == ghost_id.as_str()
+        })
     })
     .await;
     let took = started.elapsed();
     eprintln!("silent participant removed after {took:?}");
     assert!(told, "Ada is told the silent participant left");
-    assert!(took <= Duration::from_secs(16), "within about 10-15 s, took {took:?}");
+    assert!(
+        took <= Duration::from_secs(16),
+        "within about 10-15 s, took {took:?}"
+    );
     drop(ghost);
     a.leave().await;
 }

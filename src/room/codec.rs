@@ -86,7 +86,9 @@ fn h264_is_keyframe(p: &[u8]) -> bool {
             }
             false
         }
-        28 => p.get(1).is_some_and(|fu| fu & 0x80 != 0 && matches!(fu & 0x1f, 5 | 7)),
+        28 => p
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && matches!(fu & 0x1f, 5 | 7)),
         _ => false,
     }
 }
@@ -106,7 +108,10 @@ mod tests {
         // With X, I (15-bit picture id), L, T: descriptor is 5 bytes long.
         assert!(Codec::Vp8.is_keyframe_start(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x40, 0x00]));
         assert!(!Codec::Vp8.is_keyframe_start(&[0x90, 0xe0, 0x81, 0x23, 0x05, 0x40, 0x01]));
-        assert!(!Codec::Vp8.is_keyframe_start(&[0x90]), "truncated is not a keyframe");
+        assert!(
+            !Codec::Vp8.is_keyframe_start(&[0x90]),
+            "truncated is not a keyframe"
+        );
         assert!(!Codec::Vp8.is_keyframe_start(&[]));
     }
 
@@ -120,7 +125,10 @@ mod tests {
         // FU-A start of an IDR, and a middle fragment.
         assert!(Codec::H264.is_keyframe_start(&[0x7c, 0x85, 0x00]));
         assert!(!Codec::H264.is_keyframe_start(&[0x7c, 0x05, 0x00]));
-        assert!(!Codec::H264.is_keyframe_start(&[0x78, 0xff]), "truncated STAP-A");
+        assert!(
+            !Codec::H264.is_keyframe_start(&[0x78, 0xff]),
+            "truncated STAP-A"
+        );
     }
 
     #[test]

@@ -51,7 +51,12 @@ impl Consumer {
     }
 
     /// Decides whether a packet goes out on this leg and with what header.
-    pub fn forward(&mut self, seq: u16, ts: u32, is_keyframe_start: bool) -> Option<RewrittenHeader> {
+    pub fn forward(
+        &mut self,
+        seq: u16,
+        ts: u32,
+        is_keyframe_start: bool,
+    ) -> Option<RewrittenHeader> {
         if self.waiting_for_keyframe {
             if !is_keyframe_start {
                 self.skipped_before_keyframe += 1;
@@ -81,7 +86,14 @@ mod tests {
             payload_type: 120,
             ext_map: ExtMap::default(),
         };
-        Consumer::new(LegId(1), ParticipantId(2), TrackId(3), params, needs_keyframe, (100, 1000))
+        Consumer::new(
+            LegId(1),
+            ParticipantId(2),
+            TrackId(3),
+            params,
+            needs_keyframe,
+            (100, 1000),
+        )
     }
 
     #[test]
@@ -90,7 +102,10 @@ mod tests {
         assert_eq!(c.forward(10, 0, false), None);
         assert_eq!(c.forward(11, 0, false), None);
         let h = c.forward(12, 3000, true).expect("keyframe starts the leg");
-        assert_eq!((h.ssrc, h.payload_type, h.sequence_number, h.timestamp), (0xabcd, 120, 100, 1000));
+        assert_eq!(
+            (h.ssrc, h.payload_type, h.sequence_number, h.timestamp),
+            (0xabcd, 120, 100, 1000)
+        );
         let h = c.forward(13, 3000, false).expect("then everything flows");
         assert_eq!(h.sequence_number, 101);
         assert_eq!(c.skipped_before_keyframe, 2);

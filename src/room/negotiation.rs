@@ -78,7 +78,10 @@ impl Negotiator {
 
     /// The client answered the outstanding offer: its plan is now negotiated.
     pub fn answer_received(&mut self) -> Result<OfferPlan, NegotiationError> {
-        let plan = self.in_flight.take().ok_or(NegotiationError::NoOfferPending)?;
+        let plan = self
+            .in_flight
+            .take()
+            .ok_or(NegotiationError::NoOfferPending)?;
         self.negotiated.extend(plan.add.iter().copied());
         for t in &plan.remove {
             self.negotiated.remove(t);
@@ -109,7 +112,13 @@ mod tests {
         assert_eq!(n.next_offer(), None, "at most one offer outstanding");
         n.answer_received().unwrap();
         let plan = n.next_offer().unwrap();
-        assert_eq!(plan, OfferPlan { add: vec![TrackId(3)], remove: vec![TrackId(1)] });
+        assert_eq!(
+            plan,
+            OfferPlan {
+                add: vec![TrackId(3)],
+                remove: vec![TrackId(1)]
+            }
+        );
         n.answer_received().unwrap();
         assert_eq!(n.next_offer(), None);
     }

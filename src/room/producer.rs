@@ -119,7 +119,10 @@ mod tests {
         assert_eq!(due, t0 + KEYFRAME_REQUEST_INTERVAL);
         assert!(!k.handle_timeout(due - Duration::from_millis(1)));
         assert!(k.handle_timeout(due));
-        assert!(!k.handle_timeout(due + Duration::from_millis(1)), "only once");
+        assert!(
+            !k.handle_timeout(due + Duration::from_millis(1)),
+            "only once"
+        );
         assert_eq!(k.sent, 2);
     }
 

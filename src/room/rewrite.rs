@@ -107,9 +107,7 @@ impl SeqTsRewriter {
             anchor.highest_ext_seq = ext;
         }
         let out_seq = self.out_seq_base.wrapping_add(ext as u16);
-        let out_ts = self
-            .out_ts_base
-            .wrapping_add(ts.wrapping_sub(anchor.in_ts));
+        let out_ts = self.out_ts_base.wrapping_add(ts.wrapping_sub(anchor.in_ts));
         Some((out_seq, out_ts))
     }
 }
@@ -128,7 +126,11 @@ mod tests {
         );
         let (s, t) = rw.rewrite(102, 8_000).unwrap();
         assert_eq!(s, 0, "output sequence wraps to 0");
-        assert_eq!(t, (u32::MAX - 1000).wrapping_add(3000), "output timestamp wraps");
+        assert_eq!(
+            t,
+            (u32::MAX - 1000).wrapping_add(3000),
+            "output timestamp wraps"
+        );
         assert_eq!(rw.rewrite(103, 11_000).unwrap().0, 1);
     }
 
@@ -155,7 +157,11 @@ mod tests {
         let mut rw = SeqTsRewriter::new(10, 0);
         rw.rewrite(500, 0);
         assert_eq!(rw.rewrite(499, 0), None);
-        assert_eq!(rw.rewrite(500, 0), Some((10, 0)), "a duplicate maps to the same number");
+        assert_eq!(
+            rw.rewrite(500, 0),
+            Some((10, 0)),
+            "a duplicate maps to the same number"
+        );
     }
 
     #[test]

@@ -28,22 +28,42 @@ pub enum RoomEvent {
     ParticipantJoined(ParticipantInfo),
     ParticipantLeft(ParticipantId),
     TrackPublished(TrackInfo),
-    TrackUnpublished { track_id: TrackId, participant_id: ParticipantId },
-    Mute { participant_id: ParticipantId, kind: MediaKind, muted: bool },
+    TrackUnpublished {
+        track_id: TrackId,
+        participant_id: ParticipantId,
+    },
+    Mute {
+        participant_id: ParticipantId,
+        kind: MediaKind,
+        muted: bool,
+    },
 }
 
 /// What the room asks of the world around it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    Notify { to: ParticipantId, event: RoomEvent },
+    Notify {
+        to: ParticipantId,
+        event: RoomEvent,
+    },
     /// `subscriber` should now receive `track` (the session renegotiates).
-    Subscribe { subscriber: ParticipantId, track: TrackInfo },
+    Subscribe {
+        subscriber: ParticipantId,
+        track: TrackInfo,
+    },
     /// `subscriber` should stop receiving `track`.
-    Unsubscribe { subscriber: ParticipantId, track: TrackId },
+    Unsubscribe {
+        subscriber: ParticipantId,
+        track: TrackId,
+    },
     /// Ask the publisher of `track` for a keyframe (already throttled).
-    RequestKeyframe { track: TrackId },
+    RequestKeyframe {
+        track: TrackId,
+    },
     /// The leg is gone from the forwarding table; its queue can be dropped.
-    LegClosed { leg: LegId },
+    LegClosed {
+        leg: LegId,
+    },
 }
 
 /// One packet forwarded on one leg.
@@ -180,8 +200,12 @@ impl Room {
         self.producers.insert(track, producer);
         self.routes.entry(track).or_default();
         self.notify_others(owner, RoomEvent::TrackPublished(info.clone()));
-        let others: Vec<ParticipantId> =
-            self.participants.keys().filter(|p| **p != owner).copied().collect();
+        let others: Vec<ParticipantId> = self
+            .participants
+            .keys()
+            .filter(|p| **p != owner)
+            .copied()
+            .collect();
         for subscriber in others {
             self.outputs.push_back(Output::Subscribe {
                 subscriber,
@@ -207,8 +231,12 @@ impl Room {
                 participant_id: owner,
             },
         );
-        let others: Vec<ParticipantId> =
-            self.participants.keys().filter(|p| **p != owner).copied().collect();
+        let others: Vec<ParticipantId> = self
+            .participants
+            .keys()
+            .filter(|p| **p != owner)
+            .copied()
+            .collect();
         for subscriber in others {
             self.outputs
                 .push_back(Output::Unsubscribe { subscriber, track });
@@ -285,8 +313,16 @@ impl Room {
 
     /// The hot path: decides, per subscriber leg, whether and how a packet is forwarded.
     /// Appends to `out` (reused by the caller, so no allocation per packet).
-    pub fn route_rtp(&mut self, track: TrackId, rtp: RtpIn<'_>, now: Instant, out: &mut Vec<Forward>) {
-        let (Some(producer), Some(legs)) = (self.producers.get_mut(&track), self.routes.get(&track)) else {
+    pub fn route_rtp(
+        &mut self,
+        track: TrackId,
+        rtp: RtpIn<'_>,
+        now: Instant,
+        out: &mut Vec<Forward>,
+    ) {
+        let (Some(producer), Some(legs)) =
+            (self.producers.get_mut(&track), self.routes.get(&track))
+        else {
             self.packets_unrouted += 1;
             return;
         };
@@ -323,7 +359,8 @@ impl Room {
     pub fn handle_timeout(&mut self, now: Instant) {
         for p in self.producers.values_mut() {
             if p.keyframe_throttle.handle_timeout(now) {
-                self.outputs.push_back(Output::RequestKeyframe { track: p.id });
+                self.outputs
+                    .push_back(Output::RequestKeyframe { track: p.id });
             }
         }
     }
@@ -335,7 +372,11 @@ impl Room {
     /// Counters for a track: (packets in, keyframe requests sent, requests coalesced).
     pub fn producer_counters(&self, track: TrackId) -> Option<(u64, u64, u64)> {
         self.producers.get(&track).map(|p| {
-            (p.packets_in, p.keyframe_throttle.sent, p.keyframe_throttle.coalesced)
+            (
+                p.packets_in,
+                p.keyframe_throttle.sent,
+                p.keyframe_throttle.coalesced,
+            )
         })
     }
 

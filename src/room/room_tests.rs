@@ -39,8 +39,10 @@ fn three_person_room(now: Instant) -> Room {
     room.join(ADA, "Ada").unwrap();
     room.join(BOB, "Bob").unwrap();
     room.join(CY, "Cy").unwrap();
-    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8).unwrap();
-    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus).unwrap();
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
+        .unwrap();
+    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus)
+        .unwrap();
     room.consumer_ready(LegId(1), BOB, CAM, params(111, 96), (0, 0), now);
     room.consumer_ready(LegId(2), CY, CAM, params(222, 98), (500, 9000), now);
     room.consumer_ready(LegId(3), BOB, MIC, params(333, 111), (0, 0), now);
@@ -53,7 +55,8 @@ fn joining_tells_the_others_and_subscribes_to_existing_tracks() {
     let now = Instant::now();
     let mut room = Room::new(10);
     room.join(ADA, "Ada").unwrap();
-    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8).unwrap();
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
+        .unwrap();
     drain(&mut room);
     let snap = room.join(BOB, "Bob").unwrap();
     assert_eq!(snap.participants.len(), 1);
@@ -63,7 +66,9 @@ fn joining_tells_the_others_and_subscribes_to_existing_tracks() {
         to: ADA,
         event: RoomEvent::ParticipantJoined(ParticipantInfo::new(BOB, "Bob".into()))
     }));
-    assert!(out.iter().any(|o| matches!(o, Output::Subscribe { subscriber: BOB, track } if track.track_id == CAM)));
+    assert!(out.iter().any(
+        |o| matches!(o, Output::Subscribe { subscriber: BOB, track } if track.track_id == CAM)
+    ));
     let _ = now;
 }
 
@@ -71,7 +76,10 @@ fn joining_tells_the_others_and_subscribes_to_existing_tracks() {
 fn duplicate_names_and_full_rooms_are_refused() {
     let mut room = Room::new(2);
     room.join(ADA, "Ada").unwrap();
-    assert_eq!(room.join(BOB, "Ada"), Err(RoomError::NameTaken("Ada".into())));
+    assert_eq!(
+        room.join(BOB, "Ada"),
+        Err(RoomError::NameTaken("Ada".into()))
+    );
     room.join(BOB, "Bob").unwrap();
     assert_eq!(room.join(CY, "Cy"), Err(RoomError::RoomFull(2)));
 }
@@ -83,7 +91,8 @@ fn publishing_subscribes_everyone_else() {
     room.join(BOB, "Bob").unwrap();
     room.join(CY, "Cy").unwrap();
     drain(&mut room);
-    room.publish(BOB, CAM, MediaKind::Video, Codec::Vp8).unwrap();
+    room.publish(BOB, CAM, MediaKind::Video, Codec::Vp8)
+        .unwrap();
     let subs: Vec<ParticipantId> = drain(&mut room)
         .into_iter()
         .filter_map(|o| match o {
@@ -105,8 +114,19 @@ fn forwarding_table_rewrites_per_leg_and_gates_video_on_keyframes() {
     assert_eq!(out.len(), 2);
     let bob = out.iter().find(|f| f.leg == LegId(1)).unwrap().header;
     let cy = out.iter().find(|f| f.leg == LegId(2)).unwrap().header;
-    assert_eq!((bob.ssrc, bob.payload_type, bob.sequence_number, bob.timestamp), (111, 96, 0, 0));
-    assert_eq!((cy.ssrc, cy.payload_type, cy.sequence_number, cy.timestamp), (222, 98, 500, 9000));
+    assert_eq!(
+        (
+            bob.ssrc,
+            bob.payload_type,
+            bob.sequence_number,
+            bob.timestamp
+        ),
+        (111, 96, 0, 0)
+    );
+    assert_eq!(
+        (cy.ssrc, cy.payload_type, cy.sequence_number, cy.timestamp),
+        (222, 98, 500, 9000)
+    );
     out.clear();
     room.route_rtp(CAM, rtp(1002, 96_000, DELTA), now, &mut out);
     let cy = out.iter().find(|f| f.leg == LegId(2)).unwrap().header;
@@ -124,12 +144,23 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
     room.join(ADA, "Ada").unwrap();
     room.join(BOB, "Bob").unwrap();
     room.join(CY, "Cy").unwrap();
-    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8).unwrap();
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
+        .unwrap();
     drain(&mut room);
     room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), t0);
-    assert_eq!(drain(&mut room), vec![Output::RequestKeyframe { track: CAM }]);
+    assert_eq!(
+        drain(&mut room),
+        vec![Output::RequestKeyframe { track: CAM }]
+    );
     // Cy arrives 100 ms later, then a burst of PLIs from both: all coalesced.
-    room.consumer_ready(LegId(2), CY, CAM, params(2, 96), (0, 0), t0 + Duration::from_millis(100));
+    room.consumer_ready(
+        LegId(2),
+        CY,
+        CAM,
+        params(2, 96),
+        (0, 0),
+        t0 + Duration::from_millis(100),
+    );
     for ms in 0..50 {
         room.keyframe_request(CAM, t0 + Duration::from_millis(100 + ms * 10));
     }
@@ -137,7 +168,10 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
     let due = room.poll_timeout().unwrap();
     assert_eq!(due, t0 + Duration::from_secs(1));
     room.handle_timeout(due);
-    assert_eq!(drain(&mut room), vec![Output::RequestKeyframe { track: CAM }]);
+    assert_eq!(
+        drain(&mut room),
+        vec![Output::RequestKeyframe { track: CAM }]
+    );
     assert_eq!(room.poll_timeout(), None);
 }
 
@@ -147,7 +181,8 @@ fn audio_subscribers_do_not_request_keyframes() {
     let mut room = Room::new(10);
     room.join(ADA, "Ada").unwrap();
     room.join(BOB, "Bob").unwrap();
-    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus).unwrap();
+    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus)
+        .unwrap();
     drain(&mut room);
     room.consumer_ready(LegId(1), BOB, MIC, params(1, 111), (0, 0), now);
     assert!(drain(&mut room).is_empty());
@@ -163,12 +198,21 @@ fn leaving_stops_forwarding_to_and_from_the_participant_and_tells_the_others() {
         assert!(out.contains(&Output::LegClosed { leg }), "{leg:?} closed");
     }
     for to in [BOB, CY] {
-        assert!(out.contains(&Output::Notify { to, event: RoomEvent::ParticipantLeft(ADA) }));
         assert!(out.contains(&Output::Notify {
             to,
-            event: RoomEvent::TrackUnpublished { track_id: CAM, participant_id: ADA }
+            event: RoomEvent::ParticipantLeft(ADA)
         }));
-        assert!(out.contains(&Output::Unsubscribe { subscriber: to, track: CAM }));
+        assert!(out.contains(&Output::Notify {
+            to,
+            event: RoomEvent::TrackUnpublished {
+                track_id: CAM,
+                participant_id: ADA
+            }
+        }));
+        assert!(out.contains(&Output::Unsubscribe {
+            subscriber: to,
+            track: CAM
+        }));
     }
     let mut fwd = Vec::new();
     room.route_rtp(CAM, rtp(1, 1, KEY), now, &mut fwd);
@@ -214,9 +258,16 @@ fn mute_is_told_to_the_others_and_kept_for_newcomers() {
         drain(&mut room),
         vec![Output::Notify {
             to: BOB,
-            event: RoomEvent::Mute { participant_id: ADA, kind: MediaKind::Audio, muted: true }
+            event: RoomEvent::Mute {
+                participant_id: ADA,
+                kind: MediaKind::Audio,
+                muted: true
+            }
         }]
     );
     let snap = room.join(CY, "Cy").unwrap();
-    assert!(snap.participants.iter().any(|p| p.id == ADA && p.audio_muted));
+    assert!(snap
+        .participants
+        .iter()
+        .any(|p| p.id == ADA && p.audio_muted));
 }

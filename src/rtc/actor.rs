@@ -17,8 +17,8 @@ use super::registry::Rooms;
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
 use crate::room::{
-    Codec, Forward, JoinSnapshot, LegParams, Output, ParticipantInfo, RewrittenHeader, Room, RoomError,
-    RoomEvent, RtpIn, TrackInfo,
+    Codec, Forward, JoinSnapshot, LegParams, Output, ParticipantInfo, RewrittenHeader, Room,
+    RoomError, RoomEvent, RtpIn, TrackInfo,
 };
 
 /// Room inbox for media from all publishers; full means the room is overloaded and the
@@ -55,9 +55,18 @@ pub enum RoomCommand {
         events: mpsc::UnboundedSender<SessionEvent>,
         reply: oneshot::Sender<Result<JoinSnapshot, RoomError>>,
     },
-    Leave { id: ParticipantId },
-    Publish { owner: ParticipantId, desc: Arc<TrackDesc>, remote: Arc<dyn TrackRemote>, ssrc: u32 },
-    Unpublish { track: TrackId },
+    Leave {
+        id: ParticipantId,
+    },
+    Publish {
+        owner: ParticipantId,
+        desc: Arc<TrackDesc>,
+        remote: Arc<dyn TrackRemote>,
+        ssrc: u32,
+    },
+    Unpublish {
+        track: TrackId,
+    },
     LegReady {
         leg: LegId,
         subscriber: ParticipantId,
@@ -65,10 +74,20 @@ pub enum RoomCommand {
         params: LegParams,
         queue: mpsc::Sender<rtp::Packet>,
     },
-    LegClosed { leg: LegId },
-    KeyframeRequest { track: TrackId },
-    Mute { id: ParticipantId, kind: MediaKind, muted: bool },
-    Participants { reply: oneshot::Sender<Vec<ParticipantInfo>> },
+    LegClosed {
+        leg: LegId,
+    },
+    KeyframeRequest {
+        track: TrackId,
+    },
+    Mute {
+        id: ParticipantId,
+        kind: MediaKind,
+        muted: bool,
+    },
+    Participants {
+        reply: oneshot::Sender<Vec<ParticipantInfo>>,
+    },
 }
 
 /// How the rest of the server talks to a room.
@@ -107,7 +126,13 @@ struct RoomActor {
     forwards: Vec<Forward>,
 }
 
-pub fn spawn_room(name: &str, generation: u64, max_participants: usize, rooms: Rooms, metrics: Arc<Metrics>) -> RoomHandle {
+pub fn spawn_room(
+    name: &str,
+    generation: u64,
+    max_participants: usize,
+    rooms: Rooms,
+    metrics: Arc<Metrics>,
+) -> RoomHandle {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::channel(MEDIA_INBOX);
     let name: Arc<str> = name.into();
@@ -126,7 +151,12 @@ pub fn spawn_room(name: &str, generation: u64, max_participants: usize, rooms: R
     };
     let span = info_span!("room", name = %name);
     tokio::spawn(actor.run().instrument(span));
-    RoomHandle { name, generation, commands: cmd_tx, media: media_tx }
+    RoomHandle {
+        name,
+        generation,
+        commands: cmd_tx,
+        media: media_tx,
+    }
 }
 
 impl RoomActor {
@@ -165,7 +195,12 @@ impl RoomActor {
     fn handle_command(&mut self, cmd: RoomCommand) -> bool {
         let now = Instant::now();
         match cmd {
-            RoomCommand::Join { id, name, events, reply } => {
+            RoomCommand::Join {
+                id,
+                name,
+                events,
+                reply,
+            } => {
                 let result = self.room.join(id, &name);
                 if result.is_ok() {
                     self.sessions.insert(id, events);
@@ -176,25 +211,43 @@ impl RoomActor {
                 self.room.leave(id);
                 self.sessions.remove(&id);
                 self.carry_out_outputs();
-                if self.room.is_empty() && self.rooms.remove_if(&self.handle_name, self.generation) {
+                if self.room.is_empty() && self.rooms.remove_if(&self.handle_name, self.generation)
+                {
                     return true;
                 }
             }
-            RoomCommand::Publish { owner, desc, remote, ssrc } => {
+            RoomCommand::Publish {
+                owner,
+                desc,
+                remote,
+                ssrc,
+            } => {
                 let info = &desc.info;
                 let codec = Codec::from_mime(&desc.codec.mime_type);
-                if self.room.publish(owner, info.track_id, info.kind, codec).is_ok() {
-                    self.tracks.insert(info.track_id, Published { desc, remote, ssrc });
+                if self
+                    .room
+                    .publish(owner, info.track_id, info.kind, codec)
+                    .is_ok()
+                {
+                    self.tracks
+                        .insert(info.track_id, Published { desc, remote, ssrc });
                 }
             }
             RoomCommand::Unpublish { track } => {
                 self.room.unpublish(track);
                 self.tracks.remove(&track);
             }
-            RoomCommand::LegReady { leg, subscriber, track, params, queue } => {
+            RoomCommand::LegReady {
+                leg,
+                subscriber,
+                track,
+                params,
+                queue,
+            } => {
                 self.legs.insert(leg, queue);
                 let base = (rand::random::<u16>(), rand::random::<u32>());
-                self.room.consumer_ready(leg, subscriber, track, params, base, now);
+                self.room
+                    .consumer_ready(leg, subscriber, track, params, base, now);
             }
             RoomCommand::LegClosed { leg } => {
                 self.room.consumer_closed(leg);
@@ -221,7 +274,8 @@ impl RoomActor {
             payload: &m.packet.payload,
         };
         self.forwards.clear();
-        self.room.route_rtp(m.track, rtp_in, now, &mut self.forwards);
+        self.room
+            .route_rtp(m.track, rtp_in, now, &mut self.forwards);
         for f in &self.forwards {
             let Some(queue) = self.legs.get(&f.leg) else {
                 continue;
@@ -267,7 +321,10 @@ impl RoomActor {
         };
         Metrics::inc(&self.metrics.keyframe_requests_to_publishers);
         let remote = p.remote.clone();
-        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: p.ssrc };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: p.ssrc,
+        };
         // At most about one per second per track (the core throttles), so a task each is fine.
         tokio::spawn(async move {
             let _ = remote.write_rtcp(vec![Box::new(pli)]).await;
@@ -319,19 +376,40 @@ mod tests {
             timestamp: 9,
             ssrc: 1,
             extensions: vec![
-                Extension { id: 1, payload: bytes::Bytes::from_static(&[0x80]) },
-                Extension { id: 3, payload: bytes::Bytes::from_static(&[1, 2, 3]) },
+                Extension {
+                    id: 1,
+                    payload: bytes::Bytes::from_static(&[0x80]),
+                },
+                Extension {
+                    id: 3,
+                    payload: bytes::Bytes::from_static(&[1, 2, 3]),
+                },
             ],
             ..Default::default()
         };
         let mut map = [0u8; 16];
         map[1] = 5; // audio level: 1 on the publisher, 5 on this leg; id 3 not negotiated
-        let r = RewrittenHeader { ssrc: 42, sequence_number: 100, timestamp: 200, payload_type: 111, ext_map: ExtMap(map) };
+        let r = RewrittenHeader {
+            ssrc: 42,
+            sequence_number: 100,
+            timestamp: 200,
+            payload_type: 111,
+            ext_map: ExtMap(map),
+        };
         apply_rewrite(&mut h, &r);
-        assert_eq!((h.ssrc, h.sequence_number, h.timestamp, h.payload_type), (42, 100, 200, 111));
+        assert_eq!(
+            (h.ssrc, h.sequence_number, h.timestamp, h.payload_type),
+            (42, 100, 200, 111)
+        );
         assert_eq!(h.extensions.len(), 1);
         assert_eq!(h.extensions[0].id, 5);
-        apply_rewrite(&mut h, &RewrittenHeader { ext_map: ExtMap::default(), ..r });
+        apply_rewrite(
+            &mut h,
+            &RewrittenHeader {
+                ext_map: ExtMap::default(),
+                ..r
+            },
+        );
         assert!(!h.extension, "no extension left, no extension block");
     }
 }

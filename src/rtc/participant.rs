@@ -159,7 +159,8 @@ impl ParticipantPeer {
     }
 
     async fn answer_client_offer(&mut self, sdp: String) -> Result<String, PeerError> {
-        let offer = RTCSessionDescription::offer(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let offer =
+            RTCSessionDescription::offer(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
         self.pc
             .set_remote_description(offer)
             .await
@@ -167,7 +168,10 @@ impl ParticipantPeer {
         self.remote_description_set = true;
         self.flush_candidates().await;
         let answer = self.pc.create_answer(None).await.map_err(internal)?;
-        self.pc.set_local_description(answer.clone()).await.map_err(internal)?;
+        self.pc
+            .set_local_description(answer.clone())
+            .await
+            .map_err(internal)?;
         Ok(answer.sdp)
     }
 
@@ -176,7 +180,8 @@ impl ParticipantPeer {
         if !self.negotiator.offer_outstanding() {
             return Err(NegotiationError::NoOfferPending.into());
         }
-        let answer = RTCSessionDescription::answer(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
         self.pc
             .set_remote_description(answer)
             .await
@@ -196,7 +201,9 @@ impl ParticipantPeer {
         }
         if !self.remote_description_set {
             if self.queued_candidates.len() >= MAX_QUEUED_CANDIDATES {
-                return Err(PeerError::BadCandidate("too many candidates before any offer".into()));
+                return Err(PeerError::BadCandidate(
+                    "too many candidates before any offer".into(),
+                ));
             }
             self.queued_candidates.push(candidate);
             return Ok(());
@@ -243,7 +250,10 @@ impl ParticipantPeer {
                 }
             }
             let offer = self.pc.create_offer(None).await.map_err(internal)?;
-            self.pc.set_local_description(offer.clone()).await.map_err(internal)?;
+            self.pc
+                .set_local_description(offer.clone())
+                .await
+                .map_err(internal)?;
             Ok(offer.sdp)
         }
         .await;
@@ -269,7 +279,10 @@ impl ParticipantPeer {
             track.to_string(),
             kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
                 codec: desc.codec.clone(),
                 ..Default::default()
             }],
@@ -290,7 +303,16 @@ impl ParticipantPeer {
             .map_err(internal)?
             .ok_or_else(|| PeerError::Internal("transceiver without a sender".into()))?;
         let id = self.ctx.ids.leg();
-        self.legs.insert(track, Leg { id, ssrc, sender, local, desc });
+        self.legs.insert(
+            track,
+            Leg {
+                id,
+                ssrc,
+                sender,
+                local,
+                desc,
+            },
+        );
         Ok(())
     }
 
@@ -331,15 +353,27 @@ impl ParticipantPeer {
             .map(|e| (e.id as u8, e.uri.as_str()))
             .collect();
         let ext_map = ExtMap::between(
-            leg.desc.extensions.iter().map(|(id, uri)| (*id, uri.as_str())),
+            leg.desc
+                .extensions
+                .iter()
+                .map(|(id, uri)| (*id, uri.as_str())),
             &outgoing,
         );
-        let queue = track_out::open_leg(leg.local.clone(), track, self.room.clone(), self.ctx.metrics.clone());
+        let queue = track_out::open_leg(
+            leg.local.clone(),
+            track,
+            self.room.clone(),
+            self.ctx.metrics.clone(),
+        );
         self.room.send(RoomCommand::LegReady {
             leg: leg.id,
             subscriber: self.id,
             track,
-            params: LegParams { ssrc: leg.ssrc, payload_type: codec.payload_type, ext_map },
+            params: LegParams {
+                ssrc: leg.ssrc,
+                payload_type: codec.payload_type,
+                ext_map,
+            },
             queue,
         });
     }
@@ -374,12 +408,26 @@ impl ParticipantPeer {
         let id = self.ctx.ids.track();
         debug!(track = %id, %kind, codec = %codec.mime_type, "publishing");
         let desc = Arc::new(TrackDesc {
-            info: TrackInfo { track_id: id, participant_id: self.id, kind },
+            info: TrackInfo {
+                track_id: id,
+                participant_id: self.id,
+                kind,
+            },
             codec,
             extensions,
         });
-        self.room.send(RoomCommand::Publish { owner: self.id, desc, remote: track.clone(), ssrc });
-        tokio::spawn(track_in::pump(track, id, self.room.clone(), self.ctx.metrics.clone()));
+        self.room.send(RoomCommand::Publish {
+            owner: self.id,
+            desc,
+            remote: track.clone(),
+            ssrc,
+        });
+        tokio::spawn(track_in::pump(
+            track,
+            id,
+            self.room.clone(),
+            self.ctx.metrics.clone(),
+        ));
     }
 
     pub async fn close(&self) {

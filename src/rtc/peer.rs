@@ -38,7 +38,11 @@ pub struct PortAllocator {
 
 impl PortAllocator {
     pub fn new(min: u16, max: u16) -> Self {
-        PortAllocator { min, max, next: AtomicU32::new(0) }
+        PortAllocator {
+            min,
+            max,
+            next: AtomicU32::new(0),
+        }
     }
 
     fn span(&self) -> u32 {
@@ -56,10 +60,18 @@ impl PortAllocator {
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
-        .collect()
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    })
+    .collect()
 }
 
 /// The codecs the router forwards: Opus, VP8 and H.264 (constrained baseline,
@@ -79,10 +91,20 @@ fn media_engine() -> webrtc::error::Result<MediaEngine> {
         }
     };
     m.register_codec(
-        codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", vec![], 111),
+        codec(
+            MIME_TYPE_OPUS,
+            48_000,
+            2,
+            "minptime=10;useinbandfec=1",
+            vec![],
+            111,
+        ),
         RtpCodecKind::Audio,
     )?;
-    m.register_codec(codec(MIME_TYPE_VP8, 90_000, 0, "", video_feedback(), 96), RtpCodecKind::Video)?;
+    m.register_codec(
+        codec(MIME_TYPE_VP8, 90_000, 0, "", video_feedback(), 96),
+        RtpCodecKind::Video,
+    )?;
     m.register_codec(
         codec(
             MIME_TYPE_H264,
@@ -95,7 +117,9 @@ fn media_engine() -> webrtc::error::Result<MediaEngine> {
         RtpCodecKind::Video,
     )?;
     m.register_header_extension(
-        RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_string() },
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_string(),
+        },
         RtpCodecKind::Audio,
         None,
     )?;
@@ -112,7 +136,11 @@ pub async fn build_peer(
     // A taken port fails the build; try the next few in the range.
     for _ in 0..ports.span().min(16) {
         let port = ports.next_port();
-        let addrs: Vec<SocketAddr> = media.bind_ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let addrs: Vec<SocketAddr> = media
+            .bind_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
         match build_on(media, addrs, handler.clone()).await {
             Ok(pc) => return Ok(pc),
             Err(e) => last_err = Some(e),
@@ -130,8 +158,10 @@ async fn build_on(
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
     let mut engine = media_engine()?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?
-        .with(Slot::from(KEYFRAME_FORWARDER_SLOT), KeyframeRequestForwarder::default());
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(
+        Slot::from(KEYFRAME_FORWARDER_SLOT),
+        KeyframeRequestForwarder::default(),
+    );
 
     let loopback = media.bind_ips.iter().any(IpAddr::is_loopback);
     let mut settings = SettingEngineBuilder::new()
@@ -147,7 +177,11 @@ async fn build_on(
         );
     if !media.advertise_ips.is_empty() {
         settings = settings.with_nat_1to1_ips(
-            media.advertise_ips.iter().map(|ip| ip.to_string()).collect(),
+            media
+                .advertise_ips
+                .iter()
+                .map(|ip| ip.to_string())
+                .collect(),
             RTCIceCandidateType::Host,
         );
     }

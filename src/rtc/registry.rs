@@ -37,7 +37,13 @@ impl Rooms {
             return h.clone();
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        let h = spawn_room(name, generation, self.max_participants, self.clone(), self.metrics.clone());
+        let h = spawn_room(
+            name,
+            generation,
+            self.max_participants,
+            self.clone(),
+            self.metrics.clone(),
+        );
         rooms.insert(name.to_string(), h.clone());
         h
     }

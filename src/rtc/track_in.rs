@@ -10,13 +10,18 @@ use super::actor::{MediaIn, RoomCommand, RoomHandle};
 use crate::id::TrackId;
 use crate::metrics::Metrics;
 
-pub async fn pump(track: Arc<dyn TrackRemote>, id: TrackId, room: RoomHandle, metrics: Arc<Metrics>) {
+pub async fn pump(
+    track: Arc<dyn TrackRemote>,
+    id: TrackId,
+    room: RoomHandle,
+    metrics: Arc<Metrics>,
+) {
     while let Some(event) = track.poll().await {
         match event {
-            TrackRemoteEvent::OnRtpPacket(packet) => {
-                if room.media.try_send(MediaIn { track: id, packet }).is_err() {
-                    Metrics::inc(&metrics.rtp_in_dropped);
-                }
+            TrackRemoteEvent::OnRtpPacket(packet)
+                if room.media.try_send(MediaIn { track: id, packet }).is_err() =>
+            {
+                Metrics::inc(&metrics.rtp_in_dropped);
             }
             TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
             _ => {}

@@ -17,8 +17,8 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::rtc::{Ids, PeerContext, RoomCommand, Rooms};
 use crate::room::ParticipantInfo;
+use crate::rtc::{Ids, PeerContext, RoomCommand, Rooms};
 
 pub struct AppState {
     pub config: Config,
@@ -34,8 +34,14 @@ const STYLE_CSS: &str = include_str!("../../web/style.css");
 pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+        )
         .route("/healthz", get(healthz))
         .route("/api/rooms", get(list_rooms))
         .route("/api/stats", get(stats))
@@ -70,7 +76,10 @@ async fn room_summaries(app: &AppState) -> Vec<RoomSummary> {
             continue;
         }
         if let Ok(Ok(participants)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-            out.push(RoomSummary { name: handle.name.to_string(), participants });
+            out.push(RoomSummary {
+                name: handle.name.to_string(),
+                participants,
+            });
         }
     }
     out

@@ -29,30 +29,66 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         tracks: Vec<TrackInfo>,
     },
-    Offer { sdp: String },
-    Answer { sdp: String },
-    Candidate { candidate: IceCandidate },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantLeft { participant_id: ParticipantId },
-    TrackPublished { track: TrackInfo },
-    TrackUnpublished { track_id: TrackId, participant_id: ParticipantId },
-    Mute { participant_id: ParticipantId, kind: MediaKind, muted: bool },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: IceCandidate,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+    },
+    TrackPublished {
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        track_id: TrackId,
+        participant_id: ParticipantId,
+    },
+    Mute {
+        participant_id: ParticipantId,
+        kind: MediaKind,
+        muted: bool,
+    },
     Left {},
-    Error { code: &'static str, message: String },
+    Error {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl From<RoomEvent> for ServerMessage {
     fn from(e: RoomEvent) -> Self {
         match e {
-            RoomEvent::ParticipantJoined(participant) => ServerMessage::ParticipantJoined { participant },
-            RoomEvent::ParticipantLeft(participant_id) => ServerMessage::ParticipantLeft { participant_id },
+            RoomEvent::ParticipantJoined(participant) => {
+                ServerMessage::ParticipantJoined { participant }
+            }
+            RoomEvent::ParticipantLeft(participant_id) => {
+                ServerMessage::ParticipantLeft { participant_id }
+            }
             RoomEvent::TrackPublished(track) => ServerMessage::TrackPublished { track },
-            RoomEvent::TrackUnpublished { track_id, participant_id } => {
-                ServerMessage::TrackUnpublished { track_id, participant_id }
-            }
-            RoomEvent::Mute { participant_id, kind, muted } => {
-                ServerMessage::Mute { participant_id, kind, muted }
-            }
+            RoomEvent::TrackUnpublished {
+                track_id,
+                participant_id,
+            } => ServerMessage::TrackUnpublished {
+                track_id,
+                participant_id,
+            },
+            RoomEvent::Mute {
+                participant_id,
+                kind,
+                muted,
+            } => ServerMessage::Mute {
+                participant_id,
+                kind,
+                muted,
+            },
         }
     }
 }
@@ -63,7 +99,8 @@ mod tests {
 
     #[test]
     fn client_messages_parse() {
-        let m: ClientMessage = serde_json::from_str(r#"{"type":"join","room":"r","name":"Ada"}"#).unwrap();
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"join","room":"r","name":"Ada"}"#).unwrap();
         assert!(matches!(m, ClientMessage::Join { .. }));
         let m: ClientMessage = serde_json::from_str(
             r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
@@ -72,16 +109,26 @@ mod tests {
         assert!(matches!(m, ClientMessage::Candidate { .. }));
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"leave"}"#).is_ok());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"dance"}"#).is_err());
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"mute","kind":"smell","muted":true}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(
+            r#"{"type":"mute","kind":"smell","muted":true}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"[1,2]"#).is_err());
     }
 
     #[test]
     fn server_messages_are_tagged() {
-        let json = serde_json::to_value(ServerMessage::Error { code: "bad_json", message: "x".into() }).unwrap();
+        let json = serde_json::to_value(ServerMessage::Error {
+            code: "bad_json",
+            message: "x".into(),
+        })
+        .unwrap();
         assert_eq!(json["type"], "error");
         assert_eq!(json["code"], "bad_json");
-        let json = serde_json::to_value(ServerMessage::ParticipantLeft { participant_id: ParticipantId(4) }).unwrap();
+        let json = serde_json::to_value(ServerMessage::ParticipantLeft {
+            participant_id: ParticipantId(4),
+        })
+        .unwrap();
         assert_eq!(json["participant_id"], "p4");
     }
 }

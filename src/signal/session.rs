@@ -12,8 +12,8 @@ use super::protocol::{ClientMessage, ServerMessage};
 use super::AppState;
 use crate::error::SignalError;
 use crate::id::ParticipantId;
-use crate::rtc::{ParticipantPeer, PeerError, PeerEvent, RoomCommand, RoomHandle, SessionEvent};
 use crate::room::{valid_display_name, valid_room_name};
+use crate::rtc::{ParticipantPeer, PeerError, PeerEvent, RoomCommand, RoomHandle, SessionEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 /// The server pings this often; browsers answer pings on their own.
@@ -91,7 +91,11 @@ impl Session {
 
     async fn send_error(&mut self, e: SignalError) {
         debug!(code = e.code(), "refused: {e}");
-        self.send(ServerMessage::Error { code: e.code(), message: e.to_string() }).await;
+        self.send(ServerMessage::Error {
+            code: e.code(),
+            message: e.to_string(),
+        })
+        .await;
     }
 
     async fn on_ws(&mut self, msg: Option<Result<Message, axum::Error>>) -> Flow {
@@ -103,7 +107,10 @@ impl Session {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                self.send_error(SignalError::BadJson("binary frames are not supported".into())).await;
+                self.send_error(SignalError::BadJson(
+                    "binary frames are not supported".into(),
+                ))
+                .await;
                 return Flow::Continue;
             }
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
@@ -111,7 +118,11 @@ impl Session {
         };
         let limit = self.app.config.max_message_bytes;
         if text.len() > limit {
-            self.send_error(SignalError::TooLarge { size: text.len(), limit }).await;
+            self.send_error(SignalError::TooLarge {
+                size: text.len(),
+                limit,
+            })
+            .await;
             return Flow::Close;
         }
         let msg = match serde_json::from_str::<ClientMessage>(text.as_str()) {
@@ -154,7 +165,11 @@ impl Session {
             }
             ClientMessage::Candidate { candidate } => joined.peer.add_candidate(candidate).await?,
             ClientMessage::Mute { kind, muted } => {
-                joined.room.send(RoomCommand::Mute { id: joined.id, kind, muted });
+                joined.room.send(RoomCommand::Mute {
+                    id: joined.id,
+                    kind,
+                    muted,
+                });
             }
             ClientMessage::Leave {} => {
                 self.leave().await;
@@ -167,7 +182,9 @@ impl Session {
 
     async fn join(&mut self, room: String, name: String) -> Result<(), SignalError> {
         if !valid_room_name(&room) {
-            return Err(SignalError::InvalidName("room names are 1-64 characters of A-Z a-z 0-9 _ -"));
+            return Err(SignalError::InvalidName(
+                "room names are 1-64 characters of A-Z a-z 0-9 _ -",
+            ));
         }
         if !valid_display_name(&name) {
             return Err(SignalError::InvalidName(
@@ -180,7 +197,12 @@ impl Session {
             let handle = self.app.rooms.get_or_create(&room);
             let (events_tx, events_rx) = mpsc::unbounded_channel();
             let (reply_tx, reply_rx) = oneshot::channel();
-            let cmd = RoomCommand::Join { id, name: name.clone(), events: events_tx, reply: reply_tx };
+            let cmd = RoomCommand::Join {
+                id,
+                name: name.clone(),
+                events: events_tx,
+                reply: reply_tx,
+            };
             if !handle.send(cmd) {
                 continue;
             }
@@ -188,17 +210,22 @@ impl Session {
                 Ok(result) => result?,
                 Err(_) => continue,
             };
-            let (peer, peer_events) = match ParticipantPeer::new(id, handle.clone(), self.app.peer.clone()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    handle.send(RoomCommand::Leave { id });
-                    return Err(e.into());
-                }
-            };
+            let (peer, peer_events) =
+                match ParticipantPeer::new(id, handle.clone(), self.app.peer.clone()).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        handle.send(RoomCommand::Leave { id });
+                        return Err(e.into());
+                    }
+                };
             self.span.record("room", room.as_str());
             self.span.record("participant", field::display(id));
             info!(name = %name, "joined");
-            self.joined = Some(Joined { id, room: handle, peer });
+            self.joined = Some(Joined {
+                id,
+                room: handle,
+                peer,
+            });
             self.room_events = Some(events_rx);
             self.peer_events = Some(peer_events);
             self.send(ServerMessage::Joined {
@@ -252,10 +279,15 @@ impl Session {
 
     async fn on_peer_event(&mut self, ev: PeerEvent) -> Flow {
         match ev {
-            PeerEvent::LocalCandidate(candidate) => self.send(ServerMessage::Candidate { candidate }).await,
+            PeerEvent::LocalCandidate(candidate) => {
+                self.send(ServerMessage::Candidate { candidate }).await
+            }
             PeerEvent::State(state) => {
                 debug!(%state, "peer connection state");
-                if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
+                if matches!(
+                    state,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                ) {
                     info!(%state, "media connection lost; removing participant");
                     return Flow::Close;
                 }

@@ -13,7 +13,9 @@ use rtc::peer_connection::sdp::{RTCSdpType, RTCSessionDescription};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use serde_json::{json, Value};
 use switchyard::config::{MediaConfig, PortRange};
 use switchyard::rtc::peer::build_peer;
@@ -52,9 +54,9 @@ impl Video {
             (Video::Vp8, true, true) => [0x10, 0x00],
             (Video::Vp8, true, false) => [0x10, 0x01],
             (Video::Vp8, false, _) => [0x00, 0x00],
-            (Video::H264, true, true) => [0x7c, 0x85],  // FU-A start of an IDR slice
+            (Video::H264, true, true) => [0x7c, 0x85], // FU-A start of an IDR slice
             (Video::H264, true, false) => [0x7c, 0x81], // FU-A start of a non-IDR slice
-            (Video::H264, false, _) => [0x7c, 0x01],    // FU-A continuation
+            (Video::H264, false, _) => [0x7c, 0x01],   // FU-A continuation
         }
     }
 }
@@ -88,7 +90,11 @@ impl Shared {
         self.stats(publisher, kind).map_or(0, |s| s.packets)
     }
     pub fn stats(&self, publisher: &str, kind: &str) -> Option<StreamStats> {
-        self.received.lock().unwrap().get(&(publisher.to_string(), kind.to_string())).cloned()
+        self.received
+            .lock()
+            .unwrap()
+            .get(&(publisher.to_string(), kind.to_string()))
+            .cloned()
     }
     pub fn saw_message(&self, pred: impl Fn(&Value) -> bool) -> bool {
         self.messages.lock().unwrap().iter().any(pred)
@@ -127,14 +133,21 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    let label = if kind == RtpCodecKind::Video { "video" } else { "audio" };
+    let label = if kind == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "local".to_string(),
         format!("{label}-{ssrc}"),
         label.to_string(),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
             // No codec here: like a browser, offer every registered codec of the kind, so
             // the server can later send this participant any of them.
             ..Default::default()
@@ -149,10 +162,14 @@ impl Client {
     }
 
     pub async fn join_with(ws_url: &str, room: &str, name: &str, codec: Video) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .expect("ws connect");
         let (mut ws_tx, mut ws_rx) = ws.split();
         ws_tx
-            .send(Message::text(json!({"type":"join","room":room,"name":name}).to_string()))
+            .send(Message::text(
+                json!({"type":"join","room":room,"name":name}).to_string(),
+            ))
             .await
             .unwrap();
         let joined = loop {
@@ -177,7 +194,9 @@ impl Client {
             advertise_ips: vec![],
             ports: PortRange { min: 0, max: 0 },
         };
-        let pc = build_peer(&media, &PortAllocator::new(0, 0), Arc::new(Handler(ev_tx))).await.expect("peer");
+        let pc = build_peer(&media, &PortAllocator::new(0, 0), Arc::new(Handler(ev_tx)))
+            .await
+            .expect("peer");
         let shared = Arc::new(Shared::default());
         shared.messages.lock().unwrap().push(joined);
 
@@ -186,9 +205,20 @@ impl Client {
         *shared.own_ssrcs.lock().unwrap() = vec![video_ssrc, audio_ssrc];
         let video = local_track(RtpCodecKind::Video, video_ssrc);
         let audio = local_track(RtpCodecKind::Audio, audio_ssrc);
-        pc.add_track(video.clone() as Arc<dyn TrackLocal>).await.expect("add video");
-        pc.add_track(audio.clone() as Arc<dyn TrackLocal>).await.expect("add audio");
-        tokio::spawn(send_media(video.clone(), audio.clone(), codec, video_ssrc, audio_ssrc, shared.clone()));
+        pc.add_track(video.clone() as Arc<dyn TrackLocal>)
+            .await
+            .expect("add video");
+        pc.add_track(audio.clone() as Arc<dyn TrackLocal>)
+            .await
+            .expect("add audio");
+        tokio::spawn(send_media(
+            video.clone(),
+            audio.clone(),
+            codec,
+            video_ssrc,
+            audio_ssrc,
+            shared.clone(),
+        ));
         tokio::spawn(watch_keyframe_requests(video, shared.clone()));
 
         let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Value>();
@@ -262,7 +292,13 @@ impl Client {
             shared.stop_media.store(true, Ordering::Relaxed);
             let _ = ws_tx.close().await;
         });
-        Client { id, shared, commands: cmd_tx, driver, pc }
+        Client {
+            id,
+            shared,
+            commands: cmd_tx,
+            driver,
+            pc,
+        }
     }
 
     pub fn send(&self, v: Value) {
@@ -296,7 +332,10 @@ impl Client {
         let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
         for _ in 0..n {
             let _ = track
-                .write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })])
+                .write_rtcp(vec![Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                })])
                 .await;
             tokio::time::sleep(gap).await;
         }
@@ -348,17 +387,32 @@ async fn send_media(
             continue; // nothing can be sent before DTLS-SRTP is up
         }
         if step % 2 == 0 {
-            let pkt = packet(audio_ssrc, OPUS_PT, aseq, ats, true, Bytes::from(vec![0xfc; 60]));
+            let pkt = packet(
+                audio_ssrc,
+                OPUS_PT,
+                aseq,
+                ats,
+                true,
+                Bytes::from(vec![0xfc; 60]),
+            );
             let _ = audio.write_rtp(pkt).await;
             aseq = aseq.wrapping_add(1);
             ats = ats.wrapping_add(960);
         }
         if step % 3 == 0 {
-            let key = frame % 60 == 0 || shared.force_keyframe.swap(false, Ordering::Relaxed);
+            let key =
+                frame.is_multiple_of(60) || shared.force_keyframe.swap(false, Ordering::Relaxed);
             for i in 0..3u8 {
                 let mut payload = vec![0u8; 1000];
                 payload[..2].copy_from_slice(&codec.payload_head(i == 0, key));
-                let pkt = packet(video_ssrc, codec.payload_type(), vseq, vts, i == 2, Bytes::from(payload));
+                let pkt = packet(
+                    video_ssrc,
+                    codec.payload_type(),
+                    vseq,
+                    vts,
+                    i == 2,
+                    Bytes::from(payload),
+                );
                 let _ = video.write_rtp(pkt).await;
                 vseq = vseq.wrapping_add(1);
             }
@@ -386,7 +440,10 @@ fn packet(ssrc: u32, pt: u8, seq: u16, ts: u32, marker: bool, payload: Bytes) ->
 async fn watch_keyframe_requests(video: Arc<TrackLocalStaticRTP>, shared: Arc<Shared>) {
     while let Some(ev) = video.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(pkts) = ev {
-            if pkts.iter().any(|p| p.as_any().is::<PictureLossIndication>()) {
+            if pkts
+                .iter()
+                .any(|p| p.as_any().is::<PictureLossIndication>())
+            {
                 shared.plis_received.fetch_add(1, Ordering::Relaxed);
                 shared.force_keyframe.store(true, Ordering::Relaxed);
             }
@@ -396,9 +453,17 @@ async fn watch_keyframe_requests(video: Arc<TrackLocalStaticRTP>, shared: Arc<Sh
 
 async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
     let publisher = track.stream_id().await.to_string();
-    let kind = if track.kind().await == RtpCodecKind::Video { "video" } else { "audio" };
+    let kind = if track.kind().await == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
     let key = (publisher, kind.to_string());
-    shared.remote_tracks.lock().unwrap().insert(key.clone(), track.clone());
+    shared
+        .remote_tracks
+        .lock()
+        .unwrap()
+        .insert(key.clone(), track.clone());
     while let Some(ev) = track.poll().await {
         match ev {
             TrackRemoteEvent::OnRtpPacket(p) => {

@@ -38,8 +38,10 @@ pub async fn start_server() -> TestServer {
         )
         .with_test_writer()
         .try_init();
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     config.media.ports = PortRange { min: 0, max: 0 };
     let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
     let addr = server.local_addr().unwrap();
@@ -57,7 +59,10 @@ pub async fn start_server() -> TestServer {
 pub async fn http_get_json(url: &str) -> Value {
     // A tiny HTTP/1.1 GET, so the tests need no HTTP client crate.
     let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut stream = TcpStream::connect(host).await.expect("connect");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
@@ -76,12 +81,17 @@ pub struct RawWs {
 
 impl RawWs {
     pub async fn connect(url: &str) -> RawWs {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
         RawWs { ws }
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("ws send");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("ws send");
     }
 
     pub async fn send_json(&mut self, v: Value) {
@@ -111,7 +121,10 @@ impl RawWs {
     pub async fn expect_error(&mut self, code: &str) -> Value {
         let v = self.expect_type("error", 5).await;
         assert_eq!(v["code"], code, "error was {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a human message: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error has a human message: {v}"
+        );
         v
     }
 
