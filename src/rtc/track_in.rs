@@ -18,10 +18,9 @@ pub async fn pump(
 ) {
     while let Some(event) = track.poll().await {
         match event {
-            TrackRemoteEvent::OnRtpPacket(packet)
-                if room.media.try_send(MediaIn { track: id, packet }).is_err() =>
-            {
-                Metrics::inc(&metrics.rtp_in_dropped);
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                let sent = room.media.try_send(MediaIn { track: id, packet });
+                sent.unwrap_or_else(|_| Metrics::inc(&metrics.rtp_in_dropped));
             }
             TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
             _ => {}
