@@ -7,6 +7,8 @@ const NAME_MAX = 64;
 // Tests may shorten the backoff (window.SWITCHYARD_RETRY_DELAYS_MS) to see "failed" quickly.
 const RETRY_DELAYS_MS = window.SWITCHYARD_RETRY_DELAYS_MS ?? [1000, 2000, 4000, 8000, 8000];
 const WS_OPEN_TIMEOUT_MS = 10000;
+// A media connection that is not up by then is given up and the meeting joined again.
+const PC_CONNECT_TIMEOUT_MS = 15000;
 const MSG = {
   denied: 'Camera/microphone permission was denied. Allow access to the camera and microphone for this site, then join again.',
   noDevice: 'No camera or microphone was found. Connect one and join again.',
@@ -29,7 +31,7 @@ let localStream = null;
 let meeting = null; // from Join until Leave / final failure: {room, name, audioMuted, videoMuted, attempt, retryTimer}
 let session = null; // the current ws + pc pair (see connect())
 let connState = 'connecting';
-const tiles = new Map(); // participant id -> remote tile {el, video, stream, name}
+const tiles = new Map(); // participant id -> remote tile {id, el, video, stream, tracks, unpublished}
 
 // ---------- page chrome ----------
 
@@ -103,7 +105,7 @@ function wsUrl() {
 // torn-down attempt are ignored.
 function connect() {
   const s = { ws: new WebSocket(wsUrl()), pc: null, opened: false, closing: false, joined: false,
-    makingOffer: false, pendingCandidates: [], chain: Promise.resolve() };
+    offering: null, localCandidates: 0, pendingCandidates: [], connectTimer: null, chain: Promise.resolve() };
   session = s;
   setConnState(meeting.attempt === 0 ? 'connecting' : 'reconnecting');
   const openTimer = setTimeout(() => s.ws.readyState !== WebSocket.OPEN && s.ws.close(), WS_OPEN_TIMEOUT_MS);
@@ -166,6 +168,11 @@ function onJoined(s, msg) {
   showNotice('');
   for (const p of msg.participants) ensureRemoteTile(p);
   s.pc = createPeerConnection(s, msg.ice_servers ?? []);
+  s.connectTimer = setTimeout(() => {
+    if (s.pc.connectionState === 'connected') return;
+    console.warn('media connection not up in time; joining again');
+    connectionLost(s);
+  }, PC_CONNECT_TIMEOUT_MS);
   // The server only knows mute state from messages; after a reconnect it starts fresh.
   if (meeting.audioMuted) send(s, { type: 'mute', kind: 'audio', muted: true });
   if (meeting.videoMuted) send(s, { type: 'mute', kind: 'video', muted: true });
@@ -178,25 +185,25 @@ function createPeerConnection(s, iceServers) {
   for (const track of localStream.getTracks()) {
     pc.addTransceiver(track, { direction: 'sendonly', streams: [localStream] });
   }
-  pc.onnegotiationneeded = async () => {
-    try {
-      s.makingOffer = true;
+  pc.onnegotiationneeded = () => {
+    s.offering = (async () => {
       await pc.setLocalDescription();
-      if (s === session) send(s, { type: 'offer', sdp: pc.localDescription.sdp });
-    } catch (err) {
-      console.warn('creating offer failed', err);
-    } finally {
-      s.makingOffer = false;
-    }
+      // Normally an offer; the protocol's 'offer'/'answer' types match SDP types if not.
+      const { type, sdp } = pc.localDescription;
+      if (s === session) send(s, { type, sdp });
+    })().catch((err) => console.warn('creating offer failed', err));
   };
   pc.onicecandidate = (e) => {
-    if (e.candidate && s === session) send(s, { type: 'candidate', candidate: e.candidate.toJSON() });
+    if (!e.candidate) return;
+    s.localCandidates++;
+    if (s === session) send(s, { type: 'candidate', candidate: e.candidate.toJSON() });
   };
   pc.ontrack = (e) => onRemoteTrack(e.track, e.streams[0]);
   pc.onconnectionstatechange = () => {
     if (s !== session) return;
     const st = pc.connectionState;
     if (st === 'connected') {
+      clearTimeout(s.connectTimer);
       meeting.attempt = 0; // a healthy connection earns a fresh set of retries
       showNotice('');
       setConnState('connected');
@@ -210,11 +217,29 @@ function createPeerConnection(s, iceServers) {
 }
 
 async function onRemoteOffer(s, sdp) {
+  await s.offering; // let an offer being made settle first, so the collision is visible
+  if (s.pc.signalingState === 'have-local-offer') await firstLocalCandidate(s, 1000);
   // Polite: a colliding local offer is rolled back implicitly by setRemoteDescription.
   await s.pc.setRemoteDescription({ type: 'offer', sdp });
   await flushCandidates(s);
   await s.pc.setLocalDescription();
   send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
+}
+
+// Chromium bug: rolling back the first offer before ICE gathering has produced a
+// candidate sometimes leaves the new transport gathering forever, with no candidates
+// (about 1 in 25 tries here). Waiting for the first candidate (~10 ms) avoids it.
+function firstLocalCandidate(s, timeoutMs) {
+  if (s.localCandidates > 0 || s.pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      s.pc.removeEventListener('icecandidate', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    s.pc.addEventListener('icecandidate', done);
+  });
 }
 
 async function onRemoteAnswer(s, sdp) {
@@ -240,6 +265,7 @@ async function flushCandidates(s) {
 function closeSession(s) {
   if (!s) return;
   s.closing = true;
+  clearTimeout(s.connectTimer);
   try { s.pc?.close(); } catch { /* already closed */ }
   try { s.ws.close(); } catch { /* already closed */ }
 }

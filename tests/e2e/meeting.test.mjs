@@ -34,14 +34,15 @@ const CHROMIUM_ARGS = [
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Polls `check` until it returns a truthy value or `timeoutMs` passes; the last value
-// seen goes into the failure message.
+// Polls `check` until it returns a truthy value (other than an object with ok: false,
+// which a check returns to explain itself) or `timeoutMs` passes; the last value seen
+// goes into the failure message.
 async function waitFor(what, check, timeoutMs = 30000, everyMs = 250) {
   const deadline = Date.now() + timeoutMs;
   let last;
   while (Date.now() < deadline) {
     last = await check();
-    if (last === true || (last && !Array.isArray(last))) return last;
+    if (last && last.ok !== false) return last;
     await sleep(everyMs);
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
@@ -195,12 +196,15 @@ test('three pages hold a meeting', { timeout: 120000 }, async () => {
   assert.deepEqual(labels, ['Bob', 'Cy']);
   assert.equal(await A.page.textContent('.tile.local .name'), 'Ada (you)');
 
-  // The decoded media reaches the tiles: every remote <video> is playing a picture.
+  // The media reaches the tiles: every remote <video> plays a picture and holds the
+  // participant's audio track too.
   for (const p of pages) {
     await waitFor(`${p.query}: remote <video> elements playing`, () => p.page.evaluate(() => {
       const videos = [...document.querySelectorAll('.tile.remote video')];
-      const ok = videos.length === 2 && videos.every((v) => !v.paused && v.readyState >= 2 && v.videoWidth > 0);
-      return ok || videos.map((v) => ({ paused: v.paused, rs: v.readyState, w: v.videoWidth, muted: v.muted, tracks: v.srcObject?.getTracks().map((t) => t.kind + t.readyState) }));
+      const ok = videos.length === 2 && videos.every((v) => !v.paused && v.readyState >= 2 && v.videoWidth > 0
+        && v.srcObject?.getAudioTracks().length === 1 && v.srcObject?.getVideoTracks().length === 1);
+      return ok || { ok: false, videos: videos.map((v) => ({ paused: v.paused, readyState: v.readyState,
+        width: v.videoWidth, tracks: v.srcObject?.getTracks().map((t) => `${t.kind}:${t.readyState}`) })) };
     }), 10000);
   }
 
@@ -221,18 +225,24 @@ test('three pages hold a meeting', { timeout: 120000 }, async () => {
 });
 
 test('camera denied shows a message', { timeout: 30000 }, async () => {
-  // --use-fake-ui-for-media-stream accepts every prompt, so deny the way a browser does
-  // when the user blocks the camera.
-  const p = await openPage('room=e2e-denied&name=Dee', () => {
-    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
-  });
-  await waitFor('permission message', async () => {
-    const notice = p.page.locator('#notice');
-    return (await notice.isVisible()) && (await notice.textContent()).includes('Camera/microphone permission was denied');
-  }, 10000);
-  // The page did not join and still offers the form.
-  assert.equal(await p.page.locator('#join-form').isVisible(), true);
-  await p.context.close();
+  // A browser without --use-fake-ui-for-media-stream and no granted permission: headless
+  // Chromium refuses the camera prompt, so getUserMedia fails with NotAllowedError for real.
+  const denying = await chromium.launch({ executablePath: CHROMIUM, headless: true, timeout: 30000,
+    args: CHROMIUM_ARGS.filter((a) => a !== '--use-fake-ui-for-media-stream') });
+  try {
+    const context = await denying.newContext({ viewport: { width: 1280, height: 720 } });
+    const page = await context.newPage();
+    await page.goto(`${server.url}/?room=e2e-denied&name=Dee`, { timeout: 15000 });
+    await waitFor('permission message', async () => {
+      const notice = page.locator('#notice');
+      return (await notice.isVisible()) && (await notice.textContent()).includes('Camera/microphone permission was denied');
+    }, 10000);
+    // The page did not join, did not crash, and still offers the form.
+    assert.equal(await page.locator('#join-form').isVisible(), true);
+    assert.equal(await page.evaluate(() => window.switchyard.participantId), null);
+  } finally {
+    await denying.close().catch(() => {});
+  }
 });
 
 test('server unreachable shows a message', { timeout: 30000 }, async () => {
