@@ -105,7 +105,7 @@ function wsUrl() {
 // torn-down attempt are ignored.
 function connect() {
   const s = { ws: new WebSocket(wsUrl()), pc: null, opened: false, closing: false, joined: false,
-    offering: null, localCandidates: 0, pendingCandidates: [], connectTimer: null, chain: Promise.resolve() };
+    offering: null, negotiationNeeded: false, localCandidates: 0, pendingCandidates: [], connectTimer: null, chain: Promise.resolve() };
   session = s;
   setConnState(meeting.attempt === 0 ? 'connecting' : 'reconnecting');
   const openTimer = setTimeout(() => s.ws.readyState !== WebSocket.OPEN && s.ws.close(), WS_OPEN_TIMEOUT_MS);
@@ -136,8 +136,8 @@ function send(s, msg) {
 async function handleMessage(s, msg) {
   switch (msg.type) {
     case 'joined': return onJoined(s, msg);
-    case 'offer': return onRemoteOffer(s, msg.sdp);
-    case 'answer': return onRemoteAnswer(s, msg.sdp);
+    case 'offer': console.debug('server offer in', s.pc?.signalingState); return onRemoteOffer(s, msg.sdp);
+    case 'answer': console.debug('server answer in', s.pc?.signalingState); return onRemoteAnswer(s, msg.sdp);
     case 'candidate': return onRemoteCandidate(s, msg.candidate);
     case 'participant_joined': return ensureRemoteTile(msg.participant);
     case 'participant_left': return removeRemoteTile(msg.participant_id);
@@ -186,12 +186,8 @@ function createPeerConnection(s, iceServers) {
     pc.addTransceiver(track, { direction: 'sendonly', streams: [localStream] });
   }
   pc.onnegotiationneeded = () => {
-    s.offering = (async () => {
-      await pc.setLocalDescription();
-      // Normally an offer; the protocol's 'offer'/'answer' types match SDP types if not.
-      const { type, sdp } = pc.localDescription;
-      if (s === session) send(s, { type, sdp });
-    })().catch((err) => console.warn('creating offer failed', err));
+    s.negotiationNeeded = true;
+    offerIfNeeded(s);
   };
   pc.onicecandidate = (e) => {
     if (!e.candidate) return;
@@ -216,6 +212,30 @@ function createPeerConnection(s, iceServers) {
   return pc;
 }
 
+// Publishes (or republishes) by sending an offer, unless one is under way or the
+// connection is mid-negotiation. Also called after each completed exchange: Chromium does
+// not always fire negotiationneeded again after its offer was rolled back in a glare, and
+// then our own tracks would never be negotiated.
+function offerIfNeeded(s) {
+  const pc = s.pc;
+  if (!pc || s.offering || pc.signalingState !== 'stable' || s !== session) return;
+  if (!s.negotiationNeeded && !unpublishedLocalTracks(pc)) return;
+  s.negotiationNeeded = false;
+  s.offering = (async () => {
+    await pc.setLocalDescription();
+    const { type, sdp } = pc.localDescription;
+    if (s === session) send(s, { type, sdp });
+  })()
+    .catch((err) => console.warn('creating offer failed', err))
+    .finally(() => { s.offering = null; });
+}
+
+// True while one of our own sending transceivers has not been negotiated yet.
+function unpublishedLocalTracks(pc) {
+  return pc.getTransceivers().some((t) => t.sender.track && !t.stopped && t.direction === 'sendonly'
+    && t.currentDirection !== 'sendonly' && t.currentDirection !== 'sendrecv');
+}
+
 async function onRemoteOffer(s, sdp) {
   await s.offering; // let an offer being made settle first, so the collision is visible
   if (s.pc.signalingState === 'have-local-offer') await firstLocalCandidate(s, 1000);
@@ -224,6 +244,7 @@ async function onRemoteOffer(s, sdp) {
   await flushCandidates(s);
   await s.pc.setLocalDescription();
   send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
+  offerIfNeeded(s);
 }
 
 // Chromium bug: rolling back the first offer before ICE gathering has produced a
@@ -248,6 +269,7 @@ async function onRemoteAnswer(s, sdp) {
   }
   await s.pc.setRemoteDescription({ type: 'answer', sdp });
   await flushCandidates(s);
+  offerIfNeeded(s);
 }
 
 async function onRemoteCandidate(s, candidate) {

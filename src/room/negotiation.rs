@@ -4,6 +4,12 @@
 //! what the last completed offer/answer established (`negotiated`), and makes at most one
 //! offer at a time. The browser is the polite peer; the server is impolite and ignores a
 //! client offer that collides with its own outstanding offer.
+//!
+//! The server also waits for the client's first offer before making any of its own (or
+//! until told to stop waiting, for clients that publish nothing). Whoever offers first
+//! numbers the header extensions for the whole BUNDLE; Chromium then fails its own later
+//! offers ("BUNDLE group contains a codec collision for header extension id") when the
+//! server's numbering differs from its own, so the browser must number first.
 
 use std::collections::BTreeSet;
 
@@ -30,6 +36,8 @@ pub struct Negotiator {
     negotiated: BTreeSet<TrackId>,
     in_flight: Option<OfferPlan>,
     answering_client_offer: bool,
+    /// True once the client's first offer was answered (or waiting was given up).
+    established: bool,
 }
 
 impl Negotiator {
@@ -48,7 +56,7 @@ impl Negotiator {
     /// The next offer to make, if the connection is stable and what is wanted differs
     /// from what is negotiated. Marks the offer outstanding.
     pub fn next_offer(&mut self) -> Option<OfferPlan> {
-        if self.in_flight.is_some() || self.answering_client_offer {
+        if self.in_flight.is_some() || self.answering_client_offer || !self.established {
             return None;
         }
         let plan = OfferPlan {
@@ -71,9 +79,19 @@ impl Negotiator {
         Ok(())
     }
 
-    /// The server has sent (or failed to produce) its answer to the client's offer.
-    pub fn client_offer_done(&mut self) {
+    /// The server has answered the client's offer (`answered`) or failed to.
+    pub fn client_offer_done(&mut self, answered: bool) {
         self.answering_client_offer = false;
+        self.established |= answered;
+    }
+
+    /// Stop waiting for a first client offer (a client that only receives).
+    pub fn stop_waiting_for_client(&mut self) {
+        self.established = true;
+    }
+
+    pub fn waiting_for_client(&self) -> bool {
+        !self.established
     }
 
     /// The client answered the outstanding offer: its plan is now negotiated.
@@ -99,9 +117,42 @@ impl Negotiator {
 mod tests {
     use super::*;
 
+    fn established() -> Negotiator {
+        let mut n = Negotiator::default();
+        n.client_offer_received().unwrap();
+        n.client_offer_done(true);
+        n
+    }
+
+    #[test]
+    fn the_server_waits_for_the_clients_first_offer() {
+        let mut n = Negotiator::default();
+        n.want(TrackId(1));
+        assert_eq!(
+            n.next_offer(),
+            None,
+            "the browser numbers header extensions first"
+        );
+        n.client_offer_received().unwrap();
+        n.client_offer_done(false);
+        assert_eq!(n.next_offer(), None, "a refused offer establishes nothing");
+        n.client_offer_received().unwrap();
+        n.client_offer_done(true);
+        assert_eq!(n.next_offer().unwrap().add, vec![TrackId(1)]);
+    }
+
+    #[test]
+    fn a_receive_only_client_gets_offers_once_waiting_stops() {
+        let mut n = Negotiator::default();
+        n.want(TrackId(1));
+        assert!(n.waiting_for_client());
+        n.stop_waiting_for_client();
+        assert_eq!(n.next_offer().unwrap().add, vec![TrackId(1)]);
+    }
+
     #[test]
     fn one_offer_at_a_time_and_changes_accumulate() {
-        let mut n = Negotiator::default();
+        let mut n = established();
         assert_eq!(n.next_offer(), None, "nothing to do");
         n.want(TrackId(1));
         n.want(TrackId(2));
@@ -125,13 +176,13 @@ mod tests {
 
     #[test]
     fn answer_without_offer_is_an_error() {
-        let mut n = Negotiator::default();
+        let mut n = established();
         assert_eq!(n.answer_received(), Err(NegotiationError::NoOfferPending));
     }
 
     #[test]
     fn client_offer_during_server_offer_is_glare() {
-        let mut n = Negotiator::default();
+        let mut n = established();
         n.want(TrackId(1));
         n.next_offer().unwrap();
         assert_eq!(n.client_offer_received(), Err(NegotiationError::Glare));
@@ -141,17 +192,17 @@ mod tests {
 
     #[test]
     fn no_server_offer_while_answering_a_client_offer() {
-        let mut n = Negotiator::default();
+        let mut n = established();
         n.client_offer_received().unwrap();
         n.want(TrackId(9));
         assert_eq!(n.next_offer(), None);
-        n.client_offer_done();
+        n.client_offer_done(true);
         assert_eq!(n.next_offer().unwrap().add, vec![TrackId(9)]);
     }
 
     #[test]
     fn a_failed_offer_is_planned_again() {
-        let mut n = Negotiator::default();
+        let mut n = established();
         n.want(TrackId(1));
         n.next_offer().unwrap();
         n.offer_failed();
@@ -160,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_track_added_and_removed_before_negotiation_needs_no_offer() {
-        let mut n = Negotiator::default();
+        let mut n = established();
         n.want(TrackId(1));
         n.unwant(TrackId(1));
         assert_eq!(n.next_offer(), None);

@@ -154,7 +154,7 @@ impl ParticipantPeer {
             return Ok(None);
         }
         let result = self.answer_client_offer(sdp).await;
-        self.negotiator.client_offer_done();
+        self.negotiator.client_offer_done(result.is_ok());
         result.map(Some)
     }
 
@@ -172,6 +172,7 @@ impl ParticipantPeer {
             .set_local_description(answer.clone())
             .await
             .map_err(internal)?;
+        debug!("answered a client offer");
         Ok(answer.sdp)
     }
 
@@ -189,6 +190,11 @@ impl ParticipantPeer {
         self.remote_description_set = true;
         self.flush_candidates().await;
         let plan = self.negotiator.answer_received()?;
+        debug!(
+            added = plan.add.len(),
+            removed = plan.remove.len(),
+            "client answered our offer"
+        );
         for track in plan.add {
             self.start_leg(track).await;
         }
@@ -220,6 +226,15 @@ impl ParticipantPeer {
                 debug!("queued candidate rejected: {e}");
             }
         }
+    }
+
+    /// Gives up waiting for the client's first offer (it publishes nothing).
+    pub fn stop_waiting_for_client(&mut self) {
+        self.negotiator.stop_waiting_for_client();
+    }
+
+    pub fn waiting_for_client(&self) -> bool {
+        self.negotiator.waiting_for_client()
     }
 
     pub fn subscribe(&mut self, desc: Arc<TrackDesc>) {
@@ -254,6 +269,7 @@ impl ParticipantPeer {
                 .set_local_description(offer.clone())
                 .await
                 .map_err(internal)?;
+            debug!(add = plan.add.len(), remove = plan.remove.len(), "offering");
             Ok(offer.sdp)
         }
         .await;

@@ -20,6 +20,9 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A participant silent this long (no message, no pong) is gone.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server waits for a new participant's first offer before offering itself
+/// (see `room::negotiation` for why the browser should offer first).
+const FIRST_OFFER_WAIT: Duration = Duration::from_secs(3);
 
 pub async fn run(ws: WebSocket, app: Arc<AppState>) {
     let span = info_span!("session", room = field::Empty, participant = field::Empty);
@@ -30,6 +33,7 @@ pub async fn run(ws: WebSocket, app: Arc<AppState>) {
         room_events: None,
         peer_events: None,
         last_heard: Instant::now(),
+        joined_at: Instant::now(),
         span: span.clone(),
     };
     session.run().instrument(span).await
@@ -53,6 +57,7 @@ struct Session {
     room_events: Option<mpsc::UnboundedReceiver<SessionEvent>>,
     peer_events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
     last_heard: Instant,
+    joined_at: Instant,
     span: Span,
 }
 
@@ -72,6 +77,15 @@ impl Session {
                     None => Flow::Close,
                 },
                 _ = heartbeat.tick() => self.on_heartbeat().await,
+                _ = first_offer_wait(&self.joined, self.joined_at) => {
+                    if let Some(j) = self.joined.as_mut() {
+                        j.peer.stop_waiting_for_client();
+                    }
+                    if let Err(e) = self.offer_if_due().await {
+                        self.send_error(e).await;
+                    }
+                    Flow::Continue
+                }
             };
             if let Flow::Close = flow {
                 break;
@@ -318,6 +332,16 @@ impl Session {
         }
         self.room_events = None;
         self.peer_events = None;
+    }
+}
+
+/// Resolves when a joined participant has had its chance to offer first.
+async fn first_offer_wait(joined: &Option<Joined>, joined_at: Instant) {
+    match joined {
+        Some(j) if j.peer.waiting_for_client() => {
+            tokio::time::sleep_until((joined_at + FIRST_OFFER_WAIT).into()).await
+        }
+        _ => std::future::pending().await,
     }
 }
 

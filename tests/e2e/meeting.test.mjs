@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -84,7 +84,14 @@ function startServer() {
   });
 }
 
+// The server's log goes to target/e2e/server.log, for reading after a failure.
+const SERVER_LOG = path.join(repoRoot, 'target/e2e/server.log');
+
 async function stopServer() {
+  if (server?.log) {
+    mkdirSync(path.dirname(SERVER_LOG), { recursive: true });
+    writeFileSync(SERVER_LOG, server.log.join('\n') + '\n');
+  }
   const child = server?.child;
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
@@ -109,6 +116,11 @@ async function openPage(query, initScript) {
   const page = await context.newPage();
   page.on('pageerror', (err) => console.log(`[page ${query}] uncaught: ${err.message}`));
   if (initScript) await page.addInitScript(initScript);
+  // The page's console goes to target/e2e/<query>.console.log, for reading after a failure.
+  const consoleLog = path.join(repoRoot, 'target/e2e', `${query.replace(/[^A-Za-z0-9=_-]/g, '_')}.console.log`);
+  mkdirSync(path.dirname(consoleLog), { recursive: true });
+  writeFileSync(consoleLog, '');
+  page.on('console', (m) => appendFileSync(consoleLog, `${new Date().toISOString()} ${m.type()}: ${m.text()}\n`));
   const navigatedAt = Date.now();
   await page.goto(`${server.url}/?${query}`, { timeout: 15000 });
   return { page, context, navigatedAt, query };
@@ -168,6 +180,31 @@ after(async () => {
   await stopServer();
 });
 
+// CPU seconds (user + system) the server process has used, from /proc/PID/stat.
+function serverCpuSeconds() {
+  const stat = readFileSync(`/proc/${server.child.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime
+  return ticks / 100; // USER_HZ is 100 on Linux
+}
+
+async function forwardedPackets() {
+  const res = await fetch(`${server.url}/api/stats`);
+  return (await res.json()).rtp_forwarded;
+}
+
+async function measureServerCpu(ms) {
+  const [cpu0, fwd0, t0] = [serverCpuSeconds(), await forwardedPackets(), Date.now()];
+  await sleep(ms);
+  const [cpu1, fwd1, t1] = [serverCpuSeconds(), await forwardedPackets(), Date.now()];
+  const secs = (t1 - t0) / 1000;
+  return {
+    cpuPercent: ((cpu1 - cpu0) / secs) * 100,
+    forwardedPerSec: (fwd1 - fwd0) / secs,
+    usPerPacket: fwd1 > fwd0 ? ((cpu1 - cpu0) * 1e6) / (fwd1 - fwd0) : NaN,
+  };
+}
+
 // ---------- tests ----------
 
 test('three pages hold a meeting', { timeout: 120000 }, async () => {
@@ -207,6 +244,23 @@ test('three pages hold a meeting', { timeout: 120000 }, async () => {
         width: v.videoWidth, tracks: v.srcObject?.getTracks().map((t) => `${t.kind}:${t.readyState}`) })) };
     }), 10000);
   }
+
+  // Server cost of the three-person call: CPU time from /proc over 5 s, and the packets
+  // it forwarded meanwhile (its own counters). Reported, not asserted: this machine is
+  // shared and noisy.
+  const cpu = await measureServerCpu(5000);
+  console.log(`server during the 3-person call: ${cpu.cpuPercent.toFixed(1)}% of one core, ` +
+    `${cpu.forwardedPerSec.toFixed(0)} forwarded packets/s, ${cpu.usPerPacket.toFixed(1)} us CPU per forwarded packet`);
+
+  // Muting shows on the others' tiles.
+  const adaId = await A.page.evaluate(() => window.switchyard.participantId);
+  await A.page.click('#mic-button');
+  for (const p of [B, C]) {
+    await waitFor(`${p.query}: Ada's tile shows the mic muted`, () => p.page.evaluate((id) =>
+      document.querySelector(`.tile.remote[data-participant-id="${id}"]`)?.dataset.audioMuted === 'true',
+    adaId), 5000);
+  }
+  await A.page.click('#mic-button');
 
   mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
   await A.page.screenshot({ path: SCREENSHOT });
