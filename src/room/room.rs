@@ -200,13 +200,7 @@ impl Room {
         self.producers.insert(track, producer);
         self.routes.entry(track).or_default();
         self.notify_others(owner, RoomEvent::TrackPublished(info.clone()));
-        let others: Vec<ParticipantId> = self
-            .participants
-            .keys()
-            .filter(|p| **p != owner)
-            .copied()
-            .collect();
-        for subscriber in others {
+        for subscriber in self.others(owner) {
             self.outputs.push_back(Output::Subscribe {
                 subscriber,
                 track: info.clone(),
@@ -231,13 +225,7 @@ impl Room {
                 participant_id: owner,
             },
         );
-        let others: Vec<ParticipantId> = self
-            .participants
-            .keys()
-            .filter(|p| **p != owner)
-            .copied()
-            .collect();
-        for subscriber in others {
+        for subscriber in self.others(owner) {
             self.outputs
                 .push_back(Output::Unsubscribe { subscriber, track });
         }
@@ -378,6 +366,14 @@ impl Room {
                 p.keyframe_throttle.coalesced,
             )
         })
+    }
+
+    fn others(&self, except: ParticipantId) -> Vec<ParticipantId> {
+        self.participants
+            .keys()
+            .filter(|p| **p != except)
+            .copied()
+            .collect()
     }
 
     fn notify_others(&mut self, except: ParticipantId, event: RoomEvent) {

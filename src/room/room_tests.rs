@@ -33,12 +33,19 @@ fn rtp(seq: u16, ts: u32, payload: &[u8]) -> RtpIn<'_> {
     }
 }
 
+/// A room with these participants joined (and the outputs of joining drained).
+fn room_with(people: &[(ParticipantId, &str)]) -> Room {
+    let mut room = Room::new(10);
+    for (id, name) in people {
+        room.join(*id, name).unwrap();
+    }
+    drain(&mut room);
+    room
+}
+
 /// Ada publishes a camera and mic; Bob and Cy subscribe to both.
 fn three_person_room(now: Instant) -> Room {
-    let mut room = Room::new(10);
-    room.join(ADA, "Ada").unwrap();
-    room.join(BOB, "Bob").unwrap();
-    room.join(CY, "Cy").unwrap();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob"), (CY, "Cy")]);
     room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
         .unwrap();
     room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus)
@@ -86,10 +93,7 @@ fn duplicate_names_and_full_rooms_are_refused() {
 
 #[test]
 fn publishing_subscribes_everyone_else() {
-    let mut room = Room::new(10);
-    room.join(ADA, "Ada").unwrap();
-    room.join(BOB, "Bob").unwrap();
-    room.join(CY, "Cy").unwrap();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob"), (CY, "Cy")]);
     drain(&mut room);
     room.publish(BOB, CAM, MediaKind::Video, Codec::Vp8)
         .unwrap();
@@ -140,10 +144,7 @@ fn forwarding_table_rewrites_per_leg_and_gates_video_on_keyframes() {
 #[test]
 fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest() {
     let t0 = Instant::now();
-    let mut room = Room::new(10);
-    room.join(ADA, "Ada").unwrap();
-    room.join(BOB, "Bob").unwrap();
-    room.join(CY, "Cy").unwrap();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob"), (CY, "Cy")]);
     room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
         .unwrap();
     drain(&mut room);
@@ -178,9 +179,7 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
 #[test]
 fn audio_subscribers_do_not_request_keyframes() {
     let now = Instant::now();
-    let mut room = Room::new(10);
-    room.join(ADA, "Ada").unwrap();
-    room.join(BOB, "Bob").unwrap();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
     room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus)
         .unwrap();
     drain(&mut room);
@@ -239,9 +238,7 @@ fn a_subscriber_leaving_closes_only_its_own_legs() {
 #[test]
 fn a_leg_ready_after_its_track_is_gone_is_closed_at_once() {
     let now = Instant::now();
-    let mut room = Room::new(10);
-    room.join(ADA, "Ada").unwrap();
-    room.join(BOB, "Bob").unwrap();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
     drain(&mut room);
     room.consumer_ready(LegId(9), BOB, CAM, params(1, 96), (0, 0), now);
     assert_eq!(drain(&mut room), vec![Output::LegClosed { leg: LegId(9) }]);
@@ -249,9 +246,7 @@ fn a_leg_ready_after_its_track_is_gone_is_closed_at_once() {
 
 #[test]
 fn mute_is_told_to_the_others_and_kept_for_newcomers() {
-    let mut room = Room::new(10);
-    room.join(ADA, "Ada").unwrap();
-    room.join(BOB, "Bob").unwrap();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
     drain(&mut room);
     room.set_muted(ADA, MediaKind::Audio, true);
     assert_eq!(
