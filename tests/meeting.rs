@@ -185,7 +185,7 @@ async fn h264_is_forwarded_with_the_subscribers_payload_type() {
         vec![H264_PT]
     );
     assert!(
-        a.shared.packets_from(&b.id, "video") >= MIN_PACKETS,
+        wait_until(20, || a.shared.packets_from(&b.id, "video") >= MIN_PACKETS).await,
         "and Ada receives Bob's VP8"
     );
     a.leave().await;
