@@ -12,3 +12,4 @@ pub mod room;
 pub mod rtc;
 pub mod server;
 pub mod signal;
+pub mod synthetic;

@@ -5,15 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::client::Client;
+use common::client;
 use common::{http_get_json, start_server, wait_until, RawWs};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     let server = start_server().await;
-    let a = Client::join(&server.ws, "healthy", "Ada").await;
-    let b = Client::join(&server.ws, "healthy", "Bob").await;
+    let a = client::join(&server.ws, "healthy", "Ada").await;
+    let b = client::join(&server.ws, "healthy", "Bob").await;
     assert!(
         wait_until(20, || a.shared.packets_from(&b.id, "video") > 30).await,
         "room is up"

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::client::{Client, OPUS_PT, VP8_PT};
+use common::client::{self, OPUS_PT, VP8_PT};
 use common::{http_get_json, start_server, wait_until};
 use serde_json::json;
 
@@ -13,9 +13,9 @@ const MIN_PACKETS: u64 = 60;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_participants_receive_each_other_and_survive_a_departure() {
     let server = start_server().await;
-    let a = Client::join(&server.ws, "standup", "Ada").await;
-    let b = Client::join(&server.ws, "standup", "Bob").await;
-    let c = Client::join(&server.ws, "standup", "Cy").await;
+    let a = client::join(&server.ws, "standup", "Ada").await;
+    let b = client::join(&server.ws, "standup", "Bob").await;
+    let c = client::join(&server.ws, "standup", "Cy").await;
     let all = [&a, &b, &c];
 
     // Everyone receives both kinds from both others.
@@ -116,8 +116,8 @@ async fn three_participants_receive_each_other_and_survive_a_departure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_plis_reach_the_publisher_throttled() {
     let server = start_server().await;
-    let a = Client::join(&server.ws, "pli", "Ada").await;
-    let b = Client::join(&server.ws, "pli", "Bob").await;
+    let a = client::join(&server.ws, "pli", "Ada").await;
+    let b = client::join(&server.ws, "pli", "Bob").await;
     assert!(
         wait_until(20, || b.shared.packets_from(&a.id, "video") >= MIN_PACKETS).await,
         "Bob receives Ada"
@@ -128,7 +128,9 @@ async fn subscriber_plis_reach_the_publisher_throttled() {
         .plis_received
         .load(std::sync::atomic::Ordering::Relaxed);
     // 30 PLIs in 3 s from Bob: Ada must see about one per second, not thirty.
-    b.send_plis(&a.id, 30, Duration::from_millis(100)).await;
+    b.send_plis(&a.id, 30, Duration::from_millis(100))
+        .await
+        .expect("receiving Ada's video");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let got = a
         .shared
@@ -152,8 +154,8 @@ async fn subscriber_plis_reach_the_publisher_throttled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_participant_is_removed_and_the_others_are_told() {
     let server = start_server().await;
-    let a = Client::join(&server.ws, "crash", "Ada").await;
-    let b = Client::join(&server.ws, "crash", "Bob").await;
+    let a = client::join(&server.ws, "crash", "Ada").await;
+    let b = client::join(&server.ws, "crash", "Bob").await;
     assert!(wait_until(20, || a.shared.packets_from(&b.id, "video") > 0).await);
     let bob = b.id.clone();
     b.crash().await;
@@ -171,8 +173,8 @@ async fn a_crashed_participant_is_removed_and_the_others_are_told() {
 async fn h264_is_forwarded_with_the_subscribers_payload_type() {
     use common::client::{Video, H264_PT};
     let server = start_server().await;
-    let a = Client::join_with(&server.ws, "h264", "Ada", Video::H264).await;
-    let b = Client::join(&server.ws, "h264", "Bob").await;
+    let a = client::join_with(&server.ws, "h264", "Ada", Video::H264).await;
+    let b = client::join(&server.ws, "h264", "Bob").await;
     let ok = wait_until(20, || b.shared.packets_from(&a.id, "video") >= MIN_PACKETS).await;
     assert!(
         ok,
@@ -195,7 +197,7 @@ async fn h264_is_forwarded_with_the_subscribers_payload_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_that_goes_silent_is_removed_by_the_heartbeat() {
     let server = start_server().await;
-    let a = Client::join(&server.ws, "silent", "Ada").await;
+    let a = client::join(&server.ws, "silent", "Ada").await;
     // A signaling connection that joins and then never reads again: it answers no pings,
     // like a browser whose network vanished without closing TCP.
     let mut ghost = common::RawWs::connect(&server.ws).await;

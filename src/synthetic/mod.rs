@@ -1,0 +1,11 @@
+//! Synthetic participants: real webrtc-rs clients that join through the signaling API
+//! and publish media whose payloads carry a counter and a send timestamp. The
+//! integration tests and the load tester (`switchyard-load`) are built on them.
+
+pub mod media;
+pub mod participant;
+pub mod stats;
+
+pub use media::{MediaPlan, Video, H264_PT, OPUS_PT, VP8_PT};
+pub use participant::{Shared, SyntheticError, SyntheticParticipant};
+pub use stats::{percentile, StreamStats};
