@@ -11,6 +11,8 @@ pub struct Metrics {
     /// Incoming packets dropped because the room actor's inbox was full.
     pub rtp_in_dropped: AtomicU64,
     pub rtp_forwarded: AtomicU64,
+    /// Bytes of the forwarded packets (RTP header and payload).
+    pub rtp_forwarded_bytes: AtomicU64,
     /// Forwarded packets dropped because one subscriber leg's queue was full.
     pub rtp_leg_dropped: AtomicU64,
     /// `write_rtp` errors on subscriber legs (leg not bound yet, connection gone).
@@ -24,10 +26,16 @@ pub struct MetricsSnapshot {
     pub rtp_in: u64,
     pub rtp_in_dropped: u64,
     pub rtp_forwarded: u64,
+    pub rtp_forwarded_bytes: u64,
     pub rtp_leg_dropped: u64,
     pub rtp_write_errors: u64,
     pub keyframe_requests_from_subscribers: u64,
     pub keyframe_requests_to_publishers: u64,
+    /// CPU time (user + system) the server process has used, in seconds (Linux).
+    pub process_cpu_seconds: Option<f64>,
+    /// Resident memory now and at its peak, in MiB (Linux).
+    pub process_rss_mb: Option<f64>,
+    pub process_peak_rss_mb: Option<f64>,
 }
 
 impl Metrics {
@@ -40,12 +48,60 @@ impl Metrics {
             rtp_in: self.rtp_in.load(Relaxed),
             rtp_in_dropped: self.rtp_in_dropped.load(Relaxed),
             rtp_forwarded: self.rtp_forwarded.load(Relaxed),
+            rtp_forwarded_bytes: self.rtp_forwarded_bytes.load(Relaxed),
             rtp_leg_dropped: self.rtp_leg_dropped.load(Relaxed),
             rtp_write_errors: self.rtp_write_errors.load(Relaxed),
             keyframe_requests_from_subscribers: self
                 .keyframe_requests_from_subscribers
                 .load(Relaxed),
             keyframe_requests_to_publishers: self.keyframe_requests_to_publishers.load(Relaxed),
+            process_cpu_seconds: process::cpu_seconds(),
+            process_rss_mb: process::status_mb("VmRSS:"),
+            process_peak_rss_mb: process::status_mb("VmHWM:"),
+        }
+    }
+}
+
+/// This process's resource use, read from /proc (None elsewhere).
+pub mod process {
+    /// Kernel clock ticks per second for /proc times; 100 on every Linux we target.
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    /// User + system CPU seconds of this process.
+    pub fn cpu_seconds() -> Option<f64> {
+        cpu_seconds_of("self")
+    }
+
+    /// User + system CPU seconds of process `pid` ("self" for this one).
+    pub fn cpu_seconds_of(pid: &str) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which may itself contain spaces.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: f64 = fields.next()?.parse().ok()?;
+        let stime: f64 = fields.next()?.parse().ok()?;
+        Some((utime + stime) / TICKS_PER_SECOND)
+    }
+
+    /// A "Vm...:" line of /proc/self/status, in MiB.
+    pub fn status_mb(key: &str) -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        let kb: f64 = line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
+    #[cfg(all(test, target_os = "linux"))]
+    mod tests {
+        #[test]
+        fn reads_this_process() {
+            assert!(super::cpu_seconds().is_some());
+            assert!(super::status_mb("VmRSS:").unwrap() > 0.0);
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::room::{
 /// packet is dropped (counted), never that a publisher waits.
 const MEDIA_INBOX: usize = 4096;
 const MEDIA_BATCH: usize = 64;
+/// Counted per forwarded packet for the bitrate figure (extensions left out).
+const RTP_HEADER_BYTES: u64 = 12;
 
 /// A published track as a subscriber's session needs it to open a leg.
 #[derive(Debug)]
@@ -282,8 +284,14 @@ impl RoomActor {
             };
             let mut packet = m.packet.clone();
             apply_rewrite(&mut packet.header, &f.header);
+            let bytes = packet.payload.len() as u64 + RTP_HEADER_BYTES;
             match queue.try_send(packet) {
-                Ok(()) => Metrics::inc(&self.metrics.rtp_forwarded),
+                Ok(()) => {
+                    Metrics::inc(&self.metrics.rtp_forwarded);
+                    self.metrics
+                        .rtp_forwarded_bytes
+                        .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(_) => Metrics::inc(&self.metrics.rtp_leg_dropped),
             }
         }

@@ -2,10 +2,11 @@
 //! and publish media whose payloads carry a counter and a send timestamp. The
 //! integration tests and the load tester (`switchyard-load`) are built on them.
 
+pub mod http;
 pub mod media;
 pub mod participant;
 pub mod stats;
 
-pub use media::{MediaPlan, Video, H264_PT, OPUS_PT, VP8_PT};
+pub use media::{now_micros, MediaPlan, Video, H264_PT, OPUS_PT, VP8_PT};
 pub use participant::{Shared, SyntheticError, SyntheticParticipant};
 pub use stats::{percentile, StreamStats};

@@ -57,21 +57,9 @@ pub async fn start_server() -> TestServer {
 }
 
 pub async fn http_get_json(url: &str) -> Value {
-    // A tiny HTTP/1.1 GET, so the tests need no HTTP client crate.
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut stream = TcpStream::connect(host).await.expect("connect");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON from {url}: {e}: {body}"))
+    switchyard::synthetic::http::get_json(url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A bare signaling connection for bad-input tests.

@@ -1,0 +1,31 @@
+//! A minimal HTTP/1.1 GET for the server's JSON endpoints, so the load tester and the
+//! tests need no HTTP client crate. Plain http only; loopback in practice.
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Fetches `http://host:port/path` and parses the body as JSON.
+pub async fn get_json(url: &str) -> Result<Value, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http:// URL: {url}"))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, format!("/{p}")),
+        None => (rest, "/".to_string()),
+    };
+    let io = |e: std::io::Error| format!("{url}: {e}");
+    let mut stream = TcpStream::connect(host).await.map_err(io)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.map_err(io)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{url}: no HTTP body"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{url}: {}", head.lines().next().unwrap_or("")));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{url}: bad JSON: {e}"))
+}
