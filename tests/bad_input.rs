@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::client;
 use common::{http_get_json, start_server, wait_until, RawWs};
 use serde_json::json;
+use switchyard::synthetic::http;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
@@ -103,6 +104,17 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
         .find(|r| r["name"] == "healthy")
         .unwrap();
     assert_eq!(healthy["participants"].as_array().unwrap().len(), 2);
+    let (status, room) = http::get(&format!("{}/api/rooms/healthy", server.http))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, room["participants"].as_array().map(Vec::len)),
+        (200, Some(2))
+    );
+    let (status, err) = http::get(&format!("{}/api/rooms/nowhere", server.http))
+        .await
+        .unwrap();
+    assert_eq!((status, err["code"].as_str()), (404, Some("unknown_room")));
     a.leave().await;
     b.leave().await;
 }

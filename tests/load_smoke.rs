@@ -40,11 +40,25 @@ fn start_server() -> (Server, String) {
 fn smoke_load_delivers_everything_and_reports_the_json_fields() {
     let (_server, url) = start_server();
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard-load"))
-        .args(["--url", &url, "--scenario", "livestream", "--subscribers", "2", "--duration", "4", "--json"])
+        .args([
+            "--url",
+            &url,
+            "--scenario",
+            "livestream",
+            "--subscribers",
+            "2",
+            "--duration",
+            "4",
+            "--json",
+        ])
         .output()
         .expect("run switchyard-load");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "switchyard-load failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "switchyard-load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     eprintln!("{report:#}");
     for field in [
@@ -61,5 +75,8 @@ fn smoke_load_delivers_everything_and_reports_the_json_fields() {
     assert_eq!(report["participants"], 3);
     let delivery = report["delivery_ratio"].as_f64().unwrap();
     assert!(delivery >= 0.99, "delivery {delivery}");
-    assert!(report["forwarded_pps"].as_f64().unwrap() > 100.0, "media was forwarded");
+    assert!(
+        report["forwarded_pps"].as_f64().unwrap() > 100.0,
+        "media was forwarded"
+    );
 }

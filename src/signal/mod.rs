@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -44,6 +44,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/api/rooms", get(list_rooms))
+        .route("/api/rooms/{name}", get(one_room))
         .route("/api/stats", get(stats))
         .route("/ws", get(websocket))
         .with_state(app)
@@ -87,6 +88,20 @@ async fn room_summaries(app: &AppState) -> Vec<RoomSummary> {
 
 async fn list_rooms(State(app): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
     Json(room_summaries(&app).await)
+}
+
+async fn one_room(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match room_summaries(&app)
+        .await
+        .into_iter()
+        .find(|r| r.name == name)
+    {
+        Some(room) => Json(room).into_response(),
+        None => {
+            let body = serde_json::json!({"code": "unknown_room", "message": format!("no room is called {name:?}")});
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        }
+    }
 }
 
 async fn healthz(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {

@@ -5,8 +5,16 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Fetches `http://host:port/path` and parses the body as JSON.
+/// Fetches `http://host:port/path` and parses the body as JSON (200 only).
 pub async fn get_json(url: &str) -> Result<Value, String> {
+    match get(url).await? {
+        (200, body) => Ok(body),
+        (status, body) => Err(format!("{url}: HTTP {status}: {body}")),
+    }
+}
+
+/// Fetches `http://host:port/path`: the status code and the body parsed as JSON.
+pub async fn get(url: &str) -> Result<(u16, Value), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http:// URL: {url}"))?;
@@ -24,8 +32,11 @@ pub async fn get_json(url: &str) -> Result<Value, String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{url}: no HTTP body"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{url}: {}", head.lines().next().unwrap_or("")));
-    }
-    serde_json::from_str(body).map_err(|e| format!("{url}: bad JSON: {e}"))
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{url}: no HTTP status"))?;
+    let body = serde_json::from_str(body).map_err(|e| format!("{url}: bad JSON: {e}"))?;
+    Ok((status, body))
 }
