@@ -59,6 +59,10 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     ws.expect_error("bad_sdp").await;
     ws.send_json(json!({"type":"offer","sdp":"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"})).await;
     ws.expect_error("bad_sdp").await;
+    for sdp in nasty_sdps() {
+        ws.send_json(json!({"type":"offer","sdp":sdp})).await;
+        ws.expect_error("bad_sdp").await;
+    }
     ws.send_json(json!({"type":"mute","kind":"smell","muted":true}))
         .await;
     ws.expect_error("bad_json").await;
@@ -117,4 +121,22 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     assert_eq!((status, err["code"].as_str()), (404, Some("unknown_room")));
     a.leave().await;
     b.leave().await;
+}
+
+/// Offers a parser or a negotiation must refuse without harm.
+fn nasty_sdps() -> Vec<String> {
+    let base = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n";
+    let ice = "a=ice-ufrag:a\r\na=ice-pwd:bbbbbbbbbbbbbbbbbbbbbbbb\r\na=setup:actpass\r\n";
+    vec![
+        String::new(),
+        "\u{0}\u{1}\u{2}".repeat(100),
+        // No ICE credentials or fingerprint.
+        format!("{base}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n"),
+        // A fingerprint that is not one, an extension id out of range.
+        format!("{base}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n{ice}a=fingerprint:sha-256 AB:CD\r\na=sendonly\r\na=extmap:300 urn:x\r\na=ssrc-group:FID 1\r\n"),
+        // 300 media sections.
+        format!("{base}{}", "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n".repeat(300)),
+        // Nonsense port, transport, rtpmap and fmtp, simulcast without rids.
+        format!("{base}m=video 99999999 RTP/AVP 96 97\r\na=mid:0\r\na=rtpmap:96 H264/abc\r\na=fmtp:96 profile-level-id=zz\r\na=simulcast:send 1;2\r\n"),
+    ]
 }
