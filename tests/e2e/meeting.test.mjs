@@ -52,9 +52,9 @@ async function waitFor(what, check, timeoutMs = 30000, everyMs = 250) {
 
 let server; // { child, url, log }
 
-function startServer() {
+function startServer(listen = '127.0.0.1:0') {
   return new Promise((resolve, reject) => {
-    const child = spawn(SERVER_BIN, ['--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(SERVER_BIN, ['--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'] });
     const log = [];
     let buffered = '';
     let settled = false;
@@ -315,4 +315,31 @@ test('server unreachable shows a message', { timeout: 30000 }, async () => {
   }, 15000);
   assert.match(await p.page.textContent('#notice'), /Cannot reach the server/);
   await p.context.close();
+});
+
+// Last, because it restarts the shared server: a server restart is a network blip to the
+// pages, which must show "reconnecting", join again on their own and get media back.
+test('pages reconnect after the server restarts', { timeout: 120000 }, async () => {
+  const pages = await Promise.all(['Ada', 'Bob'].map((n) => openPage(`room=e2e-restart&name=${n}`)));
+  for (const p of pages) {
+    await waitFor(`${p.query}: connected with 1 remote tile`, async () => {
+      const s = await pageState(p.page);
+      return s.state === 'connected' && s.remoteTiles === 1 && s;
+    });
+  }
+  const listen = new URL(server.url).host;
+  await stopServer();
+  for (const p of pages) {
+    await waitFor(`${p.query}: "reconnecting" while the server is down`, async () =>
+      (await pageState(p.page)).state === 'reconnecting', 15000, 100);
+  }
+  server = await startServer(listen); // same port: the pages keep their URL
+  for (const p of pages) {
+    await waitFor(`${p.query}: connected again with 1 remote tile`, async () => {
+      const s = await pageState(p.page);
+      return s.state === 'connected' && s.remoteTiles === 1 && s;
+    }, 60000);
+  }
+  await Promise.all(pages.map((p) => expectMediaFlowing(p, { video: 1, audio: 1 })));
+  await Promise.all(pages.map((p) => p.context.close()));
 });
