@@ -85,7 +85,12 @@ pub mod process {
 
     /// A "Vm...:" line of /proc/self/status, in MiB.
     pub fn status_mb(key: &str) -> Option<f64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        status_mb_of("self", key)
+    }
+
+    /// A "Vm...:" line of /proc/PID/status, in MiB.
+    pub fn status_mb_of(pid: &str, key: &str) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let line = status.lines().find(|l| l.starts_with(key))?;
         let kb: f64 = line[key.len()..]
             .trim()

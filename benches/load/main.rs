@@ -7,13 +7,17 @@
 mod report;
 mod scenario;
 
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::Value;
 use switchyard::metrics::process;
-use switchyard::synthetic::{http, now_micros, percentile, MediaPlan, SyntheticParticipant, Video};
+use switchyard::synthetic::janus::{self, JanusPeer};
+use switchyard::synthetic::{
+    http, now_micros, percentile, MediaPlan, Shared, SyntheticParticipant, Video,
+};
 
 use report::Report;
 use scenario::{Scenario, Shape};
@@ -60,16 +64,56 @@ struct Args {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Allow a server URL outside 127.0.0.0/8 (media still binds loopback).
+    /// Allow a server URL outside 127.0.0.0/8.
     #[arg(long)]
     allow_remote: bool,
+    /// Which server speaks at --url: Switchyard (its signaling API) or Janus (the
+    /// videoroom plugin over Janus's HTTP API, e.g. http://127.0.0.2:8088/janus).
+    #[arg(long, value_enum, default_value = "switchyard")]
+    target: Target,
+    /// Address the synthetic participants' media sockets bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    media_ip: IpAddr,
+    /// Read the server's CPU and peak RSS from /proc/PID (needed for Janus, which has no
+    /// stats endpoint; for Switchyard its /api/stats is used).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Target {
+    Switchyard,
+    Janus,
+}
+
+/// One synthetic person: what it publishes, what it received, and its connections.
 struct Member {
     room: usize,
-    participant: SyntheticParticipant,
+    /// How subscribers' statistics name this member's streams.
+    key: String,
+    shared: Arc<Shared>,
     video: bool,
     audio: bool,
+    connections: Connections,
+}
+
+enum Connections {
+    Switchyard(SyntheticParticipant),
+    Janus(Vec<JanusPeer>),
+}
+
+impl Member {
+    async fn leave(self) {
+        match self.connections {
+            Connections::Switchyard(p) => p.leave().await,
+            Connections::Janus(peers) => {
+                for p in peers {
+                    p.close().await;
+                }
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -116,11 +160,7 @@ async fn run(args: Args) -> Result<(), String> {
     check_target(&args.url, args.allow_remote)?;
     let shape = shape_of(&args);
     let base = args.url.trim_end_matches('/').to_string();
-    let ws_url = format!("ws{}/ws", base.strip_prefix("http").unwrap_or(&base));
-    let stats_url = format!("{base}/api/stats");
-    http::get_json(&stats_url)
-        .await
-        .map_err(|e| format!("is the server running? {e}"))?;
+    let probe = ServerProbe::new(&args, &base).await?;
 
     let video_pps =
         (args.video_kbps as usize * 1000 / 8 / args.video_packet_bytes.max(1)).max(1) as u32;
@@ -132,37 +172,10 @@ async fn run(args: Args) -> Result<(), String> {
         audio_packet_bytes: args.audio_packet_bytes,
         ..MediaPlan::default()
     };
-
-    // Ramp up: publishers first, so subscribers find media flowing.
-    let total = shape.rooms * shape.participants_per_room();
-    let gap = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
-    let mut members = Vec::with_capacity(total);
-    let run_id = now_micros() % 100_000;
-    for room in 0..shape.rooms {
-        let room_name = format!("load-{run_id}-{room}");
-        let roles = std::iter::repeat_n((true, true), shape.video_publishers)
-            .chain(std::iter::repeat_n((false, true), shape.audio_publishers))
-            .chain(std::iter::repeat_n((false, false), shape.subscribers));
-        for (i, (video, audio)) in roles.enumerate() {
-            let plan = if audio {
-                publisher_plan(video)
-            } else {
-                MediaPlan::none()
-            };
-            let participant =
-                SyntheticParticipant::join(&ws_url, &room_name, &format!("synthetic-{i}"), plan)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            members.push(Member {
-                room,
-                participant,
-                video,
-                audio,
-            });
-            progress(&format!("joined {}/{total}", members.len()));
-            tokio::time::sleep(gap).await;
-        }
-    }
+    let members = match args.target {
+        Target::Switchyard => join_switchyard(&args, &base, &shape, &publisher_plan).await?,
+        Target::Janus => join_janus(&args, &base, &shape, &publisher_plan).await?,
+    };
 
     // Settle: until every member receives every stream it should, at most 20 s.
     let settle_deadline = Instant::now() + Duration::from_secs(20);
@@ -173,49 +186,46 @@ async fn run(args: Args) -> Result<(), String> {
 
     // Measure.
     for m in &members {
-        for s in m
-            .participant
-            .shared
-            .received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values_mut()
-        {
+        let mut received = m.shared.received.lock().unwrap_or_else(|e| e.into_inner());
+        for s in received.values_mut() {
             s.latencies_us.clear();
         }
     }
     let sent_start: Vec<(u64, u64)> = members.iter().map(sent_counters).collect();
-    let server_start = http::get_json(&stats_url).await?;
+    let server_start = probe.sample().await?;
     let own_cpu_start = process::cpu_seconds();
     let started = Instant::now();
     let mut peak_rss = server_start["process_peak_rss_mb"].as_f64();
-    let mut last = server_start.clone();
-    while started.elapsed() < Duration::from_secs(args.duration) {
-        tokio::time::sleep(
-            Duration::from_secs(2)
-                .min(Duration::from_secs(args.duration).saturating_sub(started.elapsed())),
-        )
-        .await;
-        if let Ok(now) = http::get_json(&stats_url).await {
-            let pps = (delta(&now, &last, "rtp_forwarded")) / 2.0;
+    let mut last = (received_packets(&members), Instant::now());
+    let window = Duration::from_secs(args.duration);
+    while started.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(2).min(window.saturating_sub(started.elapsed())))
+            .await;
+        if let Ok(now) = probe.sample().await {
             peak_rss = now["process_peak_rss_mb"].as_f64().or(peak_rss);
-            progress(&format!(
-                "{:>4.0} s  {:>7.0} forwarded packets/s",
-                started.elapsed().as_secs_f64(),
-                pps
-            ));
-            last = now;
         }
+        let received = received_packets(&members);
+        let pps = (received - last.0) as f64 / last.1.elapsed().as_secs_f64().max(0.001);
+        progress(&format!(
+            "{:>4.0} s  {:>7.0} packets/s reach the subscribers",
+            started.elapsed().as_secs_f64(),
+            pps
+        ));
+        last = (received, Instant::now());
     }
     let secs = started.elapsed().as_secs_f64();
     let sent_end: Vec<(u64, u64)> = members.iter().map(sent_counters).collect();
-    let server_end = http::get_json(&stats_url).await?;
+    let server_end = probe.sample().await?;
     let own_cpu_end = process::cpu_seconds();
     // Packets in flight at the end still count.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let (expected, received, latencies, first_packets) = tally(&members, &sent_start, &sent_end);
-    let forwarded = delta(&server_end, &server_start, "rtp_forwarded");
+    // Janus counts nothing we can read: there, what the subscribers received stands in.
+    let forwarded = match server_end["rtp_forwarded"].is_number() {
+        true => delta(&server_end, &server_start, "rtp_forwarded"),
+        false => received as f64,
+    };
     let cpu = delta(&server_end, &server_start, "process_cpu_seconds");
     let has_cpu = server_end["process_cpu_seconds"].is_number();
     let ms = |us: Option<u32>| us.map(|v| v as f64 / 1000.0);
@@ -225,7 +235,9 @@ async fn run(args: Args) -> Result<(), String> {
         participants: members.len(),
         forwarded_streams: shape.rooms * shape.forwarded_streams_per_room(),
         duration_s: secs,
+        target: format!("{:?}", args.target).to_lowercase(),
         forwarded_pps: forwarded / secs,
+        delivered_pps: received as f64 / secs,
         received_pps: delta(&server_end, &server_start, "rtp_in") / secs,
         bitrate_out_mbps: delta(&server_end, &server_start, "rtp_forwarded_bytes") * 8.0
             / secs
@@ -253,7 +265,7 @@ async fn run(args: Args) -> Result<(), String> {
         load_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     for m in members {
-        m.participant.leave().await;
+        m.leave().await;
     }
     if args.json {
         println!(
@@ -276,7 +288,7 @@ fn delta(end: &Value, start: &Value, key: &str) -> f64 {
 
 fn sent_counters(m: &Member) -> (u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
-    let s = &m.participant.shared;
+    let s = &m.shared;
     (s.video_sent.load(Relaxed), s.audio_sent.load(Relaxed))
 }
 
@@ -288,7 +300,7 @@ fn expected_streams<'a>(
     members
         .iter()
         .enumerate()
-        .filter(move |(_, p)| p.room == me.room && p.participant.id != me.participant.id)
+        .filter(move |(_, p)| p.room == me.room && p.key != me.key)
         .flat_map(|(i, p)| {
             let video = p.video.then_some((i, "video"));
             let audio = p.audio.then_some((i, "audio"));
@@ -298,12 +310,8 @@ fn expected_streams<'a>(
 
 fn all_streams_flowing(members: &[Member]) -> bool {
     members.iter().all(|me| {
-        expected_streams(me, members).all(|(p, kind)| {
-            me.participant
-                .shared
-                .packets_from(&members[p].participant.id, kind)
-                > 0
-        })
+        expected_streams(me, members)
+            .all(|(p, kind)| me.shared.packets_from(&members[p].key, kind) > 0)
     })
 }
 
@@ -318,7 +326,7 @@ fn tally(
     let mut latencies = Vec::new();
     let mut first_packets = Vec::new();
     for me in members {
-        let shared = &me.participant.shared;
+        let shared = &me.shared;
         let mut first: Option<u64> = None;
         for (p, kind) in expected_streams(me, members) {
             let (from, to) = if kind == "video" {
@@ -327,7 +335,7 @@ fn tally(
                 (start[p].1, end[p].1)
             };
             expected += to - from;
-            if let Some(s) = shared.stats(&members[p].participant.id, kind) {
+            if let Some(s) = shared.stats(&members[p].key, kind) {
                 received += s.unique_in(from, to);
                 latencies.extend_from_slice(&s.latencies_us);
                 first = first
@@ -346,4 +354,194 @@ fn tally(
     latencies.sort_unstable();
     first_packets.sort_unstable();
     (expected, received, latencies, first_packets)
+}
+
+fn received_packets(members: &[Member]) -> u64 {
+    members
+        .iter()
+        .map(|m| {
+            m.shared
+                .received
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|s| s.packets)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// The roles in one room, in joining order: video publishers, audio publishers, listeners.
+fn roles(shape: &Shape) -> Vec<(bool, bool)> {
+    std::iter::repeat_n((true, true), shape.video_publishers)
+        .chain(std::iter::repeat_n((false, true), shape.audio_publishers))
+        .chain(std::iter::repeat_n((false, false), shape.subscribers))
+        .collect()
+}
+
+async fn join_switchyard(
+    args: &Args,
+    base: &str,
+    shape: &Shape,
+    plan: &dyn Fn(bool) -> MediaPlan,
+) -> Result<Vec<Member>, String> {
+    let ws_url = format!("ws{}/ws", base.strip_prefix("http").unwrap_or(base));
+    let total = shape.rooms * shape.participants_per_room();
+    let gap = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
+    let run_id = now_micros() % 100_000;
+    let mut members = Vec::with_capacity(total);
+    for room in 0..shape.rooms {
+        let room_name = format!("load-{run_id}-{room}");
+        for (i, (video, audio)) in roles(shape).into_iter().enumerate() {
+            let media = if audio {
+                plan(video)
+            } else {
+                MediaPlan::none()
+            };
+            let p = SyntheticParticipant::join_from(
+                &ws_url,
+                &room_name,
+                &format!("synthetic-{i}"),
+                media,
+                args.media_ip,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            members.push(Member {
+                room,
+                key: p.id.clone(),
+                shared: p.shared.clone(),
+                video,
+                audio,
+                connections: Connections::Switchyard(p),
+            });
+            progress(&format!("joined {}/{total}", members.len()));
+            tokio::time::sleep(gap).await;
+        }
+    }
+    Ok(members)
+}
+
+/// Janus: per room, a videoroom with a realistic bitrate cap; each publisher joins with
+/// its own PeerConnection, then every member subscribes to every other member's feed.
+async fn join_janus(
+    args: &Args,
+    base: &str,
+    shape: &Shape,
+    plan: &dyn Fn(bool) -> MediaPlan,
+) -> Result<Vec<Member>, String> {
+    let gap = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
+    let run_id = now_micros() % 100_000;
+    let mut members: Vec<Member> = Vec::new();
+    for room in 0..shape.rooms {
+        let room_id = janus::create_room(
+            base,
+            run_id * 1000 + room as u64,
+            shape.video_publishers + shape.audio_publishers,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let first = members.len();
+        let mut feeds = Vec::new();
+        for (i, (video, audio)) in roles(shape).into_iter().enumerate() {
+            let shared = Arc::new(Shared::default());
+            let mut connections = Vec::new();
+            let mut key = format!("listener-{room}-{i}");
+            if audio {
+                let (peer, feed) = JanusPeer::publish(
+                    base,
+                    room_id,
+                    &format!("synthetic-{i}"),
+                    plan(video),
+                    args.media_ip,
+                    shared.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                connections.push(peer);
+                key = feed.to_string();
+                feeds.push(feed);
+            } else {
+                shared
+                    .join_started_micros
+                    .store(now_micros(), std::sync::atomic::Ordering::Relaxed);
+            }
+            members.push(Member {
+                room,
+                key,
+                shared,
+                video,
+                audio,
+                connections: Connections::Janus(connections),
+            });
+        }
+        for m in members[first..].iter_mut() {
+            for feed in feeds.iter().filter(|f| f.to_string() != m.key) {
+                let peer = JanusPeer::subscribe(
+                    base,
+                    room_id,
+                    *feed,
+                    feed.to_string(),
+                    args.media_ip,
+                    m.shared.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                if let Connections::Janus(list) = &mut m.connections {
+                    list.push(peer);
+                }
+                tokio::time::sleep(gap).await;
+            }
+            progress(&format!("joined {} in room {room}", m.key));
+        }
+    }
+    Ok(members)
+}
+
+/// Where the server's counters, CPU and memory come from.
+enum ServerProbe {
+    /// Switchyard's /api/stats (and, if given, /proc/PID for CPU and memory).
+    Api { url: String, pid: Option<u32> },
+    /// Only /proc/PID (Janus).
+    Pid(Option<u32>),
+}
+
+impl ServerProbe {
+    async fn new(args: &Args, base: &str) -> Result<ServerProbe, String> {
+        match args.target {
+            Target::Switchyard => {
+                let url = format!("{base}/api/stats");
+                http::get_json(&url)
+                    .await
+                    .map_err(|e| format!("is the server running? {e}"))?;
+                Ok(ServerProbe::Api {
+                    url,
+                    pid: args.server_pid,
+                })
+            }
+            Target::Janus => {
+                let info = http::get(&format!("{base}/info"))
+                    .await
+                    .map_err(|e| format!("is Janus running? {e}"))?;
+                if info.1["janus"] != "server_info" {
+                    return Err(format!("{base}/info is not Janus: {}", info.1));
+                }
+                Ok(ServerProbe::Pid(args.server_pid))
+            }
+        }
+    }
+
+    /// A JSON object in /api/stats's shape, as far as it can be filled.
+    async fn sample(&self) -> Result<Value, String> {
+        let (mut v, pid) = match self {
+            ServerProbe::Api { url, pid } => (http::get_json(url).await?, *pid),
+            ServerProbe::Pid(pid) => (serde_json::json!({}), *pid),
+        };
+        if let Some(pid) = pid {
+            let pid = pid.to_string();
+            v["process_cpu_seconds"] = serde_json::json!(process::cpu_seconds_of(&pid));
+            v["process_peak_rss_mb"] = serde_json::json!(process::status_mb_of(&pid, "VmHWM:"));
+        }
+        Ok(v)
+    }
 }

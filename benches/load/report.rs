@@ -6,6 +6,8 @@ use super::scenario::{Scenario, Shape};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// "switchyard" or "janus".
+    pub target: String,
     pub scenario: Scenario,
     pub shape: Shape,
     pub participants: usize,
@@ -14,6 +16,8 @@ pub struct Report {
     pub duration_s: f64,
     /// Packets the server forwarded per second (its own counter), and took in.
     pub forwarded_pps: f64,
+    /// Unique packets per second that reached the subscribers (the client's count).
+    pub delivered_pps: f64,
     pub received_pps: f64,
     pub bitrate_out_mbps: f64,
     /// Unique packets the subscribers received / packets they should have.
@@ -46,6 +50,7 @@ impl Report {
     pub fn table(&self) -> String {
         let s = &self.shape;
         let rows = [
+            ("target", self.target.clone()),
             (
                 "scenario",
                 format!(

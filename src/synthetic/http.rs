@@ -1,5 +1,5 @@
-//! A minimal HTTP/1.1 GET for the server's JSON endpoints, so the load tester and the
-//! tests need no HTTP client crate. Plain http only; loopback in practice.
+//! A minimal HTTP/1.0 client for JSON endpoints (Switchyard's API, Janus's REST API), so
+//! the load tester and the tests need no HTTP client crate. Plain http only.
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +15,16 @@ pub async fn get_json(url: &str) -> Result<Value, String> {
 
 /// Fetches `http://host:port/path`: the status code and the body parsed as JSON.
 pub async fn get(url: &str) -> Result<(u16, Value), String> {
+    request(url, "GET", None).await
+}
+
+/// Posts a JSON body; the status code and the body parsed as JSON.
+pub async fn post_json(url: &str, body: &Value) -> Result<(u16, Value), String> {
+    request(url, "POST", Some(body.to_string())).await
+}
+
+// HTTP/1.0, so no server answers with a chunked body.
+async fn request(url: &str, method: &str, body: Option<String>) -> Result<(u16, Value), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http:// URL: {url}"))?;
@@ -24,7 +34,13 @@ pub async fn get(url: &str) -> Result<(u16, Value), String> {
     };
     let io = |e: std::io::Error| format!("{url}: {e}");
     let mut stream = TcpStream::connect(host).await.map_err(io)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = match &body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n\r\n"),
+    };
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.map_err(io)?;

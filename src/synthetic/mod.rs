@@ -3,6 +3,7 @@
 //! integration tests and the load tester (`switchyard-load`) are built on them.
 
 pub mod http;
+pub mod janus;
 pub mod media;
 pub mod participant;
 pub mod stats;

@@ -3,6 +3,7 @@
 //! what it receives per publisher. Used by the integration tests and `switchyard-load`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +66,7 @@ pub struct Shared {
     /// When `join` was called (µs since the epoch).
     pub join_started_micros: AtomicU64,
     force_keyframe: AtomicBool,
-    stop_media: AtomicBool,
+    pub(crate) stop_media: AtomicBool,
 }
 
 impl Shared {
@@ -96,7 +97,7 @@ pub struct SyntheticParticipant {
     pc: Arc<dyn PeerConnection>,
 }
 
-enum Event {
+pub(crate) enum Event {
     Candidate(RTCIceCandidateInit),
     State(RTCPeerConnectionState),
     Track(Arc<dyn TrackRemote>),
@@ -142,6 +143,23 @@ fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     )))
 }
 
+pub(crate) const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// A PeerConnection on one UDP port of `bind_ip`, reporting to `events`.
+pub(crate) async fn peer_on(
+    bind_ip: IpAddr,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<Arc<dyn PeerConnection>, SyntheticError> {
+    let media = MediaConfig {
+        bind_ips: vec![bind_ip],
+        advertise_ips: vec![],
+        ports: PortRange { min: 0, max: 0 },
+    };
+    build_peer(&media, &PortAllocator::new(0, 0), Arc::new(Handler(events)))
+        .await
+        .map_err(|e| SyntheticError::Peer(e.to_string()))
+}
+
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -153,6 +171,17 @@ impl SyntheticParticipant {
         room: &str,
         name: &str,
         media: MediaPlan,
+    ) -> Result<Self, SyntheticError> {
+        Self::join_from(ws_url, room, name, media, LOOPBACK).await
+    }
+
+    /// As [`join`](Self::join), with the media socket bound to `bind_ip`.
+    pub async fn join_from(
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        media: MediaPlan,
+        bind_ip: IpAddr,
     ) -> Result<Self, SyntheticError> {
         let shared = Arc::new(Shared::default());
         shared
@@ -176,18 +205,7 @@ impl SyntheticParticipant {
         lock(&shared.messages).push(joined);
 
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let loopback = MediaConfig {
-            bind_ips: vec!["127.0.0.1".parse().expect("literal")],
-            advertise_ips: vec![],
-            ports: PortRange { min: 0, max: 0 },
-        };
-        let pc = build_peer(
-            &loopback,
-            &PortAllocator::new(0, 0),
-            Arc::new(Handler(ev_tx)),
-        )
-        .await
-        .map_err(|e| SyntheticError::Peer(e.to_string()))?;
+        let pc = peer_on(bind_ip, ev_tx).await?;
         add_media(&pc, media, &shared).await?;
 
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<Value>();
@@ -279,7 +297,7 @@ async fn wait_for_joined(
 
 /// Adds the publishing tracks and starts their senders; a participant that publishes
 /// nothing adds receive-only transceivers, so it still makes the first offer.
-async fn add_media(
+pub(crate) async fn add_media(
     pc: &Arc<dyn PeerConnection>,
     media: MediaPlan,
     shared: &Arc<Shared>,
@@ -386,7 +404,7 @@ async fn drive(
                     shared.connected.store(s == RTCPeerConnectionState::Connected, Ordering::Relaxed);
                 }
                 Some(Event::Track(track)) => {
-                    tokio::spawn(count_track(track, shared.clone()));
+                    tokio::spawn(count_track(track, shared.clone(), None));
                 }
                 None => break,
             },
@@ -510,8 +528,17 @@ async fn watch_keyframe_requests(video: Arc<TrackLocalStaticRTP>, shared: Arc<Sh
     }
 }
 
-async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
-    let publisher = track.stream_id().await.to_string();
+/// Counts a received track's packets under (publisher, kind); the publisher is the
+/// track's stream id (Switchyard names streams after participants) unless given.
+pub(crate) async fn count_track(
+    track: Arc<dyn TrackRemote>,
+    shared: Arc<Shared>,
+    publisher: Option<String>,
+) {
+    let publisher = match publisher {
+        Some(p) => p,
+        None => track.stream_id().await.to_string(),
+    };
     let kind = if track.kind().await == RtpCodecKind::Video {
         "video"
     } else {
