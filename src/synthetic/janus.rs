@@ -27,6 +27,14 @@ fn err(e: impl std::fmt::Display) -> SyntheticError {
     SyntheticError::Signaling(format!("janus: {e}"))
 }
 
+/// The SDP of an event's JSEP ("" when absent, which then fails to parse).
+fn jsep_sdp(event: &Value) -> String {
+    event["jsep"]["sdp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 static TRANSACTIONS: AtomicU64 = AtomicU64::new(1);
 
 fn transaction() -> String {
@@ -161,28 +169,15 @@ impl JanusPeer {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let pc = peer_on(bind_ip, ev_tx).await?;
         add_media(&pc, media, &shared).await?;
-        let offer = pc
-            .create_offer(None)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        pc.set_local_description(offer.clone())
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let offer = pc.create_offer(None).await.map_err(err)?;
+        pc.set_local_description(offer.clone()).await.map_err(err)?;
         let body =
             json!({"request": "publish", "audio": media.audio, "video": media.video.is_some()});
         h.message(body, Some(json!({"type": "offer", "sdp": offer.sdp})))
             .await?;
         let answered = h.wait_event(10, |e| e["jsep"]["type"] == "answer").await?;
-        let answer = RTCSessionDescription::answer(
-            answered["jsep"]["sdp"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
-        .map_err(|e| err(e.to_string()))?;
-        pc.set_remote_description(answer)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let answer = RTCSessionDescription::answer(jsep_sdp(&answered)).map_err(err)?;
+        pc.set_remote_description(answer).await.map_err(err)?;
         let peer = JanusPeer::drive(h, pc, shared, ev_rx, None);
         // Janus lists a feed for subscribers only once its media connection is up.
         for _ in 0..100 {
@@ -211,23 +206,12 @@ impl JanusPeer {
         let attached = h.wait_event(10, |e| e["jsep"]["type"] == "offer").await?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let pc = peer_on(bind_ip, ev_tx).await?;
-        let offer = RTCSessionDescription::offer(
-            attached["jsep"]["sdp"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
-        .map_err(|e| err(e.to_string()))?;
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let answer = pc
-            .create_answer(None)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let offer = RTCSessionDescription::offer(jsep_sdp(&attached)).map_err(err)?;
+        pc.set_remote_description(offer).await.map_err(err)?;
+        let answer = pc.create_answer(None).await.map_err(err)?;
         pc.set_local_description(answer.clone())
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(err)?;
         h.message(
             json!({"request": "start"}),
             Some(json!({"type": "answer", "sdp": answer.sdp})),
