@@ -3,6 +3,7 @@
 //! - [`room`]: the pure core (no I/O, no clock, no webrtc types).
 //! - [`rtc`]: the only code that names webrtc-rs types: peers, tracks, the room actor.
 //! - [`signal`]: HTTP and WebSocket signaling (axum).
+//! - [`synthetic`]: headless participants for the tests and the load tester.
 
 pub mod config;
 pub mod error;
