@@ -12,12 +12,16 @@ if [[ ! -x "$SWITCHYARD_BIN" ]]; then
   exit 1
 fi
 
-# Debian's chromium; playwright-core never downloads a browser.
-if ! command -v chromium >/dev/null; then
+# Debian's chromium (playwright-core never downloads a browser), and Node.js with npm
+# to run the tests, from Debian's packages when missing.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
+if (( ${#missing[@]} )); then
   sudo=""
   [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
   $sudo apt-get update
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y chromium
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
 fi
 
 cd "$here"
