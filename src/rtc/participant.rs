@@ -159,14 +159,7 @@ impl ParticipantPeer {
     }
 
     async fn answer_client_offer(&mut self, sdp: String) -> Result<String, PeerError> {
-        let offer =
-            RTCSessionDescription::offer(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        self.pc
-            .set_remote_description(offer)
-            .await
-            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        self.remote_description_set = true;
-        self.flush_candidates().await;
+        self.apply_remote(RTCSessionDescription::offer(sdp)).await?;
         let answer = self.pc.create_answer(None).await.map_err(internal)?;
         self.pc
             .set_local_description(answer.clone())
@@ -181,14 +174,8 @@ impl ParticipantPeer {
         if !self.negotiator.offer_outstanding() {
             return Err(NegotiationError::NoOfferPending.into());
         }
-        let answer =
-            RTCSessionDescription::answer(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        self.pc
-            .set_remote_description(answer)
-            .await
-            .map_err(|e| PeerError::BadSdp(e.to_string()))?;
-        self.remote_description_set = true;
-        self.flush_candidates().await;
+        self.apply_remote(RTCSessionDescription::answer(sdp))
+            .await?;
         let plan = self.negotiator.answer_received()?;
         debug!(
             added = plan.add.len(),
@@ -218,6 +205,23 @@ impl ParticipantPeer {
             .add_ice_candidate(candidate)
             .await
             .map_err(|e| PeerError::BadCandidate(e.to_string()))
+    }
+
+    /// Applies the client's SDP (parsed by the caller), then the candidates that waited
+    /// for it. Both a parse and an apply failure are the client's bad SDP.
+    async fn apply_remote(
+        &mut self,
+        desc: webrtc::error::Result<RTCSessionDescription>,
+    ) -> Result<(), PeerError> {
+        let bad_sdp = |e: webrtc::error::Error| PeerError::BadSdp(e.to_string());
+        let desc = desc.map_err(bad_sdp)?;
+        self.pc
+            .set_remote_description(desc)
+            .await
+            .map_err(bad_sdp)?;
+        self.remote_description_set = true;
+        self.flush_candidates().await;
+        Ok(())
     }
 
     async fn flush_candidates(&mut self) {

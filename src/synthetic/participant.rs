@@ -295,6 +295,21 @@ async fn wait_for_joined(
     }
 }
 
+/// Adds one sending track with a fresh SSRC (remembered in `own_ssrcs`).
+async fn add_sending_track(
+    pc: &Arc<dyn PeerConnection>,
+    kind: RtpCodecKind,
+    shared: &Arc<Shared>,
+) -> Result<(Arc<TrackLocalStaticRTP>, u32), SyntheticError> {
+    let ssrc = rand::random::<u32>();
+    lock(&shared.own_ssrcs).push(ssrc);
+    let track = local_track(kind, ssrc);
+    pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(|e| SyntheticError::Peer(e.to_string()))?;
+    Ok((track, ssrc))
+}
+
 /// Adds the publishing tracks and starts their senders; a participant that publishes
 /// nothing adds receive-only transceivers, so it still makes the first offer.
 pub(crate) async fn add_media(
@@ -305,27 +320,14 @@ pub(crate) async fn add_media(
     let peer_err = |e: webrtc::error::Error| SyntheticError::Peer(e.to_string());
     let video = match media.video {
         Some(_) => {
-            let ssrc = rand::random::<u32>();
-            lock(&shared.own_ssrcs).push(ssrc);
-            let t = local_track(RtpCodecKind::Video, ssrc);
-            pc.add_track(t.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(peer_err)?;
+            let (t, ssrc) = add_sending_track(pc, RtpCodecKind::Video, shared).await?;
             tokio::spawn(watch_keyframe_requests(t.clone(), shared.clone()));
             Some((t, ssrc))
         }
         None => None,
     };
     let audio = match media.audio {
-        true => {
-            let ssrc = rand::random::<u32>();
-            lock(&shared.own_ssrcs).push(ssrc);
-            let t = local_track(RtpCodecKind::Audio, ssrc);
-            pc.add_track(t.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(peer_err)?;
-            Some((t, ssrc))
-        }
+        true => Some(add_sending_track(pc, RtpCodecKind::Audio, shared).await?),
         false => None,
     };
     if video.is_none() && audio.is_none() {
