@@ -10,10 +10,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rtc::rtp;
+use switchyard::engine::rewrite::apply_rewrite;
 use switchyard::id::{LegId, MediaKind, ParticipantId, TrackId};
 use switchyard::room::rewrite::SeqTsRewriter;
 use switchyard::room::{Codec, ExtMap, LegParams, Room, RtpIn};
-use switchyard::rtc::actor::apply_rewrite;
 
 const TRACK: TrackId = TrackId(1);
 

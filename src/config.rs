@@ -21,15 +21,23 @@ pub struct Cli {
     /// HTTP/WebSocket listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// IPs the media UDP sockets bind, comma separated [default: 127.0.0.1].
+    /// The IP the media UDP socket binds (one address) [default: 127.0.0.1].
     #[arg(long, env = "SWITCHYARD_MEDIA_IPS", value_delimiter = ',')]
     pub media_ips: Option<Vec<IpAddr>>,
-    /// IPs advertised in ICE candidates instead of the bound ones (1:1 NAT), comma separated.
+    /// The IP advertised in ICE candidates instead of the bound one (1:1 NAT).
     #[arg(long, env = "SWITCHYARD_ADVERTISE_IPS", value_delimiter = ',')]
     pub advertise_ips: Option<Vec<IpAddr>>,
-    /// Media UDP port range "MIN-MAX" (one port per participant); "0-0" for any port.
-    #[arg(long, env = "SWITCHYARD_PORT_RANGE")]
-    pub port_range: Option<PortRange>,
+    /// The one UDP port all participants' media uses (shard N uses port + N); 0 = any
+    /// [default: 7882].
+    #[arg(long, env = "SWITCHYARD_UDP_PORT")]
+    pub udp_port: Option<u16>,
+    /// Media shards (threads, each with its own UDP socket) [default: 1].
+    #[arg(long, env = "SWITCHYARD_SHARDS")]
+    pub shards: Option<usize>,
+    /// SRTP profiles: "gcm" (AES-GCM only, the fast one every current browser has) or
+    /// "compatible" (also AES_CM_128_HMAC_SHA1_80, which libwebrtc then picks) [default: gcm].
+    #[arg(long, env = "SWITCHYARD_SRTP")]
+    pub srtp: Option<SrtpPolicy>,
     /// ICE server URLs handed to clients (stun:... or turn:...), comma separated.
     #[arg(long, env = "SWITCHYARD_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Option<Vec<String>>,
@@ -38,39 +46,14 @@ pub struct Cli {
     pub max_participants: Option<usize>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PortRange {
-    pub min: u16,
-    pub max: u16,
-}
-
-impl std::str::FromStr for PortRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s
-            .split_once('-')
-            .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
-        let min: u16 = a.trim().parse().map_err(|_| format!("bad port {a:?}"))?;
-        let max: u16 = b.trim().parse().map_err(|_| format!("bad port {b:?}"))?;
-        if min > max || (min == 0) != (max == 0) {
-            return Err(format!("bad port range {s:?}"));
-        }
-        Ok(PortRange { min, max })
-    }
-}
-
-impl TryFrom<String> for PortRange {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<PortRange> for String {
-    fn from(r: PortRange) -> String {
-        format!("{}-{}", r.min, r.max)
-    }
+/// Which SRTP protection profiles the server accepts (see engine/build.rs for why the
+/// list, not an order, decides).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    #[default]
+    Gcm,
+    Compatible,
 }
 
 /// An ICE server as the browser's `RTCPeerConnection` takes it.
@@ -90,7 +73,9 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub media_ips: Option<Vec<IpAddr>>,
     pub advertise_ips: Option<Vec<IpAddr>>,
-    pub port_range: Option<PortRange>,
+    pub udp_port: Option<u16>,
+    pub shards: Option<usize>,
+    pub srtp: Option<SrtpPolicy>,
     pub ice_servers: Option<Vec<IceServer>>,
     pub max_participants: Option<usize>,
 }
@@ -99,7 +84,24 @@ pub struct FileConfig {
 pub struct MediaConfig {
     pub bind_ips: Vec<IpAddr>,
     pub advertise_ips: Vec<IpAddr>,
-    pub ports: PortRange,
+    /// Shard N binds `udp_port + N`; 0 lets the system pick (tests).
+    pub udp_port: u16,
+    pub shards: usize,
+    pub srtp: SrtpPolicy,
+}
+
+impl MediaConfig {
+    /// The one address the media sockets bind (validated to exist).
+    pub fn bind_ip(&self) -> IpAddr {
+        self.bind_ips
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    pub fn advertise_ip(&self) -> Option<IpAddr> {
+        self.advertise_ips.first().copied()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -119,10 +121,9 @@ impl Default for Config {
             media: MediaConfig {
                 bind_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
                 advertise_ips: vec![],
-                ports: PortRange {
-                    min: 50_000,
-                    max: 59_999,
-                },
+                udp_port: 7882,
+                shards: 1,
+                srtp: SrtpPolicy::Gcm,
             },
             ice_servers: vec![],
             max_participants: 50,
@@ -180,8 +181,14 @@ impl Config {
         if let Some(v) = f.advertise_ips {
             self.media.advertise_ips = v;
         }
-        if let Some(v) = f.port_range {
-            self.media.ports = v;
+        if let Some(v) = f.udp_port {
+            self.media.udp_port = v;
+        }
+        if let Some(v) = f.shards {
+            self.media.shards = v;
+        }
+        if let Some(v) = f.srtp {
+            self.media.srtp = v;
         }
         if let Some(v) = f.ice_servers {
             self.ice_servers = v;
@@ -201,8 +208,14 @@ impl Config {
         if let Some(v) = &cli.advertise_ips {
             self.media.advertise_ips = v.clone();
         }
-        if let Some(v) = cli.port_range {
-            self.media.ports = v;
+        if let Some(v) = cli.udp_port {
+            self.media.udp_port = v;
+        }
+        if let Some(v) = cli.shards {
+            self.media.shards = v;
+        }
+        if let Some(v) = cli.srtp {
+            self.media.srtp = v;
         }
         if let Some(v) = &cli.ice_servers {
             self.ice_servers = v
@@ -221,16 +234,27 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.media.bind_ips.is_empty() {
+        if self.media.bind_ips.len() != 1 {
+            // One socket per shard: every participant of a shard meets on one address.
             return Err(ConfigError::Invalid(
-                "media_ips must name at least one address".into(),
+                "media_ips must name exactly one address (use advertise_ips for 1:1 NAT)".into(),
             ));
         }
-        if self.media.bind_ips.iter().any(IpAddr::is_unspecified) {
-            // webrtc-rs expands a wildcard to every non-loopback interface and would
-            // advertise them all; name the interface instead.
+        if self.media.advertise_ips.len() > 1 {
             return Err(ConfigError::Invalid(
-                "media_ips must be concrete addresses, not 0.0.0.0 or ::".into(),
+                "advertise_ips takes at most one address".into(),
+            ));
+        }
+        if self.media.bind_ip().is_unspecified() && self.media.advertise_ip().is_none() {
+            // A wildcard is not an address a browser can reach: say which one it is.
+            return Err(ConfigError::Invalid(
+                "media_ips 0.0.0.0 or :: needs advertise_ips (the address clients reach)".into(),
+            ));
+        }
+        let last_port = self.media.udp_port as usize + self.media.shards.saturating_sub(1);
+        if self.media.shards == 0 || self.media.shards > 256 || last_port > u16::MAX as usize {
+            return Err(ConfigError::Invalid(
+                "shards must be 1-256 and udp_port + shards - 1 a valid port".into(),
             ));
         }
         if self.max_participants == 0 {
@@ -259,7 +283,8 @@ mod tests {
         let file: FileConfig = toml::from_str(
             r#"
             listen = "127.0.0.1:9000"
-            port_range = "40000-40100"
+            udp_port = 40000
+            srtp = "compatible"
             max_participants = 8
             [[ice_servers]]
             urls = ["turn:turn.example.org:3478"]
@@ -270,13 +295,8 @@ mod tests {
         .unwrap();
         let mut c = Config::default();
         c.apply_file(file);
-        assert_eq!(
-            c.media.ports,
-            PortRange {
-                min: 40_000,
-                max: 40_100
-            }
-        );
+        assert_eq!(c.media.udp_port, 40_000);
+        assert_eq!(c.media.srtp, SrtpPolicy::Compatible);
         assert_eq!(c.ice_servers[0].username.as_deref(), Some("u"));
         let cli = Cli {
             max_participants: Some(3),
@@ -289,9 +309,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        assert!("5-1".parse::<PortRange>().is_err());
-        assert!("0-10".parse::<PortRange>().is_err());
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        assert!(toml::from_str::<FileConfig>("srtp = \"none\"").is_err());
+        let two = Cli {
+            media_ips: Some(vec![
+                "127.0.0.1".parse().unwrap(),
+                "127.0.0.2".parse().unwrap(),
+            ]),
+            ..Cli::default()
+        };
+        assert!(Config::load(&two).is_err());
         let cli = Cli {
             media_ips: Some(vec!["0.0.0.0".parse().unwrap()]),
             ..Cli::default()

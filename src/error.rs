@@ -1,7 +1,7 @@
 //! Control-plane errors and the code each one has on the wire (docs/signaling.md).
 
+use crate::engine::EngineError;
 use crate::room::{NegotiationError, RoomError};
-use crate::rtc::PeerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -18,7 +18,7 @@ pub enum SignalError {
     #[error(transparent)]
     Room(#[from] RoomError),
     #[error(transparent)]
-    Peer(#[from] PeerError),
+    Engine(#[from] EngineError),
 }
 
 impl SignalError {
@@ -32,13 +32,13 @@ impl SignalError {
             SignalError::Room(RoomError::NameTaken(_)) => "name_taken",
             SignalError::Room(RoomError::RoomFull(_)) => "room_full",
             SignalError::Room(RoomError::UnknownParticipant(_)) => "internal",
-            SignalError::Peer(PeerError::BadSdp(_)) => "bad_sdp",
-            SignalError::Peer(PeerError::Negotiation(NegotiationError::NoOfferPending)) => {
+            SignalError::Engine(EngineError::BadSdp(_)) => "bad_sdp",
+            SignalError::Engine(EngineError::Negotiation(NegotiationError::NoOfferPending)) => {
                 "no_offer_pending"
             }
-            SignalError::Peer(PeerError::Negotiation(NegotiationError::Glare)) => "glare",
-            SignalError::Peer(PeerError::BadCandidate(_)) => "bad_candidate",
-            SignalError::Peer(PeerError::Internal(_)) => "internal",
+            SignalError::Engine(EngineError::Negotiation(NegotiationError::Glare)) => "glare",
+            SignalError::Engine(EngineError::BadCandidate(_)) => "bad_candidate",
+            SignalError::Engine(EngineError::Internal(_)) => "internal",
         }
     }
 }

@@ -8,15 +8,29 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub rtp_in: AtomicU64,
-    /// Incoming packets dropped because the room actor's inbox was full.
-    pub rtp_in_dropped: AtomicU64,
+    /// Decrypted RTP of no published track (a late packet, an unrouted simulcast layer).
+    pub rtp_in_unrouted: AtomicU64,
     pub rtp_forwarded: AtomicU64,
     /// Bytes of the forwarded packets (RTP header and payload).
     pub rtp_forwarded_bytes: AtomicU64,
-    /// Forwarded packets dropped because one subscriber leg's queue was full.
-    pub rtp_leg_dropped: AtomicU64,
     /// `write_rtp` errors on subscriber legs (leg not bound yet, connection gone).
     pub rtp_write_errors: AtomicU64,
+    pub udp_datagrams_in: AtomicU64,
+    pub udp_datagrams_out: AtomicU64,
+    /// GSO sends (each carries several datagrams to one destination).
+    pub udp_gso_sends: AtomicU64,
+    /// Sends the kernel refused (full buffer, unreachable): the datagrams are lost.
+    pub udp_send_errors: AtomicU64,
+    pub udp_recv_errors: AtomicU64,
+    /// Dropped by the demux: STUN naming no connection of ours.
+    pub udp_unknown_ufrag: AtomicU64,
+    /// Dropped by the demux: DTLS/RTP from an address no connection uses.
+    pub udp_unknown_address: AtomicU64,
+    /// Dropped by the demux: neither STUN, DTLS nor RTP/RTCP.
+    pub udp_garbage: AtomicU64,
+    /// Datagrams a connection refused (bad integrity, undecryptable, malformed).
+    pub rtc_read_errors: AtomicU64,
+    pub rtc_timeout_errors: AtomicU64,
     pub keyframe_requests_from_subscribers: AtomicU64,
     pub keyframe_requests_to_publishers: AtomicU64,
 }
@@ -24,11 +38,20 @@ pub struct Metrics {
 #[derive(Debug, Serialize)]
 pub struct MetricsSnapshot {
     pub rtp_in: u64,
-    pub rtp_in_dropped: u64,
+    pub rtp_in_unrouted: u64,
     pub rtp_forwarded: u64,
     pub rtp_forwarded_bytes: u64,
-    pub rtp_leg_dropped: u64,
     pub rtp_write_errors: u64,
+    pub udp_datagrams_in: u64,
+    pub udp_datagrams_out: u64,
+    pub udp_gso_sends: u64,
+    pub udp_send_errors: u64,
+    pub udp_recv_errors: u64,
+    pub udp_unknown_ufrag: u64,
+    pub udp_unknown_address: u64,
+    pub udp_garbage: u64,
+    pub rtc_read_errors: u64,
+    pub rtc_timeout_errors: u64,
     pub keyframe_requests_from_subscribers: u64,
     pub keyframe_requests_to_publishers: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
@@ -43,14 +66,27 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             rtp_in: self.rtp_in.load(Relaxed),
-            rtp_in_dropped: self.rtp_in_dropped.load(Relaxed),
+            rtp_in_unrouted: self.rtp_in_unrouted.load(Relaxed),
             rtp_forwarded: self.rtp_forwarded.load(Relaxed),
             rtp_forwarded_bytes: self.rtp_forwarded_bytes.load(Relaxed),
-            rtp_leg_dropped: self.rtp_leg_dropped.load(Relaxed),
             rtp_write_errors: self.rtp_write_errors.load(Relaxed),
+            udp_datagrams_in: self.udp_datagrams_in.load(Relaxed),
+            udp_datagrams_out: self.udp_datagrams_out.load(Relaxed),
+            udp_gso_sends: self.udp_gso_sends.load(Relaxed),
+            udp_send_errors: self.udp_send_errors.load(Relaxed),
+            udp_recv_errors: self.udp_recv_errors.load(Relaxed),
+            udp_unknown_ufrag: self.udp_unknown_ufrag.load(Relaxed),
+            udp_unknown_address: self.udp_unknown_address.load(Relaxed),
+            udp_garbage: self.udp_garbage.load(Relaxed),
+            rtc_read_errors: self.rtc_read_errors.load(Relaxed),
+            rtc_timeout_errors: self.rtc_timeout_errors.load(Relaxed),
             keyframe_requests_from_subscribers: self
                 .keyframe_requests_from_subscribers
                 .load(Relaxed),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::rtc::{Ids, PeerContext, PortAllocator, Rooms};
 use crate::signal::{router, AppState};
 
 pub struct Server {
@@ -19,28 +19,23 @@ impl Server {
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(Metrics::default());
-        let ids = Arc::new(Ids::default());
-        let peer = PeerContext {
-            media: config.media.clone(),
-            ports: Arc::new(PortAllocator::new(
-                config.media.ports.min,
-                config.media.ports.max,
-            )),
-            ids: ids.clone(),
-            metrics: metrics.clone(),
-        };
-        let rooms = Rooms::new(config.max_participants, metrics);
-        let app = Arc::new(AppState {
-            config,
-            rooms,
-            ids,
-            peer,
-        });
+        let engine = Engine::start(&config.media, config.max_participants, metrics)?;
+        let app = Arc::new(AppState { config, engine });
         Ok(Server { listener, app })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The media UDP address of each shard, as clients are told it.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.app
+            .engine
+            .shards()
+            .iter()
+            .map(|s| s.udp_addr)
+            .collect()
     }
 
     pub async fn serve(

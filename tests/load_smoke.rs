@@ -17,7 +17,7 @@ impl Drop for Server {
 
 fn start_server() -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["--listen", "127.0.0.1:0", "--port-range", "0-0"])
+        .args(["--listen", "127.0.0.1:0", "--udp-port", "0"])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -3,6 +3,21 @@
 //! connection. webrtc-rs silently drops a packet whose SSRC, payload type or extension ids
 //! were not negotiated on the leg, so every forwarded packet goes through here.
 
+/// Header extensions that describe the media itself and so pass from publisher to
+/// subscriber (mediasoup's ingress allowlist works the same way). Everything else is
+/// about ONE transport and must not cross: MID and rid name the publisher's m-section
+/// and layer, transport-cc and abs-send-time number and time the publisher's own
+/// packets (a subscriber's bandwidth estimate needs its own sequence, stamped on its
+/// leg), so those are stripped.
+pub const FORWARDED_EXTENSIONS: &[&str] = &[
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "urn:3gpp:video-orientation",
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time",
+    "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+    "http://www.webrtc.org/experiments/rtp-hdrext/video-content-type",
+    "http://www.webrtc.org/experiments/rtp-hdrext/color-space",
+];
+
 /// Maps a publisher's header-extension ids to one subscriber leg's ids.
 /// Index = incoming id (one-byte header ids 1..=14, two-byte up to 15 here); value = outgoing
 /// id, 0 = not negotiated on the leg (the extension is stripped).
@@ -10,13 +25,17 @@
 pub struct ExtMap(pub [u8; 16]);
 
 impl ExtMap {
-    /// Builds the map from `(incoming id, uri)` and `(outgoing id, uri)` lists.
+    /// Builds the map from `(incoming id, uri)` and `(outgoing id, uri)` lists; only
+    /// [`FORWARDED_EXTENSIONS`] are mapped.
     pub fn between<'a>(
         incoming: impl IntoIterator<Item = (u8, &'a str)>,
         outgoing: &[(u8, &str)],
     ) -> ExtMap {
         let mut map = [0u8; 16];
         for (in_id, uri) in incoming {
+            if !FORWARDED_EXTENSIONS.contains(&uri) {
+                continue;
+            }
             if let (Some(slot), Some((out_id, _))) = (
                 map.get_mut(in_id as usize),
                 outgoing.iter().find(|(_, u)| *u == uri),
@@ -166,13 +185,32 @@ mod tests {
 
     #[test]
     fn ext_map_translates_by_uri_and_strips_unknown() {
+        const LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+        const ORIENTATION: &str = "urn:3gpp:video-orientation";
+        const TWCC: &str =
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+        const MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
         let map = ExtMap::between(
-            [(1, "urn:audio-level"), (3, "urn:twcc"), (15, "urn:x")],
-            &[(5, "urn:audio-level"), (15, "urn:x")],
+            [
+                (1, LEVEL),
+                (3, TWCC),
+                (4, MID),
+                (15, ORIENTATION),
+                (6, "urn:x"),
+            ],
+            &[
+                (5, LEVEL),
+                (15, ORIENTATION),
+                (3, TWCC),
+                (4, MID),
+                (6, "urn:x"),
+            ],
         );
         assert_eq!(map.get(1), Some(5));
-        assert_eq!(map.get(3), None);
         assert_eq!(map.get(15), Some(15));
+        assert_eq!(map.get(3), None, "transport-cc is per transport");
+        assert_eq!(map.get(4), None, "MID names the publisher's m-section");
+        assert_eq!(map.get(6), None, "unknown extensions are not forwarded");
         assert_eq!(map.get(200), None);
     }
 

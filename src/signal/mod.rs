@@ -5,7 +5,6 @@ pub mod protocol;
 pub mod session;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
@@ -13,18 +12,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
-use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::room::ParticipantInfo;
-use crate::rtc::{Ids, PeerContext, RoomCommand, Rooms};
+use crate::engine::{Engine, RoomSummary};
 
 pub struct AppState {
     pub config: Config,
-    pub rooms: Rooms,
-    pub ids: Arc<Ids>,
-    pub peer: PeerContext,
+    pub engine: Engine,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -63,35 +57,14 @@ async fn websocket(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Re
         .on_upgrade(move |socket| session::run(socket, app))
 }
 
-#[derive(Serialize)]
-struct RoomSummary {
-    name: String,
-    participants: Vec<ParticipantInfo>,
-}
-
-async fn room_summaries(app: &AppState) -> Vec<RoomSummary> {
-    let mut out = Vec::new();
-    for handle in app.rooms.list() {
-        let (tx, rx) = oneshot::channel();
-        if !handle.send(RoomCommand::Participants { reply: tx }) {
-            continue;
-        }
-        if let Ok(Ok(participants)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-            out.push(RoomSummary {
-                name: handle.name.to_string(),
-                participants,
-            });
-        }
-    }
-    out
-}
-
 async fn list_rooms(State(app): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
-    Json(room_summaries(&app).await)
+    Json(app.engine.rooms().await)
 }
 
 async fn one_room(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match room_summaries(&app)
+    match app
+        .engine
+        .rooms()
         .await
         .into_iter()
         .find(|r| r.name == name)
@@ -105,11 +78,13 @@ async fn one_room(State(app): State<Arc<AppState>>, Path(name): Path<String>) ->
 }
 
 async fn healthz(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let rooms = room_summaries(&app).await;
+    let rooms = app.engine.rooms().await;
     let participants: usize = rooms.iter().map(|r| r.participants.len()).sum();
     Json(serde_json::json!({"status": "ok", "rooms": rooms.len(), "participants": participants}))
 }
 
 async fn stats(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    Json(app.peer.metrics.snapshot())
+    let mut stats = serde_json::to_value(app.engine.metrics.snapshot()).unwrap_or_default();
+    stats["shards"] = serde_json::to_value(app.engine.inspect().await).unwrap_or_default();
+    Json(stats)
 }

@@ -1,5 +1,7 @@
 //! One participant's WebSocket: the signaling state machine (lobby -> joined -> left),
-//! liveness, and the bridge between the browser, its PeerConnection and its room.
+//! liveness, and the bridge between the browser and the media shard that holds its
+//! connection and its room. The session owns no media state: it forwards the client's
+//! messages to the shard as commands and the shard's outputs to the client.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,19 +12,15 @@ use tracing::{debug, field, info, info_span, Instrument, Span};
 
 use super::protocol::{ClientMessage, ServerMessage};
 use super::AppState;
+use crate::engine::{Command, EngineError, PeerOutput, ShardHandle, SESSION_QUEUE};
 use crate::error::SignalError;
 use crate::id::ParticipantId;
 use crate::room::{valid_display_name, valid_room_name};
-use crate::rtc::{ParticipantPeer, PeerError, PeerEvent, RoomCommand, RoomHandle, SessionEvent};
-use webrtc::peer_connection::RTCPeerConnectionState;
 
 /// The server pings this often; browsers answer pings on their own.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A participant silent this long (no message, no pong) is gone.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the server waits for a new participant's first offer before offering itself
-/// (see `room::negotiation` for why the browser should offer first).
-const FIRST_OFFER_WAIT: Duration = Duration::from_secs(3);
 
 pub async fn run(ws: WebSocket, app: Arc<AppState>) {
     let span = info_span!("session", room = field::Empty, participant = field::Empty);
@@ -30,10 +28,8 @@ pub async fn run(ws: WebSocket, app: Arc<AppState>) {
         ws,
         app,
         joined: None,
-        room_events: None,
-        peer_events: None,
+        outputs: None,
         last_heard: Instant::now(),
-        joined_at: Instant::now(),
         span: span.clone(),
     };
     session.run().instrument(span).await
@@ -41,8 +37,7 @@ pub async fn run(ws: WebSocket, app: Arc<AppState>) {
 
 struct Joined {
     id: ParticipantId,
-    room: RoomHandle,
-    peer: ParticipantPeer,
+    shard: ShardHandle,
 }
 
 enum Flow {
@@ -54,10 +49,8 @@ struct Session {
     ws: WebSocket,
     app: Arc<AppState>,
     joined: Option<Joined>,
-    room_events: Option<mpsc::UnboundedReceiver<SessionEvent>>,
-    peer_events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
+    outputs: Option<mpsc::Receiver<PeerOutput>>,
     last_heard: Instant,
-    joined_at: Instant,
     span: Span,
 }
 
@@ -68,24 +61,11 @@ impl Session {
         loop {
             let flow = tokio::select! {
                 msg = self.ws.recv() => self.on_ws(msg).await,
-                ev = recv_opt(&mut self.room_events) => match ev {
-                    Some(ev) => self.on_room_event(ev).await,
-                    None => Flow::Close, // the room shut down
-                },
-                ev = recv_opt(&mut self.peer_events) => match ev {
-                    Some(ev) => self.on_peer_event(ev).await,
-                    None => Flow::Close,
+                out = recv_opt(&mut self.outputs) => match out {
+                    Some(out) => self.on_output(out).await,
+                    None => Flow::Close, // the shard stopped
                 },
                 _ = heartbeat.tick() => self.on_heartbeat().await,
-                _ = first_offer_wait(&self.joined, self.joined_at) => {
-                    if let Some(j) = self.joined.as_mut() {
-                        j.peer.stop_waiting_for_client();
-                    }
-                    if let Err(e) = self.offer_if_due().await {
-                        self.send_error(e).await;
-                    }
-                    Flow::Continue
-                }
             };
             if let Flow::Close = flow {
                 break;
@@ -161,35 +141,24 @@ impl Session {
                 return Err(SignalError::AlreadyJoined);
             }
             self.join(room, name).await?;
-            self.offer_if_due().await?;
             return Ok(Flow::Continue);
         }
-        let joined = self.joined.as_mut().ok_or(SignalError::NotJoined)?;
-        match msg {
+        let joined = self.joined.as_ref().ok_or(SignalError::NotJoined)?;
+        let id = joined.id;
+        let cmd = match msg {
             ClientMessage::Join { .. } => unreachable!("handled above"),
-            ClientMessage::Offer { sdp } => {
-                if let Some(answer) = joined.peer.client_offer(sdp).await? {
-                    self.send(ServerMessage::Answer { sdp: answer }).await;
-                }
-                self.offer_if_due().await?;
-            }
-            ClientMessage::Answer { sdp } => {
-                joined.peer.client_answer(sdp).await?;
-                self.offer_if_due().await?;
-            }
-            ClientMessage::Candidate { candidate } => joined.peer.add_candidate(candidate).await?,
-            ClientMessage::Mute { kind, muted } => {
-                joined.room.send(RoomCommand::Mute {
-                    id: joined.id,
-                    kind,
-                    muted,
-                });
-            }
+            ClientMessage::Offer { sdp } => Command::Offer { id, sdp },
+            ClientMessage::Answer { sdp } => Command::Answer { id, sdp },
+            ClientMessage::Candidate { candidate } => Command::Candidate { id, candidate },
+            ClientMessage::Mute { kind, muted } => Command::Mute { id, kind, muted },
             ClientMessage::Leave {} => {
                 self.leave().await;
                 self.send(ServerMessage::Left {}).await;
                 return Ok(Flow::Close);
             }
+        };
+        if !joined.shard.send(cmd).await {
+            return Ok(Flow::Close);
         }
         Ok(Flow::Continue)
     }
@@ -205,111 +174,49 @@ impl Session {
                 "display names are 1-64 characters, not blank, without control characters",
             ));
         }
-        let id = self.app.ids.participant();
-        // A room whose last participant is leaving may close under us: try a fresh one.
-        for _ in 0..3 {
-            let handle = self.app.rooms.get_or_create(&room);
-            let (events_tx, events_rx) = mpsc::unbounded_channel();
-            let (reply_tx, reply_rx) = oneshot::channel();
-            let cmd = RoomCommand::Join {
-                id,
-                name: name.clone(),
-                events: events_tx,
-                reply: reply_tx,
-            };
-            if !handle.send(cmd) {
-                continue;
-            }
-            let snapshot = match reply_rx.await {
-                Ok(result) => result?,
-                Err(_) => continue,
-            };
-            let (peer, peer_events) =
-                match ParticipantPeer::new(id, handle.clone(), self.app.peer.clone()).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        handle.send(RoomCommand::Leave { id });
-                        return Err(e.into());
-                    }
-                };
-            self.span.record("room", room.as_str());
-            self.span.record("participant", field::display(id));
-            info!(name = %name, "joined");
-            self.joined = Some(Joined {
-                id,
-                room: handle,
-                peer,
-            });
-            self.room_events = Some(events_rx);
-            self.peer_events = Some(peer_events);
-            self.send(ServerMessage::Joined {
-                participant_id: id,
-                room,
-                ice_servers: self.app.config.ice_servers.clone(),
-                participants: snapshot.participants,
-                tracks: snapshot.tracks,
-            })
-            .await;
-            return Ok(());
-        }
-        Err(PeerError::Internal("the room is closing; try again".into()).into())
-    }
-
-    /// Makes the next server offer, if the room changed what this participant receives.
-    async fn offer_if_due(&mut self) -> Result<(), SignalError> {
-        let Some(joined) = self.joined.as_mut() else {
-            return Ok(());
+        let id = self.app.engine.ids.participant();
+        let shard = self.app.engine.shard_for(&room).clone();
+        let (events_tx, events_rx) = mpsc::channel(SESSION_QUEUE);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let cmd = Command::Join {
+            id,
+            room: room.clone(),
+            name: name.clone(),
+            events: events_tx,
+            reply: reply_tx,
         };
-        if let Some(sdp) = joined.peer.next_offer().await? {
-            self.send(ServerMessage::Offer { sdp }).await;
+        let stopped =
+            || SignalError::Engine(EngineError::Internal("the media engine stopped".into()));
+        if !shard.send(cmd).await {
+            return Err(stopped());
         }
+        let snapshot = reply_rx.await.map_err(|_| stopped())??;
+        self.span.record("room", room.as_str());
+        self.span.record("participant", field::display(id));
+        info!(name = %name, "joined");
+        self.joined = Some(Joined { id, shard });
+        self.outputs = Some(events_rx);
+        self.send(ServerMessage::Joined {
+            participant_id: id,
+            room,
+            ice_servers: self.app.config.ice_servers.clone(),
+            participants: snapshot.participants,
+            tracks: snapshot.tracks,
+        })
+        .await;
         Ok(())
     }
 
-    async fn on_room_event(&mut self, ev: SessionEvent) -> Flow {
-        // Take everything already waiting, so several subscriptions share one offer.
-        let mut next = Some(ev);
-        while let Some(ev) = next {
-            match ev {
-                SessionEvent::Room(e) => self.send(e.into()).await,
-                SessionEvent::Subscribe(desc) => {
-                    if let Some(j) = self.joined.as_mut() {
-                        j.peer.subscribe(desc);
-                    }
-                }
-                SessionEvent::Unsubscribe(track) => {
-                    if let Some(j) = self.joined.as_mut() {
-                        j.peer.unsubscribe(track);
-                    }
-                }
-            }
-            next = self.room_events.as_mut().and_then(|rx| rx.try_recv().ok());
-        }
-        if let Err(e) = self.offer_if_due().await {
-            self.send_error(e).await;
-        }
-        Flow::Continue
-    }
-
-    async fn on_peer_event(&mut self, ev: PeerEvent) -> Flow {
-        match ev {
-            PeerEvent::LocalCandidate(candidate) => {
-                self.send(ServerMessage::Candidate { candidate }).await
-            }
-            PeerEvent::State(state) => {
-                debug!(%state, "peer connection state");
-                if matches!(
-                    state,
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-                ) {
-                    info!(%state, "media connection lost; removing participant");
-                    return Flow::Close;
-                }
-            }
-            PeerEvent::Track(track) => {
-                if let Some(j) = self.joined.as_mut() {
-                    j.peer.publish(track).await;
-                }
+    async fn on_output(&mut self, out: PeerOutput) -> Flow {
+        match out {
+            PeerOutput::Room(e) => self.send(e.into()).await,
+            PeerOutput::Offer(sdp) => self.send(ServerMessage::Offer { sdp }).await,
+            PeerOutput::Answer(sdp) => self.send(ServerMessage::Answer { sdp }).await,
+            PeerOutput::Error(e) => self.send_error(e.into()).await,
+            PeerOutput::Closed(why) => {
+                info!("removed by the media engine: {why}");
+                self.joined = None;
+                return Flow::Close;
             }
         }
         Flow::Continue
@@ -326,26 +233,14 @@ impl Session {
 
     async fn leave(&mut self) {
         if let Some(j) = self.joined.take() {
-            j.room.send(RoomCommand::Leave { id: j.id });
-            j.peer.close().await;
+            j.shard.send(Command::Leave { id: j.id }).await;
             info!("left");
         }
-        self.room_events = None;
-        self.peer_events = None;
+        self.outputs = None;
     }
 }
 
-/// Resolves when a joined participant has had its chance to offer first.
-async fn first_offer_wait(joined: &Option<Joined>, joined_at: Instant) {
-    match joined {
-        Some(j) if j.peer.waiting_for_client() => {
-            tokio::time::sleep_until((joined_at + FIRST_OFFER_WAIT).into()).await
-        }
-        _ => std::future::pending().await,
-    }
-}
-
-async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -30,10 +30,8 @@ use webrtc::peer_connection::{
 };
 
 use super::media::{encode, now_micros, MediaPlan, OPUS_PT};
+use super::peer::client_peer;
 use super::stats::StreamStats;
-use crate::config::{MediaConfig, PortRange};
-use crate::rtc::peer::build_peer;
-use crate::rtc::PortAllocator;
 
 /// Media is sent for at most this long, whatever happens to the participant.
 const MAX_MEDIA_SECONDS: u64 = 3600;
@@ -150,12 +148,7 @@ pub(crate) async fn peer_on(
     bind_ip: IpAddr,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<Arc<dyn PeerConnection>, SyntheticError> {
-    let media = MediaConfig {
-        bind_ips: vec![bind_ip],
-        advertise_ips: vec![],
-        ports: PortRange { min: 0, max: 0 },
-    };
-    build_peer(&media, &PortAllocator::new(0, 0), Arc::new(Handler(events)))
+    client_peer(bind_ip, Arc::new(Handler(events)))
         .await
         .map_err(|e| SyntheticError::Peer(e.to_string()))
 }

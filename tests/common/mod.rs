@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use switchyard::config::{Config, PortRange};
+use switchyard::config::Config;
 use switchyard::server::Server;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -42,7 +42,7 @@ pub async fn start_server() -> TestServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     };
-    config.media.ports = PortRange { min: 0, max: 0 };
+    config.media.udp_port = 0;
     let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
     let addr = server.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

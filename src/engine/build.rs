@@ -1,26 +1,29 @@
-//! Building the one PeerConnection each participant holds: codecs, interceptors,
-//! the UDP port, the advertised address and ICE timeouts.
+//! Building one participant's sans-I/O `RTCPeerConnection`: the codecs the router
+//! forwards, the interceptors, ICE-lite with our own credentials and our one host
+//! candidate (the shard's shared port), and the SRTP profiles.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use rand::distr::{Alphanumeric, SampleString};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
-use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler};
+use rtc::shared::error::Result;
 
 use super::feedback::KeyframeRequestForwarder;
-use crate::config::MediaConfig;
+use crate::config::SrtpPolicy;
 
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
@@ -28,34 +31,20 @@ pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// inbound RTCP before keyframe requests are picked out of it.
 const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
 
-/// Hands out UDP ports from the configured range, round robin; the builder reports a
-/// port that is taken and the next one is tried.
-pub struct PortAllocator {
-    min: u16,
-    max: u16,
-    next: AtomicU32,
+/// A connection's ICE credentials: the ufrag is how the demux finds it.
+pub struct Credentials {
+    pub ufrag: String,
+    pub pwd: String,
 }
 
-impl PortAllocator {
-    pub fn new(min: u16, max: u16) -> Self {
-        PortAllocator {
-            min,
-            max,
-            next: AtomicU32::new(0),
+impl Credentials {
+    pub fn random() -> Credentials {
+        let mut rng = rand::rng();
+        Credentials {
+            // 16 of 62 symbols: collisions between live connections are not a concern.
+            ufrag: Alphanumeric.sample_string(&mut rng, 16),
+            pwd: Alphanumeric.sample_string(&mut rng, 32),
         }
-    }
-
-    fn span(&self) -> u32 {
-        (self.max as u32).saturating_sub(self.min as u32) + 1
-    }
-
-    /// Port 0 (any) when the range is 0..0.
-    fn next_port(&self) -> u16 {
-        if self.min == 0 {
-            return 0;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.span();
-        self.min + n as u16
     }
 }
 
@@ -76,7 +65,7 @@ fn video_feedback() -> Vec<RTCPFeedback> {
 
 /// The codecs the router forwards: Opus, VP8 and H.264 (constrained baseline,
 /// packetization-mode 1, what every browser sends). VP8 first: every browser decodes it.
-fn media_engine() -> webrtc::error::Result<MediaEngine> {
+fn media_engine() -> Result<MediaEngine> {
     let mut m = MediaEngine::default();
     let codec = |mime: &str, clock_rate, channels, fmtp: &str, fb: Vec<RTCPFeedback>, pt| {
         RTCRtpCodecParameters {
@@ -126,74 +115,73 @@ fn media_engine() -> webrtc::error::Result<MediaEngine> {
     Ok(m)
 }
 
-/// Builds a PeerConnection bound to one UDP port on each configured media address.
-pub async fn build_peer(
-    media: &MediaConfig,
-    ports: &PortAllocator,
-    handler: Arc<dyn PeerConnectionEventHandler>,
-) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
-    let mut last_err = None;
-    // A taken port fails the build; try the next few in the range.
-    for _ in 0..ports.span().min(16) {
-        let port = ports.next_port();
-        let addrs: Vec<SocketAddr> = media
-            .bind_ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, port))
-            .collect();
-        match build_on(media, addrs, handler.clone()).await {
-            Ok(pc) => return Ok(pc),
-            Err(e) => last_err = Some(e),
-        }
-        if port == 0 {
-            break;
-        }
+/// The SRTP profiles we accept. rtc, as the DTLS server, takes the CLIENT's first
+/// profile that is also on this list, and libwebrtc lists AES_CM_80 first: so GCM wins
+/// only when CM_80 is not on our list at all (see docs/ARCHITECTURE.md, "SRTP").
+fn srtp_profiles(policy: SrtpPolicy) -> Vec<SrtpProtectionProfile> {
+    use SrtpProtectionProfile::*;
+    match policy {
+        SrtpPolicy::Gcm => vec![Srtp_Aead_Aes_128_Gcm, Srtp_Aead_Aes_256_Gcm],
+        SrtpPolicy::Compatible => vec![
+            Srtp_Aead_Aes_128_Gcm,
+            Srtp_Aead_Aes_256_Gcm,
+            Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ],
     }
-    Err(last_err.unwrap_or_else(|| webrtc::error::Error::Other("no media port available".into())))
 }
 
-async fn build_on(
-    media: &MediaConfig,
-    addrs: Vec<SocketAddr>,
-    handler: Arc<dyn PeerConnectionEventHandler>,
-) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+/// A server-side connection: ICE-lite on `candidate` (the shard's shared address as
+/// clients reach it), DTLS server, no gathering of its own.
+pub fn server_peer(
+    credentials: &Credentials,
+    candidate: SocketAddr,
+    srtp: SrtpPolicy,
+    now: Instant,
+) -> Result<RTCPeerConnection> {
     let mut engine = media_engine()?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(
         Slot::from(KEYFRAME_FORWARDER_SLOT),
         KeyframeRequestForwarder::default(),
     );
-
-    let loopback = media.bind_ips.iter().any(IpAddr::is_loopback);
-    let mut settings = SettingEngineBuilder::new()
-        // mDNS would open a second socket per connection and hide the address we bind.
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        // mDNS would hide the one address we serve on behind a name.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_include_loopback_candidate(loopback)
+        // We answer the browser's offers, so this makes us the DTLS server, which is
+        // what lets our profile list decide between GCM and CM_80.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_srtp_protection_profiles(srtp_profiles(srtp))
         // Disconnected after 4 s of silence, failed 6 s later: a vanished participant is
         // removed within about 10 s (the WebSocket heartbeat catches most sooner).
         .with_ice_timeouts(
             Some(Duration::from_secs(4)),
             Some(Duration::from_secs(6)),
             Some(Duration::from_secs(1)),
-        );
-    if !media.advertise_ips.is_empty() {
-        settings = settings.with_nat_1to1_ips(
-            media
-                .advertise_ips
-                .iter()
-                .map(|ip| ip.to_string())
-                .collect(),
-            RTCIceCandidateType::Host,
-        );
-    }
-    let config = RTCConfigurationBuilder::new().build();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(config)
+        )
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_setting_engine(settings)
         .with_media_engine(engine)
-        .with_setting_engine(settings.build())
         .with_interceptor_registry(registry)
-        .with_handler(handler)
-        .with_udp_addrs(addrs)
-        .build()
-        .await?;
-    Ok(Arc::new(pc))
+        .build(now)?;
+    pc.add_local_candidate(host_candidate(candidate)?)?;
+    Ok(pc)
+}
+
+fn host_candidate(
+    addr: SocketAddr,
+) -> Result<rtc::peer_connection::transport::RTCIceCandidateInit> {
+    let c = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    RTCIceCandidate::from(&c).to_json()
 }

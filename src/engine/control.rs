@@ -1,0 +1,221 @@
+//! The shard's control plane: signaling commands (join, offer, answer, candidates,
+//! mute, leave), removing participants, and the server's offers.
+
+use std::time::Instant;
+
+use rtc::sansio::Protocol;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::build::{server_peer, Credentials};
+use super::peer::Peer;
+use super::routing::{LegRoute, RoomHost};
+use super::shard::{touch, Shard, FIRST_OFFER_WAIT};
+use super::{Command, EngineError, PeerOutput, RoomSummary, ShardInfo};
+use crate::error::SignalError;
+use crate::id::ParticipantId;
+use crate::room::JoinSnapshot;
+
+impl Shard {
+    pub(super) fn command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Join {
+                id,
+                room,
+                name,
+                events,
+                reply,
+            } => self.join(id, room, name, events, reply, now),
+            Command::Offer { id, sdp } => {
+                self.on_peer(id, now, |peer| match peer.client_offer(sdp, now) {
+                    Ok(Some(answer)) => peer.tell(PeerOutput::Answer(answer)),
+                    Ok(None) => {}
+                    Err(e) => peer.tell(PeerOutput::Error(e)),
+                })
+            }
+            Command::Answer { id, sdp } => self.answer(id, sdp, now),
+            Command::Candidate { id, candidate } => self.on_peer(id, now, |peer| {
+                if let Err(e) = peer.add_candidate(candidate) {
+                    peer.tell(PeerOutput::Error(e));
+                }
+            }),
+            Command::Mute { id, kind, muted } => {
+                if let Some(key) = self.peers.get(&id).map(|p| p.room) {
+                    if let Some(host) = self.rooms.get_mut(&key) {
+                        host.room.set_muted(id, kind, muted);
+                    }
+                    self.drain_room_outputs(key, now);
+                }
+            }
+            Command::Leave { id } => self.remove_participant(id, "left", now),
+            Command::Rooms { reply } => {
+                let rooms = self
+                    .rooms
+                    .values()
+                    .map(|h| RoomSummary {
+                        name: h.name.clone(),
+                        participants: h.room.participants().cloned().collect(),
+                    })
+                    .collect();
+                let _ = reply.send(rooms);
+            }
+            Command::Inspect { reply } => {
+                let info = ShardInfo {
+                    udp_addr: self.candidate,
+                    udp_sockets: 1,
+                    peers: self.peers.len(),
+                    demux_addresses: self.demux.addresses(),
+                    max_gso_segments: self.udp.max_gso_segments(),
+                    srtp: self.srtp_ciphers(now),
+                };
+                let _ = reply.send(info);
+            }
+        }
+    }
+
+    /// Runs `f` on a participant's connection, then makes the next offer if one is due.
+    fn on_peer(&mut self, id: ParticipantId, now: Instant, f: impl FnOnce(&mut Peer)) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return; // left meanwhile
+        };
+        f(peer);
+        touch(&mut self.touched, peer);
+        self.offer_if_due(id, now);
+    }
+
+    fn join(
+        &mut self,
+        id: ParticipantId,
+        room: String,
+        name: String,
+        events: mpsc::Sender<PeerOutput>,
+        reply: oneshot::Sender<Result<JoinSnapshot, SignalError>>,
+        now: Instant,
+    ) {
+        let key = match self.room_keys.get(&room) {
+            Some(k) => *k,
+            None => {
+                let key = self.next_room_key();
+                self.room_keys.insert(room.clone(), key);
+                let host = RoomHost::new(room.clone(), self.settings.max_participants);
+                self.rooms.insert(key, host);
+                key
+            }
+        };
+        let credentials = Credentials::random();
+        let result = server_peer(&credentials, self.candidate, self.settings.srtp, now)
+            .map_err(|e| {
+                SignalError::Engine(EngineError::Internal(format!(
+                    "cannot open a media connection: {e}"
+                )))
+            })
+            .and_then(|pc| {
+                let host = self.rooms.get_mut(&key).expect("room created above");
+                let snapshot = host.room.join(id, &name)?;
+                Ok((pc, snapshot))
+            });
+        match result {
+            Ok((pc, snapshot)) => {
+                let mut peer = Peer::new(id, key, pc, events, now + FIRST_OFFER_WAIT);
+                self.demux.add(id, &credentials.ufrag);
+                touch(&mut self.touched, &mut peer);
+                self.peers.insert(id, peer);
+                info!(participant = %id, room = %room, name = %name, "joined");
+                let _ = reply.send(Ok(snapshot));
+                self.drain_room_outputs(key, now);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                self.close_room_if_empty(key);
+            }
+        }
+    }
+
+    fn answer(&mut self, id: ParticipantId, sdp: String, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let ready = match peer.client_answer(sdp, now) {
+            Ok(ready) => ready,
+            Err(e) => {
+                peer.tell(PeerOutput::Error(e));
+                return;
+            }
+        };
+        touch(&mut self.touched, peer);
+        let key = peer.room;
+        if let Some(host) = self.rooms.get_mut(&key) {
+            for leg in ready {
+                let Some(sender) = peer.legs.get(&leg.track).map(|l| l.sender) else {
+                    continue;
+                };
+                host.legs.insert(
+                    leg.leg,
+                    LegRoute {
+                        subscriber: id,
+                        sender,
+                    },
+                );
+                let base = (rand::random::<u16>(), rand::random::<u32>());
+                host.room
+                    .consumer_ready(leg.leg, id, leg.track, leg.params, base, now);
+            }
+        }
+        self.drain_room_outputs(key, now);
+        self.offer_if_due(id, now);
+    }
+
+    /// Makes the participant's next server offer, if the room changed what it receives.
+    pub(super) fn offer_if_due(&mut self, id: ParticipantId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match peer.next_offer(&self.ids, now) {
+            Ok(None) => {}
+            Ok(Some((sdp, closed))) => {
+                peer.tell(PeerOutput::Offer(sdp));
+                let key = peer.room;
+                if let Some(host) = self.rooms.get_mut(&key) {
+                    for leg in closed {
+                        host.room.consumer_closed(leg);
+                    }
+                }
+                self.drain_room_outputs(key, now);
+            }
+            Err(e) => {
+                warn!(participant = %id, "cannot make an offer: {e}");
+                peer.tell(PeerOutput::Error(e));
+            }
+        }
+    }
+
+    /// Takes a participant out of its room and the shard, and tells its session.
+    pub(super) fn remove_participant(
+        &mut self,
+        id: ParticipantId,
+        why: &'static str,
+        now: Instant,
+    ) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        self.demux.remove(id);
+        let _ = peer.pc.close();
+        let _ = peer.events.try_send(PeerOutput::Closed(why));
+        let key = peer.room;
+        if let Some(host) = self.rooms.get_mut(&key) {
+            host.room.leave(id);
+        }
+        self.drain_room_outputs(key, now);
+        self.close_room_if_empty(key);
+        debug!(participant = %id, "removed: {why}");
+    }
+
+    fn close_room_if_empty(&mut self, key: crate::engine::peer::RoomKey) {
+        if self.rooms.get(&key).is_some_and(|h| h.room.is_empty()) {
+            if let Some(host) = self.rooms.remove(&key) {
+                self.room_keys.remove(&host.name);
+            }
+        }
+    }
+}

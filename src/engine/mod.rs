@@ -1,0 +1,241 @@
+//! The media engine: the only code that names rtc types and owns media sockets.
+//!
+//! A shard is one OS thread that owns one UDP socket, the rooms placed on it (their pure
+//! [`crate::room::Room`] cores), the sans-I/O peer connection of every participant in
+//! those rooms, and one timer heap. A room lives on one shard, so a packet is received,
+//! routed and sent again on one thread with no lock and no channel on its way. Signaling
+//! talks to a shard only by message ([`Command`] in, [`PeerOutput`] out).
+//! docs/ARCHITECTURE.md has the threading and the packet path.
+
+pub mod build;
+mod control;
+pub mod demux;
+pub mod feedback;
+mod negotiate;
+pub mod peer;
+pub mod rewrite;
+mod routing;
+pub mod shard;
+pub mod udp;
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::MediaConfig;
+use crate::error::SignalError;
+use crate::id::{MediaKind, ParticipantId};
+use crate::metrics::Metrics;
+use crate::room::{JoinSnapshot, NegotiationError, ParticipantInfo, RoomEvent};
+
+pub use rtc::peer_connection::transport::RTCIceCandidateInit as IceCandidate;
+
+/// Commands a shard takes at most this many of before it looks at its socket again.
+const COMMAND_QUEUE: usize = 1024;
+/// Events queued for one participant's signaling; a session this far behind is dropped.
+pub const SESSION_QUEUE: usize = 1024;
+
+/// What signaling asks of a shard.
+pub enum Command {
+    Join {
+        id: ParticipantId,
+        room: String,
+        name: String,
+        events: mpsc::Sender<PeerOutput>,
+        reply: oneshot::Sender<Result<JoinSnapshot, SignalError>>,
+    },
+    Offer {
+        id: ParticipantId,
+        sdp: String,
+    },
+    Answer {
+        id: ParticipantId,
+        sdp: String,
+    },
+    Candidate {
+        id: ParticipantId,
+        candidate: IceCandidate,
+    },
+    Mute {
+        id: ParticipantId,
+        kind: MediaKind,
+        muted: bool,
+    },
+    Leave {
+        id: ParticipantId,
+    },
+    Rooms {
+        reply: oneshot::Sender<Vec<RoomSummary>>,
+    },
+    /// Facts for tests and operators: the shard's sockets and connections.
+    Inspect {
+        reply: oneshot::Sender<ShardInfo>,
+    },
+}
+
+/// What a shard tells one participant's signaling session.
+#[derive(Debug)]
+pub enum PeerOutput {
+    Room(RoomEvent),
+    Offer(String),
+    Answer(String),
+    Error(EngineError),
+    /// The participant is gone from the shard (media failed, or removed); close signaling.
+    Closed(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid SDP: {0}")]
+    BadSdp(String),
+    #[error(transparent)]
+    Negotiation(#[from] NegotiationError),
+    #[error("invalid ICE candidate: {0}")]
+    BadCandidate(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RoomSummary {
+    pub name: String,
+    pub participants: Vec<ParticipantInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardInfo {
+    pub udp_addr: SocketAddr,
+    pub udp_sockets: usize,
+    pub peers: usize,
+    pub demux_addresses: usize,
+    pub max_gso_segments: usize,
+    /// The SRTP profile each connected peer negotiated, by participant.
+    pub srtp: Vec<(ParticipantId, String)>,
+}
+
+/// How signaling reaches one shard.
+#[derive(Clone)]
+pub struct ShardHandle {
+    pub index: usize,
+    pub udp_addr: SocketAddr,
+    commands: mpsc::Sender<Command>,
+}
+
+impl ShardHandle {
+    /// Waits while the shard's queue is full (signaling may wait; media never does).
+    /// False when the shard has stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.commands.send(cmd).await.is_ok()
+    }
+}
+
+/// Process-wide id sources, so ids never repeat across rooms or shards.
+#[derive(Default)]
+pub struct Ids {
+    tracks: AtomicU64,
+    legs: AtomicU64,
+    participants: AtomicU64,
+}
+
+impl Ids {
+    pub fn participant(&self) -> ParticipantId {
+        ParticipantId(self.participants.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+    pub fn track(&self) -> crate::id::TrackId {
+        crate::id::TrackId(self.tracks.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+    pub fn leg(&self) -> crate::id::LegId {
+        crate::id::LegId(self.legs.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// All shards of this server.
+pub struct Engine {
+    shards: Vec<ShardHandle>,
+    pub ids: Arc<Ids>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// Binds every shard's socket and starts its thread.
+    pub fn start(
+        media: &MediaConfig,
+        max_participants: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Engine> {
+        let ids = Arc::new(Ids::default());
+        let mut shards = Vec::new();
+        for index in 0..media.shards.max(1) {
+            let port = if media.udp_port == 0 {
+                0
+            } else {
+                media.udp_port + index as u16
+            };
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            let settings = shard::ShardSettings {
+                index,
+                bind: SocketAddr::new(media.bind_ip(), port),
+                advertise: media.advertise_ip(),
+                srtp: media.srtp,
+                max_participants,
+            };
+            let udp_addr = shard::spawn(settings, rx, ids.clone(), metrics.clone())?;
+            shards.push(ShardHandle {
+                index,
+                udp_addr,
+                commands: tx,
+            });
+        }
+        Ok(Engine {
+            shards,
+            ids,
+            metrics,
+        })
+    }
+
+    /// The shard a room lives on: rooms are spread by name, so every participant of
+    /// one room meets on one shard.
+    pub fn shard_for(&self, room: &str) -> &ShardHandle {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut h);
+        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+    }
+
+    pub fn shards(&self) -> &[ShardHandle] {
+        &self.shards
+    }
+
+    /// Every room on every shard, sorted by name.
+    pub async fn rooms(&self) -> Vec<RoomSummary> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if !shard.send(Command::Rooms { reply: tx }).await {
+                continue;
+            }
+            if let Ok(Ok(rooms)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                out.extend(rooms);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub async fn inspect(&self) -> Vec<ShardInfo> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if shard.send(Command::Inspect { reply: tx }).await {
+                if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
+                    out.push(info);
+                }
+            }
+        }
+        out
+    }
+}
