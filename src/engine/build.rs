@@ -121,7 +121,8 @@ fn media_engine() -> Result<MediaEngine> {
 fn srtp_profiles(policy: SrtpPolicy) -> Vec<SrtpProtectionProfile> {
     use SrtpProtectionProfile::*;
     match policy {
-        SrtpPolicy::Gcm => vec![Srtp_Aead_Aes_128_Gcm, Srtp_Aead_Aes_256_Gcm],
+        // AES-128-GCM alone: Chromium lists AES-256-GCM before it, and would get that.
+        SrtpPolicy::Gcm => vec![Srtp_Aead_Aes_128_Gcm],
         SrtpPolicy::Compatible => vec![
             Srtp_Aead_Aes_128_Gcm,
             Srtp_Aead_Aes_256_Gcm,

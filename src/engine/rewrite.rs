@@ -20,6 +20,10 @@ pub fn apply_rewrite(h: &mut rtp::header::Header, r: &RewrittenHeader) {
             }
             None => false,
         });
+        // The parsed padding belonged to the publisher's extension block; rtc sizes the
+        // packet with it, so a stale value makes SRTP refuse the packet (marshal size
+        // mismatch). The block is padded to 4 bytes on marshal anyway.
+        h.extensions_padding = 0;
         if h.extensions.is_empty() {
             h.extension = false;
         }
@@ -31,6 +35,7 @@ mod tests {
     use super::*;
     use crate::room::ExtMap;
     use rtc::rtp::header::Extension;
+    use rtc::shared::marshal::MarshalSize;
 
     #[test]
     fn rewrite_sets_leg_fields_and_maps_or_strips_extensions() {
@@ -63,7 +68,13 @@ mod tests {
             payload_type: 111,
             ext_map: ExtMap(map),
         };
+        h.extensions_padding = 3; // as parsed from a publisher's block with more extensions
         apply_rewrite(&mut h, &r);
+        assert_eq!(
+            h.marshal_size(),
+            12 + 4 + 4,
+            "one 1-byte extension: a 4-byte block, no stale padding"
+        );
         assert_eq!(
             (h.ssrc, h.sequence_number, h.timestamp, h.payload_type),
             (42, 100, 200, 111)

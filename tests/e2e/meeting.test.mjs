@@ -54,7 +54,7 @@ let server; // { child, url, log }
 
 function startServer(listen = '127.0.0.1:0') {
   return new Promise((resolve, reject) => {
-    const child = spawn(SERVER_BIN, ['--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(SERVER_BIN, ['--listen', listen, '--udp-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const log = [];
     let buffered = '';
     let settled = false;
@@ -227,6 +227,25 @@ test('three pages hold a meeting', { timeout: 120000 }, async () => {
   }
   const flows = await Promise.all(pages.map((p) => expectMediaFlowing(p, { video: 2, audio: 2 })));
   flows.forEach((f, i) => console.log(`${names[i]}: ${f.v} video / ${f.a} audio inbound streams rising`));
+
+  // The engine's SRTP choice and its one port, as each browser sees them: AES-128-GCM
+  // (the server lists only it, see engine/build.rs), and every page's selected pair ends
+  // on the server's one UDP port.
+  const serverPorts = new Set();
+  for (const p of pages) {
+    const t = await p.page.evaluate(async () => {
+      const stats = [...(await window.switchyard.pc.getStats()).values()];
+      const transport = stats.find((s) => s.type === 'transport');
+      const pair = stats.find((s) => s.type === 'candidate-pair' && s.id === transport?.selectedCandidatePairId);
+      const remote = stats.find((s) => s.type === 'remote-candidate' && s.id === pair?.remoteCandidateId);
+      return { cipher: transport?.srtpCipher, address: remote?.address, port: remote?.port };
+    });
+    console.log(`${p.query}: srtpCipher ${t.cipher}, server candidate ${t.address}:${t.port}`);
+    assert.equal(t.cipher, 'SRTP_AEAD_AES_128_GCM');
+    assert.equal(t.address, '127.0.0.1');
+    serverPorts.add(t.port);
+  }
+  assert.equal(serverPorts.size, 1, 'all pages meet on one server port');
 
   // Remote tiles carry the other participants' names.
   const labels = await A.page.$$eval('.tile.remote .name', (els) => els.map((e) => e.textContent).sort());
