@@ -11,6 +11,8 @@ pub mod build;
 mod control;
 pub mod demux;
 pub mod feedback;
+#[cfg(test)]
+mod fuzz_tests;
 mod negotiate;
 pub mod peer;
 pub mod rewrite;

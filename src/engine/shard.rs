@@ -320,16 +320,15 @@ impl Shard {
                     }),
                     _ => Metrics::inc(&self.metrics.rtp_in_unrouted),
                 },
-                RTCMessage::RtcpPacket(track, packets) => {
-                    // Only keyframe requests are let through to us (feedback.rs); the track
-                    // is the subscriber leg's, named after the published track it carries.
-                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                        if let Ok(track) = track.parse::<TrackId>() {
-                            Metrics::inc(&self.metrics.keyframe_requests_from_subscribers);
-                            let room = peer.room;
-                            if let Some(host) = self.rooms.get_mut(&room) {
-                                host.room.keyframe_request(track, now);
-                            }
+                // Only keyframe requests are let through to us (feedback.rs); the track is
+                // the subscriber leg's, named after the published track it carries.
+                RTCMessage::RtcpPacket(track, packets)
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) =>
+                {
+                    if let Ok(track) = track.parse::<TrackId>() {
+                        Metrics::inc(&self.metrics.keyframe_requests_from_subscribers);
+                        if let Some(host) = self.rooms.get_mut(&peer.room) {
+                            host.room.keyframe_request(track, now);
                         }
                     }
                 }
