@@ -56,7 +56,7 @@ async fn twenty_participants_share_one_server_port() {
     };
     let mut clients = Vec::new();
     for i in 0..20 {
-        let c = SyntheticParticipant::join(&server.ws, "crowd", &format!("p{i}"), plan.clone())
+        let c = SyntheticParticipant::join(&server.ws, "crowd", &format!("p{i}"), plan)
             .await
             .unwrap_or_else(|e| panic!("participant {i} cannot join: {e}"));
         clients.push(c);
