@@ -257,8 +257,8 @@ async fn run(args: Args) -> Result<(), String> {
         server_cpu_us_per_packet: (has_cpu && forwarded > 0.0).then(|| cpu * 1e6 / forwarded),
         server_cpu_percent: has_cpu.then(|| cpu / secs * 100.0),
         server_rss_mb: peak_rss,
-        server_leg_drops: delta(&server_end, &server_start, "rtp_leg_dropped") as u64,
-        server_ingress_drops: delta(&server_end, &server_start, "rtp_in_dropped") as u64,
+        server_leg_drops: delta(&server_end, &server_start, "udp_send_errors") as u64,
+        server_ingress_drops: delta(&server_end, &server_start, "rtp_in_unrouted") as u64,
         load_cpu_percent: own_cpu_start
             .zip(own_cpu_end)
             .map(|(a, b)| (b - a) / secs * 100.0),

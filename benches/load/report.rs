@@ -34,7 +34,7 @@ pub struct Report {
     pub server_cpu_percent: Option<f64>,
     /// Peak resident memory of the server.
     pub server_rss_mb: Option<f64>,
-    /// Packets the server dropped: full subscriber queues, full room inboxes.
+    /// Server drops: datagrams its socket refused to send, and RTP of no published track.
     pub server_leg_drops: u64,
     pub server_ingress_drops: u64,
     /// This load tester's CPU in % of one core (near 100 x cores: the client saturated).
@@ -108,7 +108,7 @@ impl Report {
             (
                 "server drops",
                 format!(
-                    "{} on full subscriber queues, {} on full room inboxes",
+                    "{} datagrams the socket refused, {} unrouted RTP packets",
                     self.server_leg_drops, self.server_ingress_drops
                 ),
             ),
