@@ -15,9 +15,9 @@ use clap::Parser;
 use serde_json::Value;
 use switchyard::metrics::process;
 use switchyard::synthetic::janus::{self, JanusPeer};
-use switchyard::synthetic::{
-    http, now_micros, percentile, MediaPlan, Shared, SyntheticParticipant, Video,
-};
+use switchyard::synthetic::lite::LiteParticipant;
+use switchyard::synthetic::pool::Pool;
+use switchyard::synthetic::{http, now_micros, percentile, MediaPlan, Shared, Video};
 
 use report::Report;
 use scenario::{Scenario, Shape};
@@ -78,6 +78,10 @@ struct Args {
     /// stats endpoint; for Switchyard its /api/stats is used).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Threads carrying the synthetic participants' media (sans-I/O rtc connections,
+    /// many per thread); Switchyard target only.
+    #[arg(long, default_value_t = 1)]
+    load_threads: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -99,7 +103,7 @@ struct Member {
 }
 
 enum Connections {
-    Switchyard(SyntheticParticipant),
+    Switchyard(LiteParticipant),
     Janus(Vec<JanusPeer>),
 }
 
@@ -390,6 +394,10 @@ async fn join_switchyard(
     let gap = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
     let run_id = now_micros() % 100_000;
     let mut members = Vec::with_capacity(total);
+    let pools = (0..args.load_threads.max(1))
+        .map(|i| Pool::start(&format!("load-media-{i}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot start a media thread: {e}"))?;
     for room in 0..shape.rooms {
         let room_name = format!("load-{run_id}-{room}");
         for (i, (video, audio)) in roles(shape).into_iter().enumerate() {
@@ -398,7 +406,9 @@ async fn join_switchyard(
             } else {
                 MediaPlan::none()
             };
-            let p = SyntheticParticipant::join_from(
+            let pool = &pools[members.len() % pools.len()];
+            let p = LiteParticipant::join(
+                pool,
                 &ws_url,
                 &room_name,
                 &format!("synthetic-{i}"),

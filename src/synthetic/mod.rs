@@ -4,9 +4,11 @@
 
 pub mod http;
 pub mod janus;
+pub mod lite;
 pub mod media;
 pub mod participant;
 pub mod peer;
+pub mod pool;
 pub mod stats;
 
 pub use media::{now_micros, MediaPlan, Video, H264_PT, OPUS_PT, VP8_PT};

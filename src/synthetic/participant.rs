@@ -83,7 +83,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -153,7 +153,7 @@ pub(crate) async fn peer_on(
         .map_err(|e| SyntheticError::Peer(e.to_string()))
 }
 
-type WsStream =
+pub(crate) type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 impl SyntheticParticipant {
@@ -262,7 +262,7 @@ impl SyntheticParticipant {
     }
 }
 
-async fn wait_for_joined(
+pub(crate) async fn wait_for_joined(
     ws_rx: &mut futures_util::stream::SplitStream<WsStream>,
 ) -> Result<Value, SyntheticError> {
     loop {

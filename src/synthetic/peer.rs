@@ -25,7 +25,7 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// After the application-most default interceptor, so every interceptor has seen the
 /// inbound RTCP before keyframe requests are picked out of it.
-const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
+pub(crate) const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
 
 fn video_feedback() -> Vec<RTCPFeedback> {
     [
@@ -44,7 +44,7 @@ fn video_feedback() -> Vec<RTCPFeedback> {
 
 /// The codecs the router forwards: Opus, VP8 and H.264 (constrained baseline,
 /// packetization-mode 1, what every browser sends). VP8 first: every browser decodes it.
-fn media_engine() -> webrtc::error::Result<MediaEngine> {
+pub(crate) fn media_engine() -> webrtc::error::Result<MediaEngine> {
     let mut m = MediaEngine::default();
     let codec = |mime: &str, clock_rate, channels, fmtp: &str, fb: Vec<RTCPFeedback>, pt| {
         RTCRtpCodecParameters {
