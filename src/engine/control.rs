@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::build::{server_peer, Credentials};
 use super::peer::Peer;
-use super::routing::{LegRoute, RoomHost};
+use super::routing::RoomHost;
 use super::shard::{touch, Shard, FIRST_OFFER_WAIT};
 use super::{Command, EngineError, PeerOutput, RoomSummary, ShardInfo};
 use crate::error::SignalError;
@@ -146,16 +146,7 @@ impl Shard {
         let key = peer.room;
         if let Some(host) = self.rooms.get_mut(&key) {
             for leg in ready {
-                let Some(sender) = peer.legs.get(&leg.track).map(|l| l.sender) else {
-                    continue;
-                };
-                host.legs.insert(
-                    leg.leg,
-                    LegRoute {
-                        subscriber: id,
-                        sender,
-                    },
-                );
+                host.legs.insert(leg.leg, id);
                 let base = (rand::random::<u16>(), rand::random::<u32>());
                 host.room
                     .consumer_ready(leg.leg, id, leg.track, leg.params, base, now);

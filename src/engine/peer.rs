@@ -36,6 +36,41 @@ pub struct Published {
     pub track: TrackId,
     /// Only this SSRC is forwarded: further simulcast layers are not routed yet.
     pub ssrc: u32,
+    /// The publisher's extension ids that may be forwarded at all (see
+    /// `room::rewrite::FORWARDED_EXTENSIONS`): the rest are dropped once, at ingress,
+    /// so the per-leg copies do not carry (and allocate for) them.
+    pub forwardable_extensions: ExtensionMask,
+}
+
+/// A set of one-byte/two-byte header extension ids (0..=255).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtensionMask([u64; 4]);
+
+impl ExtensionMask {
+    pub fn of(ids: impl IntoIterator<Item = u8>) -> ExtensionMask {
+        let mut m = ExtensionMask::default();
+        for id in ids {
+            m.0[id as usize / 64] |= 1 << (id % 64);
+        }
+        m
+    }
+
+    pub fn contains(&self, id: u8) -> bool {
+        self.0[id as usize / 64] & (1 << (id % 64)) != 0
+    }
+
+    /// Keeps only the extensions in the mask.
+    pub fn filter(&self, h: &mut rtc::rtp::header::Header) {
+        if !h.extension {
+            return;
+        }
+        h.extensions.retain(|e| self.contains(e.id));
+        // The parsed padding belonged to the full block; see engine::rewrite.
+        h.extensions_padding = 0;
+        if h.extensions.is_empty() {
+            h.extension = false;
+        }
+    }
 }
 
 /// A track this participant receives: one send-only transceiver.
@@ -111,5 +146,33 @@ impl Peer {
     pub fn unsubscribe(&mut self, track: TrackId) {
         self.wanted.remove(&track);
         self.negotiator.unwant(track);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rtc::rtp::header::{Extension, Header};
+
+    #[test]
+    fn the_ingress_mask_keeps_only_forwardable_extensions() {
+        let mask = ExtensionMask::of([1, 200]);
+        assert!(mask.contains(1) && mask.contains(200) && !mask.contains(3));
+        let ext = |id| Extension {
+            id,
+            payload: Bytes::from_static(&[0]),
+        };
+        let mut h = Header {
+            extension: true,
+            extensions: vec![ext(1), ext(3), ext(4)],
+            extensions_padding: 3,
+            ..Default::default()
+        };
+        mask.filter(&mut h);
+        assert_eq!(h.extensions.len(), 1);
+        assert_eq!((h.extension, h.extensions_padding), (true, 0));
+        ExtensionMask::default().filter(&mut h);
+        assert!(!h.extension && h.extensions.is_empty());
     }
 }

@@ -8,18 +8,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rtc::peer_connection::event::RTCTrackEventInit;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
 use tracing::debug;
 
-use super::peer::{Published, RoomKey, TrackDesc};
+use super::peer::{ExtensionMask, Published, RoomKey, TrackDesc};
 use super::rewrite::apply_rewrite;
 use super::shard::{touch, Shard};
 use super::PeerOutput;
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
+use crate::room::rewrite::FORWARDED_EXTENSIONS;
 use crate::room::{Codec, Output, Room, RtpIn, TrackInfo};
 
 /// Counted per forwarded packet for the bitrate figure (extensions left out).
@@ -32,17 +34,12 @@ pub struct Inbound {
     pub packet: rtp::Packet,
 }
 
-/// Where a subscriber leg's packets go.
-pub struct LegRoute {
-    pub subscriber: ParticipantId,
-    pub sender: RTCRtpSenderId,
-}
-
 pub struct RoomHost {
     pub name: String,
     pub room: Room,
     pub tracks: HashMap<TrackId, Arc<TrackDesc>>,
-    pub legs: HashMap<LegId, LegRoute>,
+    /// Each subscriber leg's subscriber: where its packets go.
+    pub legs: HashMap<LegId, ParticipantId>,
     /// Reused for every packet: the core's per-leg decisions.
     forwards: Vec<crate::room::Forward>,
 }
@@ -81,25 +78,30 @@ impl Shard {
             host.forwards.clear();
             host.room.route_rtp(track, rtp_in, now, &mut host.forwards);
             for f in &host.forwards {
-                let Some(route) = host.legs.get(&f.leg) else {
+                let Some(subscriber) = host.legs.get(&f.leg) else {
                     continue;
                 };
-                let Some(subscriber) = self.peers.get_mut(&route.subscriber) else {
+                let Some(subscriber) = self.peers.get_mut(subscriber) else {
                     continue;
                 };
                 let mut copy = packet.clone();
                 apply_rewrite(&mut copy.header, &f.header);
                 let bytes = copy.payload.len() as u64 + RTP_HEADER_BYTES;
-                let written = subscriber
-                    .pc
-                    .rtp_sender(route.sender)
-                    .map(|mut sender| sender.write_rtp(now, copy));
+                // Straight into the connection's write pipeline. `write_rtp` would check
+                // the SSRC, payload type and extension ids against a parameter set it
+                // rebuilds for every packet; the leg's rewrite already guarantees all three
+                // (they come from this sender's negotiated parameters). rtc ignores the
+                // track id here, so an empty one costs no allocation.
+                let written = subscriber.pc.handle_write(TaggedRTCMessage {
+                    now,
+                    message: RTCMessage::RtpPacket(String::new(), copy),
+                });
                 match written {
-                    Some(Ok(())) => {
+                    Ok(()) => {
                         Metrics::inc(&self.metrics.rtp_forwarded);
                         self.metrics.rtp_forwarded_bytes.fetch_add(bytes, Relaxed);
                     }
-                    _ => Metrics::inc(&self.metrics.rtp_write_errors),
+                    Err(_) => Metrics::inc(&self.metrics.rtp_write_errors),
                 }
                 touch(&mut self.touched, subscriber);
             }
@@ -188,19 +190,26 @@ impl Shard {
         let Some(codec) = receiver.track().codec(init.ssrc).cloned() else {
             return;
         };
-        let extensions = receiver
+        let extensions: Vec<(u8, String)> = receiver
             .get_parameters()
             .rtp_parameters
             .header_extensions
             .iter()
             .map(|e| (e.id as u8, e.uri.clone()))
             .collect();
+        let forwardable_extensions = ExtensionMask::of(
+            extensions
+                .iter()
+                .filter(|(_, uri)| FORWARDED_EXTENSIONS.contains(&uri.as_str()))
+                .map(|(id, _)| *id),
+        );
         debug!(participant = %id, track = %track_id, %kind, codec = %codec.mime_type, "publishing");
         peer.published.insert(
             init.track_id.clone(),
             Published {
                 track: track_id,
                 ssrc: init.ssrc,
+                forwardable_extensions,
             },
         );
         let key = peer.room;

@@ -312,12 +312,15 @@ impl Shard {
         }
         while let Some(msg) = peer.pc.poll_read() {
             match msg.message {
-                RTCMessage::RtpPacket(track, packet) => match peer.published.get(&track) {
-                    Some(p) if p.ssrc == packet.header.ssrc => self.inbound.push(Inbound {
-                        room: peer.room,
-                        track: p.track,
-                        packet,
-                    }),
+                RTCMessage::RtpPacket(track, mut packet) => match peer.published.get(&track) {
+                    Some(p) if p.ssrc == packet.header.ssrc => {
+                        p.forwardable_extensions.filter(&mut packet.header);
+                        self.inbound.push(Inbound {
+                            room: peer.room,
+                            track: p.track,
+                            packet,
+                        })
+                    }
                     _ => Metrics::inc(&self.metrics.rtp_in_unrouted),
                 },
                 // Only keyframe requests are let through to us (feedback.rs); the track is

@@ -137,6 +137,10 @@ impl PoolState {
     ) -> io::Result<usize> {
         let mut socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        // A subscriber's share of a frame arrives as one burst; while this thread serves
+        // the other sockets it must wait in the buffer, not be lost (best effort: the
+        // kernel caps it at net.core.rmem_max).
+        let _ = state.set_recv_buffer_size(UdpSockRef::from(&socket), 1 << 20);
         let local = socket.local_addr()?;
         let key = self.next_key;
         self.next_key += 1;

@@ -7,168 +7,22 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import {
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, inboundStats, openChromiumPage, pageState,
+  sleep, startServer, stopServer, waitFor,
+} from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(here, '../..');
-const SERVER_BIN = process.env.SWITCHYARD_BIN ?? path.resolve(here, '../../target/release/switchyard');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const SCREENSHOT = path.join(repoRoot, 'target/e2e/meeting-3.png');
-
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream',
-  '--allow-loopback-in-peer-connection', // without it Chromium gathers no loopback candidates
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-];
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Polls `check` until it returns a truthy value (other than an object with ok: false,
-// which a check returns to explain itself) or `timeoutMs` passes; the last value seen
-// goes into the failure message.
-async function waitFor(what, check, timeoutMs = 30000, everyMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    last = await check();
-    if (last && last.ok !== false) return last;
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
-
-// ---------- server ----------
+const SCREENSHOT = path.join(E2E_OUT, 'meeting-3.png');
+// The server's log goes to target/e2e/server.log, for reading after a failure.
+const SERVER_LOG = path.join(E2E_OUT, 'server.log');
 
 let server; // { child, url, log }
-
-function startServer(listen = '127.0.0.1:0') {
-  return new Promise((resolve, reject) => {
-    const child = spawn(SERVER_BIN, ['--listen', listen, '--udp-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const log = [];
-    let buffered = '';
-    let settled = false;
-    const finish = (err, value) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (err) { child.kill('SIGKILL'); reject(err); } else resolve(value);
-    };
-    const timer = setTimeout(() => finish(new Error(
-      `server printed no "listening on" line within 20 s:\n${log.join('\n')}`)), 20000);
-    // Keep draining both pipes for the server's whole life so it never blocks on a full pipe.
-    child.stdout.on('data', (chunk) => {
-      buffered += chunk;
-      const lines = buffered.split('\n');
-      buffered = lines.pop();
-      for (const line of lines) {
-        log.push(line);
-        const m = line.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
-        if (m) finish(null, { child, url: m[1], log });
-      }
-    });
-    child.stderr.on('data', (chunk) => log.push(...String(chunk).split('\n').filter(Boolean)));
-    child.on('error', (err) => finish(new Error(`cannot start ${SERVER_BIN}: ${err.message}`)));
-    child.on('exit', (code, sig) => finish(new Error(
-      `server exited (${code ?? sig}) before listening:\n${log.join('\n')}`)));
-  });
-}
-
-// The server's log goes to target/e2e/server.log, for reading after a failure.
-const SERVER_LOG = path.join(repoRoot, 'target/e2e/server.log');
-
-async function stopServer() {
-  if (server?.log) {
-    mkdirSync(path.dirname(SERVER_LOG), { recursive: true });
-    writeFileSync(SERVER_LOG, server.log.join('\n') + '\n');
-  }
-  const child = server?.child;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  if (await Promise.race([exited.then(() => true), sleep(5000).then(() => false)])) return;
-  child.kill('SIGKILL');
-  await Promise.race([exited, sleep(2000)]);
-}
-
-// Last resort if the runner dies mid-test: never leave the spawned server behind.
-process.on('exit', () => { try { server?.child.kill('SIGKILL'); } catch { /* gone */ } });
-
-// ---------- browser ----------
-
 let browser;
 
-async function openPage(query, initScript) {
-  const context = await browser.newContext({
-    viewport: { width: 1280, height: 720 },
-    permissions: ['camera', 'microphone'],
-  });
-  const page = await context.newPage();
-  page.on('pageerror', (err) => console.log(`[page ${query}] uncaught: ${err.message}`));
-  if (initScript) await page.addInitScript(initScript);
-  // The page's console goes to target/e2e/<query>.console.log, for reading after a failure.
-  const consoleLog = path.join(repoRoot, 'target/e2e', `${query.replace(/[^A-Za-z0-9=_-]/g, '_')}.console.log`);
-  mkdirSync(path.dirname(consoleLog), { recursive: true });
-  writeFileSync(consoleLog, '');
-  page.on('console', (m) => appendFileSync(consoleLog, `${new Date().toISOString()} ${m.type()}: ${m.text()}\n`));
-  const navigatedAt = Date.now();
-  await page.goto(`${server.url}/?${query}`, { timeout: 15000 });
-  return { page, context, navigatedAt, query };
-}
-
-// inbound-rtp counters of the page's current PeerConnection.
-function inboundStats(page) {
-  return page.evaluate(async () => {
-    const pc = window.switchyard?.pc;
-    if (!pc) return [];
-    const out = [];
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp') {
-        out.push({ id: s.id, kind: s.kind, framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0 });
-      }
-    });
-    return out;
-  });
-}
-
-const pageState = (page) => page.evaluate(() => ({
-  state: window.switchyard?.state,
-  text: document.getElementById('conn-state')?.textContent,
-  remoteTiles: window.switchyard?.remoteTileCount() ?? -1,
-}));
-
-// Media is flowing when, between two samples ~2 s apart, at least `video` inbound video
-// streams decoded more frames and at least `audio` inbound audio streams got more packets.
-// Retries the sample pair until the deadline.
-async function expectMediaFlowing(p, { video, audio }, timeoutMs = 30000) {
-  let seen;
-  try {
-    return await waitFor(`${p.query}: ${video} video + ${audio} audio inbound streams rising`, async () => {
-      const before = new Map((await inboundStats(p.page)).map((s) => [s.id, s]));
-      await sleep(2000);
-      const after = await inboundStats(p.page);
-      const rising = (kind, field) => after.filter((s) =>
-        s.kind === kind && before.has(s.id) && s[field] > before.get(s.id)[field]).length;
-      const v = rising('video', 'framesDecoded');
-      const a = rising('audio', 'packetsReceived');
-      seen = { v, a, before: [...before.values()], after };
-      return v >= video && a >= audio && { v, a };
-    }, timeoutMs, 0);
-  } catch (err) {
-    err.message += `\nlast samples: ${JSON.stringify(seen)}`;
-    throw err;
-  }
-}
+const openPage = (query, initScript) => openChromiumPage(browser, server, query, initScript);
 
 before(async () => {
   server = await startServer();
@@ -177,7 +31,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close().catch(() => {});
-  await stopServer();
+  await stopServer(server, SERVER_LOG);
 });
 
 // CPU seconds (user + system) the server process has used, from /proc/PID/stat.
@@ -347,7 +201,7 @@ test('pages reconnect after the server restarts', { timeout: 120000 }, async () 
     });
   }
   const listen = new URL(server.url).host;
-  await stopServer();
+  await stopServer(server, SERVER_LOG);
   for (const p of pages) {
     await waitFor(`${p.query}: "reconnecting" while the server is down`, async () =>
       (await pageState(p.page)).state === 'reconnecting', 15000, 100);

@@ -12,10 +12,11 @@ if [[ ! -x "$SWITCHYARD_BIN" ]]; then
   exit 1
 fi
 
-# Debian's chromium (playwright-core never downloads a browser), and Node.js with npm
-# to run the tests, from Debian's packages when missing.
+# Debian's chromium and firefox-esr (playwright-core and puppeteer-core never download a
+# browser), and Node.js with npm to run the tests, from Debian's packages when missing.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
+command -v firefox-esr >/dev/null || missing+=(firefox-esr)
 command -v npm >/dev/null || missing+=(nodejs npm)
 if (( ${#missing[@]} )); then
   sudo=""
@@ -25,8 +26,10 @@ if (( ${#missing[@]} )); then
 fi
 
 cd "$here"
-if [[ ! -d node_modules ]]; then
-  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+# (Re)install when node_modules is missing or older than the lock file (npm writes
+# node_modules/.package-lock.json on every install).
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund
 fi
 
 # One file at a time: the machine is small and the tests share nothing but the binary.

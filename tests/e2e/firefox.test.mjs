@@ -1,0 +1,152 @@
+// End-to-end across engines: the real switchyard binary, two headless Chromium pages
+// (playwright-core) and one headless Firefox page (puppeteer-core over WebDriver BiDi),
+// Debian's browsers both, never downloaded ones. Only 127.0.0.0/8 is used, and every
+// wait has a deadline.
+//
+//   SWITCHYARD_BIN   server binary (default: target/release/switchyard)
+//   CHROMIUM_PATH    browser binary (default: /usr/bin/chromium)
+//   FIREFOX_PATH     browser binary (default: /usr/bin/firefox-esr)
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
+import {
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, consoleLogFile, expectMediaFlowing, inLoopbackNet, openChromiumPage,
+  pageState, serverStats, startServer, stopServer, transportInfo, waitFor, within,
+} from './harness.mjs';
+
+const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
+const SCREENSHOT = path.join(E2E_OUT, 'firefox-meeting.png');
+const SERVER_LOG = path.join(E2E_OUT, 'firefox-server.log');
+
+// Firefox 153 ESR, headless, fake camera/microphone, ICE on loopback:
+// - Fake devices do not count as "capturing or has a permission" for Firefox's ICE, so
+//   without a persistent camera/microphone permission it gathers in default-route-only
+//   mode: one host candidate per family on the default route (the interface that
+//   reaches 8.8.8.8, because the page's server is on loopback), and never loopback.
+//   `permissions.default.*` = 1 (allow) is that permission; it also turns off mDNS
+//   obfuscation of host candidates.
+// - `media.peerconnection.ice.loopback` then adds 127.0.0.1 (and ::1) to the gathered
+//   candidates. Firefox only pairs a loopback local candidate with a loopback remote
+//   one, so the pair with the server's 127.0.0.1 candidate is loopback at both ends
+//   (asserted below from the page's stats).
+// - `media.peerconnection.ice.force_interface` is not used: this Firefox never applies
+//   it (its nICEr log shows no forced interface whatever the pref says).
+// - ICE-TCP off (the server is UDP only) and autoplay allowed, as a participant clicking
+//   "join" would have it.
+const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': true,
+  'media.navigator.permission.disabled': true,
+  'permissions.default.camera': 1,
+  'permissions.default.microphone': 1,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.peerconnection.ice.tcp': false,
+  'media.autoplay.default': 0,
+};
+
+let server; // { child, url, log }
+let chromiumBrowser;
+let firefox;
+
+before(async () => {
+  server = await startServer();
+  chromiumBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+  firefox = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    timeout: 60000,
+    protocolTimeout: 60000,
+    extraPrefsFirefox: FIREFOX_PREFS,
+  });
+});
+
+after(async () => {
+  await within(15000, chromiumBrowser?.close().catch(() => {}));
+  if (firefox) {
+    const proc = firefox.process();
+    await within(15000, firefox.close().catch(() => {}));
+    // A browser that did not quit in time is killed by its PID.
+    if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  }
+  await stopServer(server, SERVER_LOG);
+});
+
+// A Firefox page (puppeteer-core) at <server>/?<query>, which joins straight away.
+async function openFirefoxPage(query) {
+  const page = await firefox.newPage();
+  await page.setViewport({ width: 1280, height: 720 });
+  const log = consoleLogFile(query, 'firefox-');
+  page.on('console', (m) => log(m.type(), m.text()));
+  page.on('pageerror', (err) => console.log(`[firefox ${query}] uncaught: ${err.message ?? err}`));
+  const navigatedAt = Date.now();
+  await page.goto(`${server.url}/?${query}`, { timeout: 15000 });
+  return { page, navigatedAt, query };
+}
+
+test('two Chromium pages and one Firefox page hold a meeting', { timeout: 180000 }, async () => {
+  const [A, B] = await Promise.all(['Ada', 'Bob'].map((n) => openChromiumPage(chromiumBrowser, server, `room=e2e-ff&name=${n}`)));
+  const F = await openFirefoxPage('room=e2e-ff&name=Fox');
+  const pages = [A, B, F];
+
+  try {
+    // Every page is connected and shows both others.
+    await Promise.all(pages.map((p) => waitFor(`${p.query}: connected with 2 remote tiles`, async () => {
+      const s = await pageState(p.page);
+      return s.state === 'connected' && s.remoteTiles === 2 ? s : { ok: false, ...s };
+    }, 45000, 250)));
+    pages.forEach((p) => console.log(`${p.query}: connected, 2 remote tiles, ${Date.now() - p.navigatedAt} ms after navigation`));
+
+    // Every page decodes video from, and receives audio from, both others; Firefox's
+    // video reaches the Chromium pages and theirs reaches Firefox.
+    const flows = await Promise.all(pages.map((p) => expectMediaFlowing(p, { video: 2, audio: 2 }, 45000)));
+    flows.forEach((f, i) => console.log(`${pages[i].query}: ${f.v} video / ${f.a} audio inbound streams rising`));
+  } catch (err) {
+    // The server's view of the failure: unknown senders, unknown ufrags, SRTP per peer.
+    const stats = await serverStats(server).catch((e) => `unavailable: ${e.message}`);
+    const ff = await transportInfo(F.page).catch((e) => `unavailable: ${e.message}`);
+    err.message += `\nserver /api/stats: ${JSON.stringify(stats)}\nFirefox transport: ${JSON.stringify(ff)}`;
+    throw err;
+  }
+
+  // Firefox's connection as its own stats see it: DTLS-SRTP with the server's one cipher,
+  // over a candidate pair that is loopback at both ends.
+  const ff = await transportInfo(F.page);
+  console.log(`Firefox gathered: ${ff.localCandidates.join(', ')}`);
+  console.log(`Firefox selected pair: ${ff.local?.address}:${ff.local?.port} (${ff.local?.type}) -> ` +
+    `${ff.remote?.address}:${ff.remote?.port} (${ff.remote?.type}); srtpCipher ${ff.srtpCipher}, dtlsCipher ${ff.dtlsCipher}`);
+  assert.ok(ff.localCandidates.some((c) => c.startsWith('udp 127.0.0.1:')),
+    `Firefox gathered no 127.0.0.1 candidate (prefs not in effect?): ${ff.localCandidates.join(', ')}`);
+  assert.ok(inLoopbackNet(ff.local?.address), `Firefox's selected pair starts off loopback: ${JSON.stringify(ff.local)}`);
+  assert.ok(inLoopbackNet(ff.remote?.address), `Firefox's selected pair ends off loopback: ${JSON.stringify(ff.remote)}`);
+  assert.equal(ff.srtpCipher, 'SRTP_AEAD_AES_128_GCM');
+
+  // The Chromium pages meet Firefox on the same server port. (Their local end is logged,
+  // not asserted: with these flags Chromium prefers its non-loopback host candidate as
+  // the source of its checks to 127.0.0.1, the same as in meeting.test.mjs.)
+  const ports = new Set([ff.remote.port]);
+  for (const p of [A, B]) {
+    const t = await transportInfo(p.page);
+    console.log(`${p.query}: selected pair ${t.local?.address}:${t.local?.port} -> ${t.remote?.address}:${t.remote?.port}, srtpCipher ${t.srtpCipher}`);
+    assert.equal(t.remote?.address, '127.0.0.1', `${p.query}: ${JSON.stringify(t)}`);
+    ports.add(t.remote.port);
+  }
+  assert.equal(ports.size, 1, 'all pages meet on one server port');
+
+  // Firefox's remote tiles carry the Chromium participants' names.
+  const labels = await F.page.$$eval('.tile.remote .name', (els) => els.map((e) => e.textContent).sort());
+  assert.deepEqual(labels, ['Ada', 'Bob']);
+
+  const stats = await serverStats(server);
+  console.log(`server: udp_unknown_address ${stats.udp_unknown_address}, udp_unknown_ufrag ${stats.udp_unknown_ufrag}, ` +
+    `rtp_forwarded ${stats.rtp_forwarded}, srtp ${JSON.stringify(stats.shards?.flatMap((s) => s.srtp))}`);
+
+  await F.page.screenshot({ path: SCREENSHOT });
+  console.log(`screenshot: ${SCREENSHOT}`);
+
+  await Promise.all([A, B].map((p) => within(10000, p.context.close().catch(() => {}))));
+  await within(10000, F.page.close().catch(() => {}));
+});
