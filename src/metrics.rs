@@ -28,6 +28,8 @@ pub struct Metrics {
     pub udp_unknown_address: AtomicU64,
     /// Dropped by the demux: neither STUN, DTLS nor RTP/RTCP.
     pub udp_garbage: AtomicU64,
+    /// Dropped: a non-loopback source while the server serves loopback only.
+    pub udp_foreign_source: AtomicU64,
     /// Datagrams a connection refused (bad integrity, undecryptable, malformed).
     pub rtc_read_errors: AtomicU64,
     pub rtc_timeout_errors: AtomicU64,
@@ -50,6 +52,7 @@ pub struct MetricsSnapshot {
     pub udp_unknown_ufrag: u64,
     pub udp_unknown_address: u64,
     pub udp_garbage: u64,
+    pub udp_foreign_source: u64,
     pub rtc_read_errors: u64,
     pub rtc_timeout_errors: u64,
     pub keyframe_requests_from_subscribers: u64,
@@ -85,6 +88,7 @@ impl Metrics {
             udp_unknown_ufrag: self.udp_unknown_ufrag.load(Relaxed),
             udp_unknown_address: self.udp_unknown_address.load(Relaxed),
             udp_garbage: self.udp_garbage.load(Relaxed),
+            udp_foreign_source: self.udp_foreign_source.load(Relaxed),
             rtc_read_errors: self.rtc_read_errors.load(Relaxed),
             rtc_timeout_errors: self.rtc_timeout_errors.load(Relaxed),
             keyframe_requests_from_subscribers: self

@@ -225,6 +225,13 @@ impl Shard {
     }
 
     fn deliver(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
+        // A server that offers a loopback candidate talks to loopback peers only. Without
+        // this, a browser on the same machine that checks from one of the machine's other
+        // addresses (Chromium does) would get its media sent there.
+        if self.candidate.ip().is_loopback() && !from.ip().is_loopback() {
+            Metrics::inc(&self.metrics.udp_foreign_source);
+            return;
+        }
         let id = match self.demux.route(&datagram, from) {
             Ok(id) => id,
             Err(miss) => {

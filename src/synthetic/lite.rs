@@ -14,7 +14,9 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -211,6 +213,16 @@ impl LiteParticipant {
                             }
                             "answer" => {
                                 task_pool.run(move |st| apply_answer(st, key, sdp)).await;
+                            }
+                            // A full-ICE server (Janus, older Switchyard) trickles its own.
+                            "candidate" => {
+                                if let Ok(c) = serde_json::from_value::<RTCIceCandidateInit>(v["candidate"].clone()) {
+                                    task_pool.run(move |st| {
+                                        if let Some(c2) = st.client(key) {
+                                            let _ = c2.pc.add_remote_candidate(c);
+                                        }
+                                    }).await;
+                                }
                             }
                             _ => {}
                         }

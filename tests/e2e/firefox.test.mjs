@@ -124,14 +124,14 @@ test('two Chromium pages and one Firefox page hold a meeting', { timeout: 180000
   assert.ok(inLoopbackNet(ff.remote?.address), `Firefox's selected pair ends off loopback: ${JSON.stringify(ff.remote)}`);
   assert.equal(ff.srtpCipher, 'SRTP_AEAD_AES_128_GCM');
 
-  // The Chromium pages meet Firefox on the same server port. (Their local end is logged,
-  // not asserted: with these flags Chromium prefers its non-loopback host candidate as
-  // the source of its checks to 127.0.0.1, the same as in meeting.test.mjs.)
+  // The Chromium pages meet Firefox on the same server port, loopback at both ends (the
+  // server ignores checks from the machine's other addresses while it serves loopback).
   const ports = new Set([ff.remote.port]);
   for (const p of [A, B]) {
     const t = await transportInfo(p.page);
     console.log(`${p.query}: selected pair ${t.local?.address}:${t.local?.port} -> ${t.remote?.address}:${t.remote?.port}, srtpCipher ${t.srtpCipher}`);
     assert.equal(t.remote?.address, '127.0.0.1', `${p.query}: ${JSON.stringify(t)}`);
+    assert.ok(inLoopbackNet(t.local?.address), `${p.query}: selected pair starts off loopback: ${JSON.stringify(t)}`);
     ports.add(t.remote.port);
   }
   assert.equal(ports.size, 1, 'all pages meet on one server port');

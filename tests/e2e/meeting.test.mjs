@@ -11,8 +11,8 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, inboundStats, openChromiumPage, pageState,
-  sleep, startServer, stopServer, waitFor,
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, inboundStats, inLoopbackNet, openChromiumPage, pageState,
+  sleep, startServer, stopServer, transportInfo, waitFor,
 } from './harness.mjs';
 
 const SCREENSHOT = path.join(E2E_OUT, 'meeting-3.png');
@@ -83,21 +83,16 @@ test('three pages hold a meeting', { timeout: 120000 }, async () => {
   flows.forEach((f, i) => console.log(`${names[i]}: ${f.v} video / ${f.a} audio inbound streams rising`));
 
   // The engine's SRTP choice and its one port, as each browser sees them: AES-128-GCM
-  // (the server lists only it, see engine/build.rs), and every page's selected pair ends
-  // on the server's one UDP port.
+  // (the server lists only it, see engine/build.rs), and every page's selected pair runs
+  // loopback to loopback and ends on the server's one UDP port.
   const serverPorts = new Set();
   for (const p of pages) {
-    const t = await p.page.evaluate(async () => {
-      const stats = [...(await window.switchyard.pc.getStats()).values()];
-      const transport = stats.find((s) => s.type === 'transport');
-      const pair = stats.find((s) => s.type === 'candidate-pair' && s.id === transport?.selectedCandidatePairId);
-      const remote = stats.find((s) => s.type === 'remote-candidate' && s.id === pair?.remoteCandidateId);
-      return { cipher: transport?.srtpCipher, address: remote?.address, port: remote?.port };
-    });
-    console.log(`${p.query}: srtpCipher ${t.cipher}, server candidate ${t.address}:${t.port}`);
-    assert.equal(t.cipher, 'SRTP_AEAD_AES_128_GCM');
-    assert.equal(t.address, '127.0.0.1');
-    serverPorts.add(t.port);
+    const t = await transportInfo(p.page);
+    console.log(`${p.query}: srtpCipher ${t.srtpCipher}, selected pair ${t.local?.address}:${t.local?.port} -> ${t.remote?.address}:${t.remote?.port}`);
+    assert.equal(t.srtpCipher, 'SRTP_AEAD_AES_128_GCM');
+    assert.equal(t.remote?.address, '127.0.0.1');
+    assert.ok(inLoopbackNet(t.local?.address), `${p.query}: selected pair starts off loopback: ${JSON.stringify(t)}`);
+    serverPorts.add(t.remote.port);
   }
   assert.equal(serverPorts.size, 1, 'all pages meet on one server port');
 
