@@ -6,7 +6,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{client, http_get_json, start_server, wait_until};
+use common::{client, http_get_json, start_server, start_server_with, wait_until};
 use switchyard::synthetic::{MediaPlan, SyntheticParticipant};
 
 /// The server's media port, from its stats.
@@ -229,4 +229,77 @@ async fn a_meeting_shrugs_off_datagrams_sprayed_at_its_port() {
     let ids = |v: &serde_json::Value| v["participants"].as_array().map_or(0, Vec::len);
     let room = http_get_json(&format!("{}/api/rooms/sturdy", server.http)).await;
     assert_eq!(ids(&room), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_each_carry_their_own_rooms_on_their_own_port() {
+    let server = start_server_with(|c| c.media.shards = 2).await;
+    let shards = || async {
+        let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+        stats["shards"].as_array().cloned().unwrap_or_default()
+    };
+    let listed = shards().await;
+    assert_eq!(listed.len(), 2);
+    assert_ne!(
+        listed[0]["udp_addr"], listed[1]["udp_addr"],
+        "a port per shard"
+    );
+
+    // Rooms are spread by name: add two-person rooms until both shards hold one.
+    let plan = MediaPlan {
+        video: None,
+        ..MediaPlan::default()
+    };
+    let mut pairs = Vec::new();
+    for room in [
+        "east", "north", "west", "south", "up", "down", "left", "right",
+    ] {
+        let a = SyntheticParticipant::join(&server.ws, room, "a", plan)
+            .await
+            .unwrap();
+        let b = SyntheticParticipant::join(&server.ws, room, "b", plan)
+            .await
+            .unwrap();
+        pairs.push((a, b));
+        if shards().await.iter().all(|s| s["peers"].as_u64() > Some(0)) {
+            break;
+        }
+    }
+    assert!(
+        shards().await.iter().all(|s| s["peers"].as_u64() > Some(0)),
+        "both shards got rooms"
+    );
+    let all_hear = || {
+        pairs.iter().all(|(a, b)| {
+            a.shared.packets_from(&b.id, "audio") >= 20
+                && b.shared.packets_from(&a.id, "audio") >= 20
+        })
+    };
+    assert!(
+        wait_until(30, all_hear).await,
+        "every room carries its media"
+    );
+    // Each participant was told exactly one port: its room's shard's.
+    let ports: Vec<u16> = shards()
+        .await
+        .iter()
+        .map(|s| {
+            s["udp_addr"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    for (a, b) in &pairs {
+        let (pa, pb) = (candidate_ports(a), candidate_ports(b));
+        assert!(
+            pa.iter().chain(&pb).all(|p| *p == pa[0]),
+            "one port per room"
+        );
+        assert!(ports.contains(&pa[0]));
+    }
 }

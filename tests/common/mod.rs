@@ -31,6 +31,11 @@ impl Drop for TestServer {
 }
 
 pub async fn start_server() -> TestServer {
+    start_server_with(|_| {}).await
+}
+
+/// A server on 127.0.0.1:0 (media on any port), with `adjust` applied to its config.
+pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,6 +48,7 @@ pub async fn start_server() -> TestServer {
         ..Config::default()
     };
     config.media.udp_port = 0;
+    adjust(&mut config);
     let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
     let addr = server.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
