@@ -222,9 +222,13 @@ async fn a_meeting_shrugs_off_datagrams_sprayed_at_its_port() {
         b_from_a >= 0.999 && a_from_b >= 0.999,
         "delivery stays at least 99.9 %"
     );
-    let refused =
-        dropped("udp_unknown_address") + dropped("udp_garbage") + dropped("rtc_read_errors");
-    assert!(refused > 0, "the hostile datagrams were seen and dropped");
+    // The rogue knows Ada's ufrag but not her password: her connection never answers
+    // it, so the demux never learns its address and drops everything else it sends
+    // (DTLS, RTP, RTCP: half of the spray at least) before any connection sees it.
+    assert!(
+        dropped("udp_unknown_address") >= 10_000,
+        "the rogue's address was never learned"
+    );
     // And the meeting is still whole afterwards.
     let ids = |v: &serde_json::Value| v["participants"].as_array().map_or(0, Vec::len);
     let room = http_get_json(&format!("{}/api/rooms/sturdy", server.http)).await;

@@ -2,10 +2,15 @@
 //!
 //! Every participant of a shard shares one port, so the 5-tuple alone cannot name the
 //! connection before ICE has run. A STUN binding request names it: its USERNAME is
-//! "<our ufrag>:<their ufrag>", and our ufrag is unique per connection. The address a
-//! valid-looking request came from is remembered, and every other datagram (DTLS, SRTP,
-//! SRTCP) is routed by its source address. A new address (ICE nominating another pair,
-//! a NAT rebinding, an ICE restart) shows up as STUN first and is learned the same way.
+//! "<our ufrag>:<their ufrag>", and our ufrag is unique per connection. Every other
+//! datagram (STUN responses, DTLS, SRTP, SRTCP) is routed by its source address.
+//!
+//! An address is learned only when the connection itself sends to it ([`Demux::learn`],
+//! called by the shard for every outgoing run of datagrams): the ICE agent answers only
+//! requests whose MESSAGE-INTEGRITY it verified, so a rogue that knows a ufrag (it is in
+//! the SDP) but not the password cannot make the shard route its datagrams to that
+//! connection. A new address (ICE nominating another pair, a NAT rebinding, an ICE
+//! restart) is learned the same way, from the answer to its first check.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -116,17 +121,9 @@ impl<K: Copy + Eq + Hash> Demux<K> {
     pub fn route(&mut self, datagram: &[u8], from: SocketAddr) -> Result<K, Miss> {
         match classify(datagram) {
             Kind::Stun => match stun_local_ufrag(datagram) {
-                Some(ufrag) => {
-                    let key = self
-                        .by_ufrag
-                        .get(ufrag)
-                        .copied()
-                        .ok_or(Miss::UnknownUfrag)?;
-                    self.learn(key, from);
-                    Ok(key)
-                }
+                Some(ufrag) => self.by_ufrag.get(ufrag).copied().ok_or(Miss::UnknownUfrag),
                 // Responses (to our triggered checks and keepalives) carry no USERNAME:
-                // they come from an address a request already taught us.
+                // they come from an address the connection already answered.
                 None => self.by_addr.get(&from).copied().ok_or(Miss::UnknownAddress),
             },
             Kind::Dtls | Kind::Rtp => self.by_addr.get(&from).copied().ok_or(Miss::UnknownAddress),
@@ -134,7 +131,8 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
     }
 
-    fn learn(&mut self, key: K, from: SocketAddr) {
+    /// The connection `key` sends to `from`: datagrams from there are its from now on.
+    pub fn learn(&mut self, key: K, from: SocketAddr) {
         if self.by_addr.get(&from) == Some(&key) {
             return;
         }
@@ -193,6 +191,12 @@ mod tests {
         let rtp = [0x80u8, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
         assert_eq!(d.route(&rtp, addr(5000)), Err(Miss::UnknownAddress));
         assert_eq!(d.route(&binding_request("bbbb:xyz"), addr(5000)), Ok(2));
+        assert_eq!(
+            d.route(&rtp, addr(5000)),
+            Err(Miss::UnknownAddress),
+            "a request alone teaches nothing: its integrity is not checked yet"
+        );
+        d.learn(2, addr(5000)); // the connection answered it
         assert_eq!(d.route(&rtp, addr(5000)), Ok(2));
         assert_eq!(d.route(&[22, 254, 253], addr(5000)), Ok(2), "DTLS too");
         assert_eq!(
@@ -230,8 +234,7 @@ mod tests {
         let mut d = Demux::default();
         d.add(1u32, "u");
         for port in 0..100 {
-            d.route(&binding_request("u:x"), addr(10_000 + port))
-                .unwrap();
+            d.learn(1, addr(10_000 + port));
         }
         assert_eq!(d.addresses(), MAX_ADDRS_PER_PEER);
     }
@@ -241,8 +244,8 @@ mod tests {
         let mut d = Demux::default();
         d.add(1u32, "a");
         d.add(2u32, "b");
-        d.route(&binding_request("a:x"), addr(7)).unwrap();
-        d.route(&binding_request("b:x"), addr(7)).unwrap();
+        d.learn(1, addr(7));
+        d.learn(2, addr(7));
         d.remove(1);
         assert_eq!(d.route(&[0x80u8; 12], addr(7)), Ok(2));
     }

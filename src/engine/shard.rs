@@ -386,10 +386,13 @@ impl Shard {
         let mut dest: Option<SocketAddr> = None;
         while let Some(msg) = peer.pc.poll_write() {
             let to = msg.transport.peer_addr;
-            if dest.is_some_and(|d| d != to) {
-                self.udp
-                    .send_to(dest.unwrap_or(to), &self.outgoing, &self.metrics);
-                self.outgoing.clear();
+            if dest != Some(to) {
+                if let Some(d) = dest {
+                    self.udp.send_to(d, &self.outgoing, &self.metrics);
+                    self.outgoing.clear();
+                }
+                // The connection sends here, so it accepted this address (demux.rs).
+                self.demux.learn(id, to);
             }
             dest = Some(to);
             self.outgoing.push(msg.message);
