@@ -9,6 +9,8 @@ pub enum SignalError {
     BadJson(String),
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    #[error("too many messages; slow down (the next is accepted in {0:?})")]
+    RateLimited(std::time::Duration),
     #[error("send a join message first")]
     NotJoined,
     #[error("this connection has already joined a room")]
@@ -26,6 +28,7 @@ impl SignalError {
         match self {
             SignalError::BadJson(_) => "bad_json",
             SignalError::TooLarge { .. } => "too_large",
+            SignalError::RateLimited(_) => "rate_limited",
             SignalError::NotJoined => "not_joined",
             SignalError::AlreadyJoined => "already_joined",
             SignalError::InvalidName(_) => "invalid_name",

@@ -140,3 +140,48 @@ fn nasty_sdps() -> Vec<String> {
         format!("{base}m=video 99999999 RTP/AVP 96 97\r\na=mid:0\r\na=rtpmap:96 H264/abc\r\na=fmtp:96 profile-level-id=zz\r\na=simulcast:send 1;2\r\n"),
     ]
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_rate_limited_and_its_room_keeps_everyone() {
+    let server = start_server().await;
+    let a = client::join(&server.ws, "flood", "Ada").await;
+    let b = client::join(&server.ws, "flood", "Bob").await;
+    assert!(
+        wait_until(20, || a.shared.packets_from(&b.id, "video") > 30).await,
+        "room is up"
+    );
+    let mut eve = RawWs::connect(&server.ws).await;
+    eve.send_json(json!({"type":"join","room":"flood","name":"Eve"}))
+        .await;
+    eve.expect_type("joined", 10).await;
+    // Every mute fans out to everyone else in the room: 5,000 of them in a burst.
+    for i in 0..5_000 {
+        eve.send_json(json!({"type":"mute","kind":"audio","muted": i % 2 == 0}))
+            .await;
+    }
+    eve.expect_error("rate_limited").await;
+    let before = a.shared.packets_from(&b.id, "video");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let room = http_get_json(&format!("{}/api/rooms/flood", server.http)).await;
+    assert_eq!(
+        room["participants"].as_array().map(Vec::len),
+        Some(3),
+        "nobody was dropped for falling behind: {room}"
+    );
+    assert!(
+        a.shared.packets_from(&b.id, "video") > before + 30,
+        "media keeps flowing"
+    );
+    let mutes_seen = a
+        .shared
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "mute")
+        .count();
+    assert!(
+        mutes_seen < 1_000,
+        "Ada heard {mutes_seen} of Eve's 5,000 mutes: the excess never reached her"
+    );
+}

@@ -2,6 +2,7 @@
 //! counters, and the `/ws` endpoint (docs/signaling.md).
 
 pub mod protocol;
+pub mod rate_limit;
 pub mod session;
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, field, info, info_span, Instrument, Span};
 
 use super::protocol::{ClientMessage, ServerMessage};
+use super::rate_limit::RateLimit;
 use super::AppState;
 use crate::engine::{Command, EngineError, PeerOutput, ShardHandle, SESSION_QUEUE};
 use crate::error::SignalError;
@@ -21,6 +22,10 @@ use crate::room::{valid_display_name, valid_room_name};
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A participant silent this long (no message, no pong) is gone.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client messages per second, sustained and in a burst. A browser's join, offers,
+/// answers and a few dozen trickled candidates stay far below; a flood does not.
+const MESSAGES_PER_SECOND: u32 = 50;
+const MESSAGE_BURST: u32 = 200;
 
 pub async fn run(ws: WebSocket, app: Arc<AppState>) {
     let span = info_span!("session", room = field::Empty, participant = field::Empty);
@@ -30,6 +35,8 @@ pub async fn run(ws: WebSocket, app: Arc<AppState>) {
         joined: None,
         outputs: None,
         last_heard: Instant::now(),
+        rate: RateLimit::new(MESSAGE_BURST, MESSAGES_PER_SECOND, Instant::now()),
+        rate_limited: false,
         span: span.clone(),
     };
     session.run().instrument(span).await
@@ -51,6 +58,9 @@ struct Session {
     joined: Option<Joined>,
     outputs: Option<mpsc::Receiver<PeerOutput>>,
     last_heard: Instant,
+    rate: RateLimit,
+    /// Set while messages are being refused, so the client hears it once.
+    rate_limited: bool,
     span: Span,
 }
 
@@ -119,6 +129,18 @@ impl Session {
             .await;
             return Flow::Close;
         }
+        let now = Instant::now();
+        if !self.rate.allow(now) {
+            // One notice per stretch of refusals: answering each would let the client
+            // use us to amplify its own flood.
+            if !self.rate_limited {
+                self.rate_limited = true;
+                let retry = self.rate.wait();
+                self.send_error(SignalError::RateLimited(retry)).await;
+            }
+            return Flow::Continue;
+        }
+        self.rate_limited = false;
         let msg = match serde_json::from_str::<ClientMessage>(text.as_str()) {
             Ok(m) => m,
             Err(e) => {
