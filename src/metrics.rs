@@ -19,6 +19,8 @@ pub struct Metrics {
     pub udp_datagrams_out: AtomicU64,
     /// GSO sends (each carries several datagrams to one destination).
     pub udp_gso_sends: AtomicU64,
+    /// `sendmmsg` calls (each carries single datagrams to many destinations).
+    pub udp_mmsg_sends: AtomicU64,
     /// Sends the kernel refused (full buffer, unreachable): the datagrams are lost.
     pub udp_send_errors: AtomicU64,
     pub udp_recv_errors: AtomicU64,
@@ -32,6 +34,8 @@ pub struct Metrics {
     pub udp_foreign_source: AtomicU64,
     /// Datagrams a connection refused (bad integrity, undecryptable, malformed).
     pub rtc_read_errors: AtomicU64,
+    /// Connection timers run (`handle_timeout` calls): the fixed per-connection cost.
+    pub rtc_timeouts: AtomicU64,
     pub rtc_timeout_errors: AtomicU64,
     pub keyframe_requests_from_subscribers: AtomicU64,
     pub keyframe_requests_to_publishers: AtomicU64,
@@ -47,6 +51,7 @@ pub struct MetricsSnapshot {
     pub udp_datagrams_in: u64,
     pub udp_datagrams_out: u64,
     pub udp_gso_sends: u64,
+    pub udp_mmsg_sends: u64,
     pub udp_send_errors: u64,
     pub udp_recv_errors: u64,
     pub udp_unknown_ufrag: u64,
@@ -54,6 +59,7 @@ pub struct MetricsSnapshot {
     pub udp_garbage: u64,
     pub udp_foreign_source: u64,
     pub rtc_read_errors: u64,
+    pub rtc_timeouts: u64,
     pub rtc_timeout_errors: u64,
     pub keyframe_requests_from_subscribers: u64,
     pub keyframe_requests_to_publishers: u64,
@@ -83,6 +89,7 @@ impl Metrics {
             udp_datagrams_in: self.udp_datagrams_in.load(Relaxed),
             udp_datagrams_out: self.udp_datagrams_out.load(Relaxed),
             udp_gso_sends: self.udp_gso_sends.load(Relaxed),
+            udp_mmsg_sends: self.udp_mmsg_sends.load(Relaxed),
             udp_send_errors: self.udp_send_errors.load(Relaxed),
             udp_recv_errors: self.udp_recv_errors.load(Relaxed),
             udp_unknown_ufrag: self.udp_unknown_ufrag.load(Relaxed),
@@ -90,6 +97,7 @@ impl Metrics {
             udp_garbage: self.udp_garbage.load(Relaxed),
             udp_foreign_source: self.udp_foreign_source.load(Relaxed),
             rtc_read_errors: self.rtc_read_errors.load(Relaxed),
+            rtc_timeouts: self.rtc_timeouts.load(Relaxed),
             rtc_timeout_errors: self.rtc_timeout_errors.load(Relaxed),
             keyframe_requests_from_subscribers: self
                 .keyframe_requests_from_subscribers

@@ -279,6 +279,7 @@ impl Shard {
                 continue; // a stale entry: the peer was re-armed since
             }
             peer.armed = None;
+            Metrics::inc(&self.metrics.rtc_timeouts);
             if peer.pc.handle_timeout(now).is_err() {
                 Metrics::inc(&self.metrics.rtc_timeout_errors);
             }
@@ -305,6 +306,7 @@ impl Shard {
             self.flush(id, now);
         }
         self.touched = touched;
+        self.udp.flush(&self.metrics);
         self.remove_doomed(now);
     }
 
@@ -388,8 +390,7 @@ impl Shard {
             let to = msg.transport.peer_addr;
             if dest != Some(to) {
                 if let Some(d) = dest {
-                    self.udp.send_to(d, &self.outgoing, &self.metrics);
-                    self.outgoing.clear();
+                    self.udp.send_to(d, &mut self.outgoing, &self.metrics);
                 }
                 // The connection sends here, so it accepted this address (demux.rs).
                 self.demux.learn(id, to);
@@ -398,8 +399,7 @@ impl Shard {
             self.outgoing.push(msg.message);
         }
         if let Some(to) = dest {
-            self.udp.send_to(to, &self.outgoing, &self.metrics);
-            self.outgoing.clear();
+            self.udp.send_to(to, &mut self.outgoing, &self.metrics);
         }
         // Re-arm: rtc's next deadline, never sooner than a millisecond from now.
         if let Some(t) = peer.pc.poll_timeout() {

@@ -1,13 +1,17 @@
 //! The shard's one UDP socket: batched receive (recvmmsg, and GRO where the kernel
-//! coalesces) and batched send (one UDP GSO `sendmsg` per run of equal-size datagrams to
-//! one destination, which is what a subscriber's burst of a video frame is).
+//! coalesces) and batched send: one UDP GSO `sendmsg` per run of equal-size datagrams to
+//! one destination (a subscriber's share of a video frame), and one `sendmmsg` for the
+//! single datagrams of a round, which go to many destinations (one audio packet to
+//! every subscriber, or video at low rates when packets arrive one by one).
 //!
-//! quinn-udp does the syscalls (it is already in the tree under webrtc-rs), and falls
-//! back to one datagram per `sendmsg` where the kernel refuses GSO. Sends never wait: a
-//! full socket buffer drops the datagram and counts it.
+//! quinn-udp does the receive and GSO syscalls (it is already in the tree under
+//! webrtc-rs) and falls back to one datagram per `sendmsg` where the kernel refuses GSO;
+//! `sendmmsg` is called through libc. Sends never wait: a full socket buffer drops the
+//! datagram and counts it.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState, BATCH_SIZE};
@@ -20,6 +24,8 @@ use crate::metrics::Metrics;
 const RECV_BUF: usize = 64 * 1024;
 /// The kernel's limit on one GSO send's payload.
 const MAX_GSO_BYTES: usize = 64 * 1024;
+/// Datagrams per `sendmmsg` (the kernel takes up to 1024).
+const MMSG_BATCH: usize = 64;
 /// A few hundred ms of a busy shard's traffic either way.
 const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
@@ -29,6 +35,8 @@ pub struct Udp {
     recv_bufs: Vec<Vec<u8>>,
     recv_meta: Vec<RecvMeta>,
     gso_scratch: Vec<u8>,
+    /// Single datagrams of this round, for one `sendmmsg` at its end.
+    singles: Vec<(SocketAddr, BytesMut)>,
 }
 
 impl Udp {
@@ -47,6 +55,7 @@ impl Udp {
             recv_bufs: (0..BATCH_SIZE).map(|_| vec![0u8; RECV_BUF]).collect(),
             recv_meta: vec![RecvMeta::default(); BATCH_SIZE],
             gso_scratch: Vec::with_capacity(MAX_GSO_BYTES),
+            singles: Vec::new(),
         })
     }
 
@@ -92,8 +101,9 @@ impl Udp {
         Ok(datagrams)
     }
 
-    /// Sends `datagrams` (all to `to`), coalescing runs of equal size into GSO sends.
-    pub fn send_to(&mut self, to: SocketAddr, datagrams: &[BytesMut], metrics: &Metrics) {
+    /// Sends `datagrams` (all to `to`, drained): runs of equal size leave at once as GSO
+    /// sends; single datagrams wait in the round's batch for [`Udp::flush`].
+    pub fn send_to(&mut self, to: SocketAddr, datagrams: &mut Vec<BytesMut>, metrics: &Metrics) {
         let mut i = 0;
         while i < datagrams.len() {
             let seg = datagrams[i].len();
@@ -127,12 +137,35 @@ impl Udp {
                 self.send_one(to, &contents, Some(seg), metrics);
                 self.gso_scratch = contents;
                 Metrics::inc(&metrics.udp_gso_sends);
+                Metrics::add(&metrics.udp_datagrams_out, (end - i) as u64);
             } else {
-                self.send_one(to, &datagrams[i], None, metrics);
+                self.singles.push((to, std::mem::take(&mut datagrams[i])));
             }
-            Metrics::add(&metrics.udp_datagrams_out, (end - i) as u64);
             i = end;
         }
+        datagrams.clear();
+    }
+
+    /// Sends the round's single datagrams, up to [`MMSG_BATCH`] per `sendmmsg`.
+    pub fn flush(&mut self, metrics: &Metrics) {
+        let singles = std::mem::take(&mut self.singles);
+        for chunk in singles.chunks(MMSG_BATCH) {
+            let sent = match chunk {
+                [(to, d)] => {
+                    self.send_one(*to, d, None, metrics);
+                    1
+                }
+                _ => {
+                    let sent = send_mmsg(&self.socket, chunk).unwrap_or(0);
+                    Metrics::add(&metrics.udp_send_errors, (chunk.len() - sent) as u64);
+                    Metrics::inc(&metrics.udp_mmsg_sends);
+                    sent
+                }
+            };
+            Metrics::add(&metrics.udp_datagrams_out, sent as u64);
+        }
+        self.singles = singles;
+        self.singles.clear();
     }
 
     fn send_one(
@@ -158,6 +191,111 @@ impl Udp {
             // Full buffer or an unreachable destination: UDP's answer is loss, and the
             // media path never waits for one subscriber.
             Metrics::inc(&metrics.udp_send_errors);
+        }
+    }
+}
+
+/// One `sendmmsg` of single datagrams to their destinations; returns how many left.
+/// Those after the first refused one (a full buffer) are dropped: UDP's answer is loss.
+fn send_mmsg(socket: &UdpSocket, batch: &[(SocketAddr, BytesMut)]) -> io::Result<usize> {
+    let names: Vec<socket2::SockAddr> = batch.iter().map(|(to, _)| (*to).into()).collect();
+    let mut iovecs: Vec<libc::iovec> = batch
+        .iter()
+        .map(|(_, d)| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    let mut messages: Vec<libc::mmsghdr> = names
+        .iter()
+        .zip(iovecs.iter_mut())
+        .map(|(name, iov)| {
+            // SAFETY: an all-zero msghdr is valid (no control data, no flags).
+            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_name = name.as_ptr() as *mut libc::c_void;
+            hdr.msg_namelen = name.len();
+            hdr.msg_iov = iov as *mut libc::iovec;
+            hdr.msg_iovlen = 1;
+            libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            }
+        })
+        .collect();
+    // SAFETY: every pointer in `messages` points into `names`, `iovecs` and `batch`,
+    // which outlive the call; the count matches the array.
+    let n = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            messages.as_mut_ptr(),
+            messages.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+impl Udp {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.singles.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn receiver() -> std::net::UdpSocket {
+        let r = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        r
+    }
+
+    fn received(r: &std::net::UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        (0..n)
+            .map(|_| {
+                let (len, _) = r.recv_from(&mut buf).expect("datagram within 2 s");
+                buf[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bursts_leave_as_gso_and_singles_as_one_sendmmsg() {
+        let metrics = Metrics::default();
+        let mut udp = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (r1, r2, r3) = (receiver(), receiver(), receiver());
+        let d = |byte: u8, len: usize| BytesMut::from(&vec![byte; len][..]);
+        // A burst of three equal datagrams and a shorter last one to r1: one GSO send.
+        let mut burst = vec![d(1, 1000), d(2, 1000), d(3, 1000), d(4, 300)];
+        udp.send_to(r1.local_addr().unwrap(), &mut burst, &metrics);
+        assert!(burst.is_empty());
+        // One datagram each to r2 and r3: held for the round's sendmmsg.
+        udp.send_to(r2.local_addr().unwrap(), &mut vec![d(5, 100)], &metrics);
+        udp.send_to(r3.local_addr().unwrap(), &mut vec![d(6, 120)], &metrics);
+        assert_eq!(udp.pending(), 2);
+        udp.flush(&metrics);
+        assert_eq!(udp.pending(), 0);
+
+        let got = received(&r1, 4);
+        assert_eq!(
+            got.iter().map(|g| (g[0], g.len())).collect::<Vec<_>>(),
+            [(1, 1000), (2, 1000), (3, 1000), (4, 300)],
+            "segments arrive as separate datagrams, in order"
+        );
+        assert_eq!(received(&r2, 1)[0], vec![5u8; 100]);
+        assert_eq!(received(&r3, 1)[0], vec![6u8; 120]);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.udp_datagrams_out, 6);
+        assert_eq!(snapshot.udp_mmsg_sends, 1);
+        if udp.max_gso_segments() > 1 {
+            assert_eq!(snapshot.udp_gso_sends, 1);
         }
     }
 }
