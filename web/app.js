@@ -60,7 +60,10 @@ function showForm() {
 
 function validate(room, name) {
   if (!ROOM_RE.test(room)) return 'Room: 1-64 characters, letters, digits, "_" or "-".';
-  if (name.length < 1 || name.length > NAME_MAX) return 'Display name: 1-64 characters.';
+  // Counted in characters (code points), as the server counts them: `length` counts
+  // UTF-16 units, so an emoji would count twice.
+  const chars = [...name].length;
+  if (chars < 1 || chars > NAME_MAX) return 'Display name: 1-64 characters.';
   return null;
 }
 
@@ -194,7 +197,7 @@ function createPeerConnection(s, iceServers) {
     s.localCandidates++;
     if (s === session) send(s, { type: 'candidate', candidate: e.candidate.toJSON() });
   };
-  pc.ontrack = (e) => onRemoteTrack(e.track, e.streams[0]);
+  pc.ontrack = (e) => { if (s === session) onRemoteTrack(e.track, e.streams[0]); };
   pc.onconnectionstatechange = () => {
     if (s !== session) return;
     const st = pc.connectionState;
