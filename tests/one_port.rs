@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::UdpSocket;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{client, http_get_json, start_server, start_server_with, wait_until};
@@ -166,14 +167,9 @@ async fn a_meeting_shrugs_off_datagrams_sprayed_at_its_port() {
         })
         .expect("server ufrag");
 
-    let from = [
-        a.shared
-            .video_sent
-            .load(std::sync::atomic::Ordering::Relaxed),
-        b.shared
-            .video_sent
-            .load(std::sync::atomic::Ordering::Relaxed),
-    ];
+    // Video packets each publisher has sent so far (its next synthetic counter).
+    let sent_so_far = || [&a, &b].map(|p| p.shared.video_sent.load(Ordering::Relaxed));
+    let from = sent_so_far();
     let before = http_get_json(&format!("{}/api/stats", server.http)).await;
     let target = format!("127.0.0.1:{port}");
     let sent = tokio::task::spawn_blocking(move || {
@@ -192,14 +188,7 @@ async fn a_meeting_shrugs_off_datagrams_sprayed_at_its_port() {
     })
     .await
     .unwrap();
-    let to = [
-        a.shared
-            .video_sent
-            .load(std::sync::atomic::Ordering::Relaxed),
-        b.shared
-            .video_sent
-            .load(std::sync::atomic::Ordering::Relaxed),
-    ];
+    let to = sent_so_far();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = http_get_json(&format!("{}/api/stats", server.http)).await;
 

@@ -25,8 +25,8 @@ use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::media::{now_micros, MediaPlan};
-use super::participant::{lock, wait_for_joined, Shared, SyntheticError};
+use super::media::MediaPlan;
+use super::participant::{connect_and_join, lock, Shared, SyntheticError};
 use super::peer::{media_engine, KEYFRAME_FORWARDER_SLOT};
 use super::pool::{Pool, PoolState, Sending};
 use crate::engine::feedback::KeyframeRequestForwarder;
@@ -153,25 +153,8 @@ impl LiteParticipant {
         plan: MediaPlan,
         ip: IpAddr,
     ) -> Result<Self, SyntheticError> {
-        let shared = Arc::new(Shared::default());
-        shared
-            .join_started_micros
-            .store(now_micros(), Ordering::Relaxed);
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
-            .await
-            .map_err(|e| SyntheticError::Connect(format!("{ws_url}: {e}")))?;
-        let (mut ws_tx, mut ws_rx) = ws.split();
+        let (shared, id, mut ws_tx, mut ws_rx) = connect_and_join(ws_url, room, name).await?;
         let text = |v: Value| Message::text(v.to_string());
-        ws_tx
-            .send(text(json!({"type":"join","room":room,"name":name})))
-            .await
-            .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
-        let joined = wait_for_joined(&mut ws_rx).await?;
-        let id = joined["participant_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        lock(&shared.messages).push(joined);
 
         let pc = build_pc(Instant::now())?;
         let s = shared.clone();

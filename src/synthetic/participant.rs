@@ -176,26 +176,7 @@ impl SyntheticParticipant {
         media: MediaPlan,
         bind_ip: IpAddr,
     ) -> Result<Self, SyntheticError> {
-        let shared = Arc::new(Shared::default());
-        shared
-            .join_started_micros
-            .store(now_micros(), Ordering::Relaxed);
-        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
-            .await
-            .map_err(|e| SyntheticError::Connect(format!("{ws_url}: {e}")))?;
-        let (mut ws_tx, mut ws_rx) = ws.split();
-        ws_tx
-            .send(Message::text(
-                json!({"type":"join","room":room,"name":name}).to_string(),
-            ))
-            .await
-            .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
-        let joined = wait_for_joined(&mut ws_rx).await?;
-        let id = joined["participant_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        lock(&shared.messages).push(joined);
+        let (shared, id, ws_tx, ws_rx) = connect_and_join(ws_url, room, name).await?;
 
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let pc = peer_on(bind_ip, ev_tx).await?;
@@ -262,7 +243,45 @@ impl SyntheticParticipant {
     }
 }
 
-pub(crate) async fn wait_for_joined(
+/// Opens the signaling WebSocket and joins: the participant's shared state (the
+/// `joined` message recorded), its id and the two halves of the socket.
+pub(crate) async fn connect_and_join(
+    ws_url: &str,
+    room: &str,
+    name: &str,
+) -> Result<
+    (
+        Arc<Shared>,
+        String,
+        futures_util::stream::SplitSink<WsStream, Message>,
+        futures_util::stream::SplitStream<WsStream>,
+    ),
+    SyntheticError,
+> {
+    let shared = Arc::new(Shared::default());
+    shared
+        .join_started_micros
+        .store(now_micros(), Ordering::Relaxed);
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .map_err(|e| SyntheticError::Connect(format!("{ws_url}: {e}")))?;
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    ws_tx
+        .send(Message::text(
+            json!({"type":"join","room":room,"name":name}).to_string(),
+        ))
+        .await
+        .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
+    let joined = wait_for_joined(&mut ws_rx).await?;
+    let id = joined["participant_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    lock(&shared.messages).push(joined);
+    Ok((shared, id, ws_tx, ws_rx))
+}
+
+async fn wait_for_joined(
     ws_rx: &mut futures_util::stream::SplitStream<WsStream>,
 ) -> Result<Value, SyntheticError> {
     loop {

@@ -1,7 +1,13 @@
 //! The synthetic participants' own PeerConnection (the async webrtc-rs API over rtc, a
-//! full-ICE client on a port of its own, like a browser): the codecs the tests send,
-//! default interceptors, loopback candidates. Independent of the server's engine, so a
-//! mismatch between the two shows up as a failing test.
+//! full-ICE client on a port of its own, like a browser): default interceptors,
+//! loopback candidates, and the codecs the tests send.
+//!
+//! The codec list mirrors the server's on purpose, with the payload types the synthetic
+//! senders write (96, 102, 111): a browser-like list (rtc's `register_default_codecs`,
+//! H.264 in six profiles) makes the server answer H.264 with another payload type than
+//! the one these senders hard-code, and they do not yet follow the negotiated one. The
+//! copy is kept apart from `engine::build` so a server-side change does not silently
+//! change the test clients too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
