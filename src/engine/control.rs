@@ -62,7 +62,6 @@ impl Shard {
             Command::Inspect { reply } => {
                 let info = ShardInfo {
                     udp_addr: self.candidate,
-                    udp_sockets: 1,
                     peers: self.peers.len(),
                     demux_addresses: self.demux.addresses(),
                     max_gso_segments: self.udp.max_gso_segments(),

@@ -112,7 +112,6 @@ pub struct RoomSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardInfo {
     pub udp_addr: SocketAddr,
-    pub udp_sockets: usize,
     pub peers: usize,
     pub demux_addresses: usize,
     pub max_gso_segments: usize,
