@@ -172,7 +172,6 @@ impl Shard {
 
     /// A track the participant publishes opened (its first packet arrived).
     pub(super) fn publish(&mut self, id: ParticipantId, init: RTCTrackEventInit, now: Instant) {
-        let track_id = self.ids.track();
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -180,6 +179,7 @@ impl Shard {
             // Another simulcast layer of a track already published: not routed yet.
             return;
         }
+        let track_id = self.ids.track();
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
             return;
         };

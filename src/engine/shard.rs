@@ -307,7 +307,6 @@ impl Shard {
         }
         self.touched = touched;
         self.udp.flush(&self.metrics);
-        self.remove_doomed(now);
     }
 
     /// Drains one connection's events and reads.
@@ -411,7 +410,11 @@ impl Shard {
         }
     }
 
+    /// The slow path, every 20 ms: room timers, first-offer waits, and removing the
+    /// participants marked for removal (kept off the per-packet rounds, which would
+    /// otherwise scan every peer each time).
     fn housekeeping(&mut self, now: Instant) {
+        self.remove_doomed(now);
         let keys: Vec<RoomKey> = self.rooms.keys().copied().collect();
         for key in keys {
             if let Some(host) = self.rooms.get_mut(&key) {
