@@ -171,7 +171,7 @@ async fn a_crashed_participant_is_removed_and_the_others_are_told() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_is_forwarded_with_the_subscribers_payload_type() {
-    use common::client::{Video, H264_PT};
+    use common::client::Video;
     let server = start_server().await;
     let a = client::join_with(&server.ws, "h264", "Ada", Video::H264).await;
     let b = client::join(&server.ws, "h264", "Bob").await;
@@ -181,10 +181,37 @@ async fn h264_is_forwarded_with_the_subscribers_payload_type() {
         "Bob receives Ada's H.264: {:?}",
         b.shared.stats(&a.id, "video")
     );
+    // The payload type is the one Bob's connection negotiated for H.264: one of the
+    // H.264 payload types in the server's offers to him (both clients offer rtc's
+    // browser-like list, with H.264 in several profiles).
+    let offered_h264: Vec<u8> = b
+        .shared
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "offer")
+        .filter_map(|m| m["sdp"].as_str().map(str::to_owned))
+        .flat_map(|sdp| sdp.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|l| {
+            let rest = l.strip_prefix("a=rtpmap:")?;
+            let (pt, codec) = rest.split_once(' ')?;
+            codec
+                .starts_with("H264/")
+                .then(|| pt.parse().ok())
+                .flatten()
+        })
+        .collect();
     let s = b.shared.stats(&a.id, "video").unwrap();
+    let received: Vec<u8> = s.payload_types.into_iter().collect();
     assert_eq!(
-        s.payload_types.into_iter().collect::<Vec<_>>(),
-        vec![H264_PT]
+        received.len(),
+        1,
+        "one payload type on the leg: {received:?}"
+    );
+    assert!(
+        offered_h264.contains(&received[0]),
+        "H.264 arrives as {received:?}, one of the server's H.264 offers to Bob {offered_h264:?}"
     );
     assert!(
         wait_until(20, || a.shared.packets_from(&b.id, "video") >= MIN_PACKETS).await,

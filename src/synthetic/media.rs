@@ -4,8 +4,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The payload types rtc's default codec list (the synthetic clients' offer) gives VP8
+/// and Opus; the senders themselves use whatever their connection negotiated.
 pub const VP8_PT: u8 = 96;
-pub const H264_PT: u8 = 102;
 pub const OPUS_PT: u8 = 111;
 
 /// Marks a synthetic payload: four bytes after the codec header.
@@ -21,10 +22,10 @@ pub enum Video {
 }
 
 impl Video {
-    pub fn payload_type(self) -> u8 {
+    pub fn mime(self) -> &'static str {
         match self {
-            Video::Vp8 => VP8_PT,
-            Video::H264 => H264_PT,
+            Video::Vp8 => "video/VP8",
+            Video::H264 => "video/H264",
         }
     }
 

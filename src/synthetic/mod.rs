@@ -11,6 +11,6 @@ pub mod peer;
 pub mod pool;
 pub mod stats;
 
-pub use media::{now_micros, MediaPlan, Video, H264_PT, OPUS_PT, VP8_PT};
+pub use media::{now_micros, MediaPlan, Video, OPUS_PT, VP8_PT};
 pub use participant::{Shared, SyntheticError, SyntheticParticipant};
 pub use stats::{percentile, StreamStats};

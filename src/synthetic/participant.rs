@@ -28,8 +28,9 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
-use super::media::{encode, now_micros, MediaPlan, OPUS_PT};
+use super::media::{encode, now_micros, MediaPlan};
 use super::peer::client_peer;
 use super::stats::StreamStats;
 
@@ -312,14 +313,39 @@ async fn add_sending_track(
     pc: &Arc<dyn PeerConnection>,
     kind: RtpCodecKind,
     shared: &Arc<Shared>,
-) -> Result<(Arc<TrackLocalStaticRTP>, u32), SyntheticError> {
+) -> Result<Sending, SyntheticError> {
     let ssrc = rand::random::<u32>();
     lock(&shared.own_ssrcs).push(ssrc);
     let track = local_track(kind, ssrc);
-    pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
         .await
         .map_err(|e| SyntheticError::Peer(e.to_string()))?;
-    Ok((track, ssrc))
+    Ok(Sending {
+        track,
+        ssrc,
+        sender,
+    })
+}
+
+/// A sending track, its SSRC and its sender (which knows the negotiated payload types).
+struct Sending {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    sender: Arc<dyn RtpSender>,
+}
+
+/// The payload type this connection negotiated for `mime` (H.264: packetization mode 1,
+/// the one the synthetic packets use), as a browser would find it.
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, mime: &str) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .max_by_key(|c| c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"))
+        .map(|c| c.payload_type)
 }
 
 /// Adds the publishing tracks and starts their senders; a participant that publishes
@@ -332,9 +358,12 @@ pub(crate) async fn add_media(
     let peer_err = |e: webrtc::error::Error| SyntheticError::Peer(e.to_string());
     let video = match media.video {
         Some(_) => {
-            let (t, ssrc) = add_sending_track(pc, RtpCodecKind::Video, shared).await?;
-            tokio::spawn(watch_keyframe_requests(t.clone(), shared.clone()));
-            Some((t, ssrc))
+            let sending = add_sending_track(pc, RtpCodecKind::Video, shared).await?;
+            tokio::spawn(watch_keyframe_requests(
+                sending.track.clone(),
+                shared.clone(),
+            ));
+            Some(sending)
         }
         None => None,
     };
@@ -456,11 +485,13 @@ async fn make_offer(pc: &Arc<dyn PeerConnection>) -> Option<String> {
 /// `keyframe_interval_frames` or on request) and audio (50 packets/s). Bounded by the
 /// stop flag and [`MAX_MEDIA_SECONDS`].
 async fn send_media(
-    video: Option<(Arc<TrackLocalStaticRTP>, u32)>,
-    audio: Option<(Arc<TrackLocalStaticRTP>, u32)>,
+    video: Option<Sending>,
+    audio: Option<Sending>,
     plan: MediaPlan,
     shared: Arc<Shared>,
 ) {
+    // Learned once the connection is up: what the server accepted for our codecs.
+    let (mut video_pt, mut audio_pt) = (None, None);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (mut vseq, mut aseq) = (rand::random::<u16>(), rand::random::<u16>());
@@ -475,17 +506,24 @@ async fn send_media(
         if !shared.connected.load(Ordering::Relaxed) {
             continue; // nothing can be sent before DTLS-SRTP is up
         }
-        if let (Some((track, ssrc)), true) = (&audio, step % 2 == 0) {
+        if let (Some(a), None) = (&audio, audio_pt) {
+            audio_pt = negotiated_payload_type(&a.sender, "audio/opus").await;
+        }
+        if let (Some(v), None, Some(codec)) = (&video, video_pt, plan.video) {
+            video_pt = negotiated_payload_type(&v.sender, codec.mime()).await;
+        }
+        if let (Some(a), Some(pt), true) = (&audio, audio_pt, step % 2 == 0) {
             let counter = shared.audio_sent.fetch_add(1, Ordering::Relaxed);
             let payload = encode([0xfc, 0xff], counter, now_micros(), plan.audio_packet_bytes);
-            let _ = track
-                .write_rtp(packet(*ssrc, OPUS_PT, aseq, ats, true, payload))
+            let _ = a
+                .track
+                .write_rtp(packet(a.ssrc, pt, aseq, ats, true, payload))
                 .await;
             aseq = aseq.wrapping_add(1);
             ats = ats.wrapping_add(960);
         }
         // 30 frames/s from a 100 Hz tick: frames at steps 0, 3, 7, 10, 13, 17, ...
-        if let (Some((track, ssrc)), Some(codec)) = (&video, plan.video) {
+        if let (Some(v), Some(codec), Some(pt)) = (&video, plan.video, video_pt) {
             if (step * 30) / 100 != ((step + 1) * 30) / 100 {
                 let key = frame.is_multiple_of(plan.keyframe_interval_frames)
                     || shared.force_keyframe.swap(false, Ordering::Relaxed);
@@ -494,15 +532,9 @@ async fn send_media(
                     let head = codec.payload_head(i == 0, key);
                     let payload = encode(head, counter, now_micros(), plan.video_packet_bytes);
                     let marker = i + 1 == per_frame;
-                    let _ = track
-                        .write_rtp(packet(
-                            *ssrc,
-                            codec.payload_type(),
-                            vseq,
-                            vts,
-                            marker,
-                            payload,
-                        ))
+                    let _ = v
+                        .track
+                        .write_rtp(packet(v.ssrc, pt, vseq, vts, marker, payload))
                         .await;
                     vseq = vseq.wrapping_add(1);
                 }

@@ -30,7 +30,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::oneshot;
 
-use super::media::{encode, now_micros, MediaPlan, OPUS_PT};
+use super::media::{encode, now_micros, MediaPlan};
 use super::participant::Shared;
 
 const WAKER: Token = Token(usize::MAX);
@@ -370,9 +370,9 @@ impl Client {
         payload: Vec<u8>,
         now: Instant,
     ) {
-        let wanted = match video {
-            true => self.plan.video.map(|v| v.payload_type()),
-            false => Some(OPUS_PT),
+        let mime = match video {
+            true => self.plan.video.map_or("video/VP8", |v| v.mime()),
+            false => "audio/opus",
         };
         let Some(sending) = (if video {
             &mut self.video
@@ -384,13 +384,16 @@ impl Client {
         let Some(mut sender) = self.pc.rtp_sender(sending.sender) else {
             return;
         };
-        // The payload type this connection negotiated for the codec we send.
+        // The payload type this connection negotiated for the codec we send (H.264:
+        // packetization mode 1, what the synthetic packets are).
         let pt = *sending.payload_type.get_or_insert_with(|| {
-            let codecs = &sender.get_parameters().rtp_parameters.codecs;
-            codecs
+            sender
+                .get_parameters()
+                .rtp_parameters
+                .codecs
                 .iter()
-                .find(|c| Some(c.payload_type) == wanted)
-                .or_else(|| codecs.first())
+                .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                .max_by_key(|c| c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"))
                 .map_or(0, |c| c.payload_type)
         });
         let packet = rtp::Packet {

@@ -3,7 +3,7 @@
 
 use switchyard::synthetic::{MediaPlan, SyntheticParticipant};
 #[allow(unused_imports)] // each test crate uses a different part
-pub use switchyard::synthetic::{Video, H264_PT, OPUS_PT, VP8_PT};
+pub use switchyard::synthetic::{Video, OPUS_PT, VP8_PT};
 
 pub type Client = SyntheticParticipant;
 
