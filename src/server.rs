@@ -28,16 +28,6 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The media UDP address of each shard, as clients are told it.
-    pub fn media_addrs(&self) -> Vec<SocketAddr> {
-        self.app
-            .engine
-            .shards()
-            .iter()
-            .map(|s| s.udp_addr)
-            .collect()
-    }
-
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -111,12 +111,6 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
     }
 
-    /// An ICE restart gives the connection a new ufrag; the old one stops routing.
-    pub fn replace_ufrag(&mut self, key: K, ufrag: &str) {
-        self.by_ufrag.retain(|_, k| *k != key);
-        self.by_ufrag.insert(ufrag.as_bytes().into(), key);
-    }
-
     /// The connection a datagram from `from` belongs to.
     pub fn route(&mut self, datagram: &[u8], from: SocketAddr) -> Result<K, Miss> {
         match classify(datagram) {
@@ -215,18 +209,6 @@ mod tests {
         d.remove(2);
         assert_eq!(d.route(&rtp, addr(5000)), Err(Miss::UnknownAddress));
         assert_eq!(d.addresses(), 0);
-    }
-
-    #[test]
-    fn an_ice_restart_routes_by_the_new_ufrag() {
-        let mut d = Demux::default();
-        d.add(1u32, "old");
-        d.replace_ufrag(1, "new");
-        assert_eq!(
-            d.route(&binding_request("old:x"), addr(1)),
-            Err(Miss::UnknownUfrag)
-        );
-        assert_eq!(d.route(&binding_request("new:x"), addr(1)), Ok(1));
     }
 
     #[test]

@@ -122,8 +122,6 @@ pub struct ShardInfo {
 /// How signaling reaches one shard.
 #[derive(Clone)]
 pub struct ShardHandle {
-    pub index: usize,
-    pub udp_addr: SocketAddr,
     commands: mpsc::Sender<Command>,
 }
 
@@ -185,12 +183,8 @@ impl Engine {
                 srtp: media.srtp,
                 max_participants,
             };
-            let udp_addr = shard::spawn(settings, rx, ids.clone(), metrics.clone())?;
-            shards.push(ShardHandle {
-                index,
-                udp_addr,
-                commands: tx,
-            });
+            shard::spawn(settings, rx, ids.clone(), metrics.clone())?;
+            shards.push(ShardHandle { commands: tx });
         }
         Ok(Engine {
             shards,
@@ -205,10 +199,6 @@ impl Engine {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         room.hash(&mut h);
         &self.shards[(h.finish() % self.shards.len() as u64) as usize]
-    }
-
-    pub fn shards(&self) -> &[ShardHandle] {
-        &self.shards
     }
 
     /// Every room on every shard, sorted by name.

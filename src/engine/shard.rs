@@ -58,13 +58,13 @@ pub struct ShardSettings {
     pub max_participants: usize,
 }
 
-/// Binds the shard's socket, starts its thread and returns the bound address.
+/// Binds the shard's socket and starts its thread; fails when the socket cannot be bound.
 pub fn spawn(
     settings: ShardSettings,
     commands: mpsc::Receiver<Command>,
     ids: Arc<Ids>,
     metrics: Arc<Metrics>,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<()> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("shard-{}", settings.index))
@@ -101,6 +101,7 @@ pub fn spawn(
     bound_rx
         .recv()
         .unwrap_or_else(|_| Err(std::io::Error::other("shard thread ended at start")))
+        .map(|_: SocketAddr| ())
 }
 
 pub(super) struct Shard {

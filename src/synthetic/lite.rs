@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::media::MediaPlan;
-use super::participant::{connect_and_join, lock, Shared, SyntheticError};
+use super::participant::{connect_and_join, lock, next_json, Shared, SyntheticError};
 use super::peer::{media_engine, KEYFRAME_FORWARDER_SLOT};
 use super::pool::{Pool, PoolState, Sending};
 use crate::engine::feedback::KeyframeRequestForwarder;
@@ -178,13 +178,8 @@ impl LiteParticipant {
         let signaling = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    msg = ws_rx.next() => {
-                        let t = match msg {
-                            Some(Ok(Message::Text(t))) => t,
-                            Some(Ok(_)) => continue,
-                            _ => break,
-                        };
-                        let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                    msg = next_json(&mut ws_rx) => {
+                        let Some(v) = msg else { break };
                         let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
                         match v["type"].as_str().unwrap_or("") {
                             // Only the first offer is ours, so a server offer never collides.

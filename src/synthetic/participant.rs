@@ -282,6 +282,24 @@ pub(crate) async fn connect_and_join(
     Ok((shared, id, ws_tx, ws_rx))
 }
 
+/// The next JSON message from the server; `None` when the socket ends. Other frames
+/// and text that is not JSON are skipped.
+pub(crate) async fn next_json(
+    ws_rx: &mut futures_util::stream::SplitStream<WsStream>,
+) -> Option<Value> {
+    loop {
+        match ws_rx.next().await? {
+            Ok(Message::Text(t)) => {
+                if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
+                    return Some(v);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 async fn wait_for_joined(
     ws_rx: &mut futures_util::stream::SplitStream<WsStream>,
 ) -> Result<Value, SyntheticError> {
@@ -403,13 +421,8 @@ async fn drive(
     }
     loop {
         tokio::select! {
-            msg = ws_rx.next() => {
-                let t = match msg {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(_)) => continue,
-                    _ => break,
-                };
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+            msg = next_json(&mut ws_rx) => {
+                let Some(v) = msg else { break };
                 lock(&shared.messages).push(v.clone());
                 let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
                 match v["type"].as_str().unwrap_or("") {
