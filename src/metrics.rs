@@ -39,6 +39,11 @@ pub struct Metrics {
     pub rtc_timeout_errors: AtomicU64,
     pub keyframe_requests_from_subscribers: AtomicU64,
     pub keyframe_requests_to_publishers: AtomicU64,
+    pub twcc_feedback_in: AtomicU64,
+    pub probe_clusters: AtomicU64,
+    pub padding_packets_out: AtomicU64,
+    pub dynacast_updates: AtomicU64,
+    pub layer_switches: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,6 +68,11 @@ pub struct MetricsSnapshot {
     pub rtc_timeout_errors: u64,
     pub keyframe_requests_from_subscribers: u64,
     pub keyframe_requests_to_publishers: u64,
+    pub twcc_feedback_in: u64,
+    pub probe_clusters: u64,
+    pub padding_packets_out: u64,
+    pub dynacast_updates: u64,
+    pub layer_switches: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -103,6 +113,12 @@ impl Metrics {
                 .keyframe_requests_from_subscribers
                 .load(Relaxed),
             keyframe_requests_to_publishers: self.keyframe_requests_to_publishers.load(Relaxed),
+            twcc_feedback_in: self.twcc_feedback_in.load(Relaxed),
+            probe_clusters: self.probe_clusters.load(Relaxed),
+            padding_packets_out: self.padding_packets_out.load(Relaxed),
+            dynacast_updates: self.dynacast_updates.load(Relaxed),
+            layer_switches: self.layer_switches.load(Relaxed),
+
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),
             process_peak_rss_mb: process::status_mb("VmHWM:"),

@@ -9,6 +9,24 @@ const RETRY_DELAYS_MS = window.SWITCHYARD_RETRY_DELAYS_MS ?? [1000, 2000, 4000, 
 const WS_OPEN_TIMEOUT_MS = 10000;
 // A media connection that is not up by then is given up and the meeting joined again.
 const PC_CONNECT_TIMEOUT_MS = 15000;
+// The camera is published in three simulcast layers (160x120, 320x240, 640x480 from a
+// 640x480 capture); the server forwards each subscriber the one that fits its tile and
+// its bandwidth, and pauses layers nobody needs (`layers`, docs/signaling.md).
+// scaleResolutionDownTo (a box, either orientation) is there for Chromium: given only
+// scaleResolutionDownBy it sends at most two layers of a 640x480 source (libwebrtc's
+// layer limit by resolution, which it skips for explicit sizes), so 'f' would never go
+// out. Where scaleResolutionDownTo is known it wins; elsewhere (Firefox) it is ignored
+// and scaleResolutionDownBy applies.
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, scaleResolutionDownTo: { maxWidth: 160, maxHeight: 120 }, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, scaleResolutionDownTo: { maxWidth: 320, maxHeight: 240 }, maxBitrate: 500000 },
+  { rid: 'f', scaleResolutionDownBy: 1, scaleResolutionDownTo: { maxWidth: 640, maxHeight: 480 }, maxBitrate: 1500000 },
+];
+// Tests may turn simulcast off (window.SWITCHYARD_SIMULCAST = false) to compare.
+const SIMULCAST = window.SWITCHYARD_SIMULCAST ?? true;
+// `view` messages go out at most this often (only the tiles whose size or visibility changed).
+const VIEW_INTERVAL_MS = 250;
+const SPEAKER_HISTORY_MAX = 200;
 const MSG = {
   denied: 'Camera/microphone permission was denied. Allow access to the camera and microphone for this site, then join again.',
   noDevice: 'No camera or microphone was found. Connect one and join again.',
@@ -31,7 +49,10 @@ let localStream = null;
 let meeting = null; // from Join until Leave / final failure: {room, name, audioMuted, videoMuted, attempt, retryTimer}
 let session = null; // the current ws + pc pair (see connect())
 let connState = 'connecting';
-const tiles = new Map(); // participant id -> remote tile {id, el, video, stream, tracks, unpublished}
+const tiles = new Map(); // participant id -> remote tile {id, el, video, stream, tracks, unpublished, visible, fixedSize}
+let speakers = []; // the last `speakers` list: participant ids, dominant first
+const speakerHistory = []; // the last SPEAKER_HISTORY_MAX lists with their arrival time (for tests)
+const recentSpeakers = []; // participant ids, the latest dominant speaker first (grid order)
 
 // ---------- page chrome ----------
 
@@ -88,7 +109,9 @@ async function startMeeting(room, name) {
 async function getLocalMedia() {
   if (!navigator.mediaDevices?.getUserMedia) return showNotice(MSG.insecure), null;
   try {
-    return await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    // 640x480 keeps three simulcast layers affordable when several pages share a machine.
+    return await navigator.mediaDevices.getUserMedia({ audio: true,
+      video: { width: { ideal: 640 }, height: { ideal: 480 } } });
   } catch (err) {
     console.warn('getUserMedia failed', err);
     const byName = { NotAllowedError: MSG.denied, SecurityError: MSG.denied, NotFoundError: MSG.noDevice,
@@ -108,7 +131,8 @@ function wsUrl() {
 // torn-down attempt are ignored.
 function connect() {
   const s = { ws: new WebSocket(wsUrl()), pc: null, opened: false, closing: false, joined: false,
-    offering: null, negotiationNeeded: false, localCandidates: 0, pendingCandidates: [], connectTimer: null, chain: Promise.resolve() };
+    offering: null, negotiationNeeded: false, localCandidates: 0, pendingCandidates: [], connectTimer: null, chain: Promise.resolve(),
+    views: new Map(), viewTimer: null, lastViewFlush: 0 };
   session = s;
   setConnState(meeting.attempt === 0 ? 'connecting' : 'reconnecting');
   const openTimer = setTimeout(() => s.ws.readyState !== WebSocket.OPEN && s.ws.close(), WS_OPEN_TIMEOUT_MS);
@@ -149,8 +173,10 @@ async function handleMessage(s, msg) {
       if (msg.participant_id !== meeting.participantId) setTileMuted(tiles.get(msg.participant_id)?.el, msg.kind, msg.muted);
       return;
     case 'error': return onServerError(s, msg);
+    case 'layers': return onLayers(s, msg);
+    case 'speakers': return onSpeakers(msg.participant_ids);
     case 'track_published': case 'left': return; // tracks arrive via ontrack; `left` acks our leave
-    default: console.warn('unknown message', msg);
+    default: console.warn('unknown message', msg); // a newer server: ignore what we do not know
   }
 }
 
@@ -168,6 +194,8 @@ function onServerError(s, msg) {
 function onJoined(s, msg) {
   s.joined = true;
   meeting.participantId = msg.participant_id;
+  const local = ui.grid.querySelector('.tile.local');
+  if (local) local.dataset.participantId = msg.participant_id;
   showNotice('');
   for (const p of msg.participants) ensureRemoteTile(p);
   s.pc = createPeerConnection(s, msg.ice_servers ?? []);
@@ -179,15 +207,14 @@ function onJoined(s, msg) {
   // The server only knows mute state from messages; after a reconnect it starts fresh.
   if (meeting.audioMuted) send(s, { type: 'mute', kind: 'audio', muted: true });
   if (meeting.videoMuted) send(s, { type: 'mute', kind: 'video', muted: true });
+  scheduleViews(s);
 }
 
 // ---------- WebRTC: perfect negotiation, browser is the polite peer ----------
 
 function createPeerConnection(s, iceServers) {
   const pc = new RTCPeerConnection({ iceServers });
-  for (const track of localStream.getTracks()) {
-    pc.addTransceiver(track, { direction: 'sendonly', streams: [localStream] });
-  }
+  for (const track of localStream.getTracks()) addLocalTrack(pc, track);
   pc.onnegotiationneeded = () => {
     s.negotiationNeeded = true;
     offerIfNeeded(s);
@@ -213,6 +240,41 @@ function createPeerConnection(s, iceServers) {
     }
   };
   return pc;
+}
+
+// Video goes out as simulcast layers; a browser that refuses the encodings sends one.
+function addLocalTrack(pc, track) {
+  const init = { direction: 'sendonly', streams: [localStream] };
+  if (track.kind === 'video' && SIMULCAST) {
+    try {
+      return pc.addTransceiver(track, { ...init,
+        sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e, scaleResolutionDownTo: { ...e.scaleResolutionDownTo } })) });
+    } catch (err) {
+      console.warn('simulcast refused; sending one layer', err);
+    }
+  }
+  return pc.addTransceiver(track, init);
+}
+
+// Dynacast: the server says which of our layers of one track anyone receives; the others
+// are paused so the browser neither encodes nor sends them. An empty list pauses all.
+async function onLayers(s, msg) {
+  try {
+    const active = Array.isArray(msg.active) ? msg.active : [];
+    const transceiver = s.pc?.getTransceivers().find((t) => t.mid != null && t.mid === String(msg.mid));
+    if (!transceiver?.sender.track) return console.warn('layers for an unknown mid', msg.mid);
+    const params = transceiver.sender.getParameters();
+    if (!params.encodings?.length) return;
+    let changed = false;
+    for (const e of params.encodings) {
+      // One encoding without a rid (no simulcast): it runs while any layer is wanted.
+      const want = e.rid ? active.includes(e.rid) : active.length > 0;
+      if (e.active !== want) { e.active = want; changed = true; }
+    }
+    if (changed) await transceiver.sender.setParameters(params);
+  } catch (err) {
+    console.warn('applying layers failed', msg, err);
+  }
 }
 
 // Publishes (or republishes) by sending an offer, unless one is under way or the
@@ -291,6 +353,7 @@ function closeSession(s) {
   if (!s) return;
   s.closing = true;
   clearTimeout(s.connectTimer);
+  clearTimeout(s.viewTimer);
   try { s.pc?.close(); } catch { /* already closed */ }
   try { s.ws.close(); } catch { /* already closed */ }
 }
@@ -322,6 +385,8 @@ function endMeeting() {
   session = null;
   meeting = null;
   clearRemoteTiles();
+  onSpeakers([]);
+  recentSpeakers.length = 0;
   localStream?.getTracks().forEach((t) => t.stop());
   localStream = null;
   ui.sound.hidden = true;
@@ -391,9 +456,14 @@ function ensureRemoteTile(p) {
   if (!tile) {
     const { el, video } = makeTile(p.name ?? p.id, 'remote');
     el.dataset.participantId = p.id;
-    tile = { id: p.id, el, video, stream: new MediaStream(), tracks: new Set(), unpublished: new Set() };
+    tile = { id: p.id, el, video, stream: new MediaStream(), tracks: new Set(), unpublished: new Set(),
+      visible: true, fixedSize: null };
     tiles.set(p.id, tile);
+    addSizeButton(tile);
     ui.grid.append(el);
+    tileObservers.resize.observe(el);
+    tileObservers.intersection.observe(el);
+    orderTiles();
     updateGrid();
   } else if (p.name) {
     setTileName(tile.el, p.name);
@@ -407,6 +477,8 @@ function removeRemoteTile(id) {
   const tile = tiles.get(id);
   if (!tile) return;
   tile.video.srcObject = null;
+  tileObservers.resize.unobserve(tile.el);
+  tileObservers.intersection.unobserve(tile.el);
   tile.el.remove();
   tiles.delete(id);
   updateGrid();
@@ -447,6 +519,7 @@ function syncTile(tile) {
   if (want.length === have.length && want.every((t) => have.includes(t))) return;
   tile.stream = new MediaStream(want);
   attachStream(tile);
+  if (session) scheduleViews(session);
 }
 
 // Re-assigning srcObject makes the element pick up the changed track set reliably.
@@ -469,6 +542,145 @@ function enableSound() {
     tile.video.play().catch(() => {});
   }
   ui.sound.hidden = true;
+}
+
+// ---------- what we watch: `view` messages ----------
+
+// The server picks each remote video's layer from the size we show it at, and stops
+// sending video nobody can see. Observers only schedule; one flush sends what changed.
+const tileObservers = {
+  resize: new ResizeObserver(() => session && scheduleViews(session)),
+  intersection: new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const tile = [...tiles.values()].find((t) => t.el === entry.target);
+      if (tile) tile.visible = entry.isIntersecting;
+    }
+    if (session) scheduleViews(session);
+  }),
+};
+document.addEventListener('visibilitychange', () => session && scheduleViews(session));
+
+function scheduleViews(s) {
+  if (s.viewTimer || s !== session) return;
+  const wait = Math.max(0, s.lastViewFlush + VIEW_INTERVAL_MS - Date.now());
+  s.viewTimer = setTimeout(() => {
+    s.viewTimer = null;
+    s.lastViewFlush = Date.now();
+    if (s === session) flushViews(s);
+  }, wait);
+}
+
+// One `view` per remote video track whose rendered size or visibility differs from what
+// the server was last told on this connection.
+function flushViews(s) {
+  if (!s.joined || !s.pc || s.ws.readyState !== WebSocket.OPEN) return;
+  for (const v of currentViews(s.pc)) {
+    const key = `${v.width}x${v.height}:${v.visible}`;
+    if (s.views.get(v.track_id) === key) continue;
+    s.views.set(v.track_id, key);
+    send(s, { type: 'view', ...v });
+  }
+}
+
+function currentViews(pc) {
+  const pageVisible = document.visibilityState === 'visible';
+  const dpr = window.devicePixelRatio || 1;
+  const out = [];
+  for (const tile of tiles.values()) {
+    const track = [...tile.tracks].find((t) => t.kind === 'video' && t.readyState !== 'ended');
+    if (!track) continue;
+    const box = tile.el.getBoundingClientRect();
+    const width = Math.round(box.width * dpr);
+    const height = Math.round(box.height * dpr);
+    out.push({ track_id: serverTrackId(pc, track), width, height,
+      visible: pageVisible && tile.visible && width > 0 && height > 0 });
+  }
+  return out;
+}
+
+// The server's id of a received track: the second half of the msid of its m-section in
+// the current remote description (`a=msid:p3 t7`), which stays right when the server
+// reuses a transceiver for another track; the track's own id otherwise.
+function serverTrackId(pc, track) {
+  const mid = pc.getTransceivers().find((t) => t.receiver.track === track)?.mid;
+  const sdp = pc.remoteDescription?.sdp;
+  if (mid != null && sdp) {
+    for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+      if (!new RegExp(`^a=mid:${mid.replace(/[^\w-]/g, '\\$&')}\r?$`, 'm').test(section)) continue;
+      const msid = section.match(/^a=msid:\S+ (\S+?)\r?$/m);
+      if (msid) return msid[1];
+    }
+  }
+  return track.id;
+}
+
+// ---------- active speakers ----------
+
+// `participant_ids`: who is speaking now, the dominant speaker first. Every speaking tile
+// gets data-speaking="true"; the dominant one also the class `dominant` (a stronger
+// outline) and moves to the front of the remote tiles.
+function onSpeakers(ids) {
+  speakers = Array.isArray(ids) ? ids.filter((id) => typeof id === 'string') : [];
+  speakerHistory.push({ at: Date.now(), ids: speakers });
+  if (speakerHistory.length > SPEAKER_HISTORY_MAX) speakerHistory.shift();
+  for (const el of ui.grid.querySelectorAll('.tile')) {
+    const i = speakers.indexOf(el.dataset.participantId);
+    el.dataset.speaking = String(i >= 0);
+    el.classList.toggle('speaking', i >= 0);
+    el.classList.toggle('dominant', i === 0);
+  }
+  const dominant = speakers[0];
+  if (dominant && tiles.has(dominant) && recentSpeakers[0] !== dominant) {
+    const at = recentSpeakers.indexOf(dominant);
+    if (at >= 0) recentSpeakers.splice(at, 1);
+    recentSpeakers.unshift(dominant);
+    if (recentSpeakers.length > 64) recentSpeakers.pop();
+    orderTiles();
+  }
+}
+
+// The local tile stays first; remote tiles follow, recent dominant speakers first, the
+// rest in the order they joined. CSS `order` moves them without touching the DOM, so
+// playing <video> elements are never detached.
+function orderTiles() {
+  const rank = new Map(recentSpeakers.map((id, i) => [id, i]));
+  const remote = [...tiles.values()];
+  const position = (t, i) => (rank.has(t.id) ? rank.get(t.id) : recentSpeakers.length + i);
+  const sorted = remote.map((t, i) => ({ t, p: position(t, i) })).sort((a, b) => a.p - b.p);
+  sorted.forEach(({ t }, i) => { t.el.style.order = String(i + 1); });
+}
+
+// ---------- tile size ----------
+
+// A remote tile can be shrunk to a thumbnail (the button on it, or setTileSize for
+// tests); the server then sends it a smaller layer.
+function setTileSize(participantId, width, height) {
+  const tile = tiles.get(participantId);
+  if (!tile) return false;
+  tile.fixedSize = width > 0 && height > 0 ? { width, height } : null;
+  tile.el.classList.toggle('small', !!tile.fixedSize);
+  tile.el.style.width = tile.fixedSize ? `${width}px` : '';
+  tile.el.style.height = tile.fixedSize ? `${height}px` : '';
+  tile.el.style.aspectRatio = tile.fixedSize ? 'auto' : '';
+  const button = tile.el.querySelector('.size-button');
+  if (button) {
+    button.setAttribute('aria-pressed', String(!!tile.fixedSize));
+    button.title = tile.fixedSize ? 'Restore' : 'Minimize';
+    button.textContent = tile.fixedSize ? '⤢' : '–';
+  }
+  if (session) scheduleViews(session);
+  return true;
+}
+
+function addSizeButton(tile) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'size-button';
+  button.setAttribute('aria-pressed', 'false');
+  button.title = 'Minimize';
+  button.textContent = '–';
+  button.addEventListener('click', () => setTileSize(tile.id, ...(tile.fixedSize ? [0, 0] : [192, 108])));
+  tile.el.append(button);
 }
 
 // Pick the column count that gives the biggest 16:9 tiles in the grid's current box,
@@ -537,6 +749,21 @@ window.switchyard = {
   get state() { return connState; },
   get participantId() { return meeting?.participantId ?? null; },
   remoteTileCount() { return ui.grid.querySelectorAll('.tile.remote').length; },
+  // The last `speakers` list, and the recent ones as {at, ids}.
+  get speakers() { return [...speakers]; },
+  speakerHistory() { return speakerHistory.map((e) => ({ at: e.at, ids: [...e.ids] })); },
+  // Fix a remote tile's CSS size (0, 0 restores it); false when there is no such tile.
+  setTileSize,
+  // What `view` would say now, per remote video: {track_id, width, height, visible}.
+  views() { return session?.pc ? currentViews(session.pc) : []; },
+  // Our senders' encodings as the browser has them: [{mid, kind, encodings: [{rid, active, ...}]}].
+  sendEncodings() {
+    return (session?.pc?.getTransceivers() ?? []).filter((t) => t.sender.track).map((t) => ({
+      mid: t.mid, kind: t.sender.track.kind,
+      encodings: (t.sender.getParameters().encodings ?? []).map((e) => ({ rid: e.rid, active: e.active,
+        scaleResolutionDownBy: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate })),
+    }));
+  },
 };
 
 function init() {

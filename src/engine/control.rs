@@ -47,6 +47,14 @@ impl Shard {
                     self.drain_room_outputs(key, now);
                 }
             }
+            Command::View { id, track, view } => {
+                if let Some(key) = self.peers.get(&id).map(|p| p.room) {
+                    if let Some(host) = self.rooms.get_mut(&key) {
+                        host.room.set_view(id, track, view, now);
+                    }
+                    self.drain_room_outputs(key, now);
+                }
+            }
             Command::Leave { id } => self.remove_participant(id, "left", now),
             Command::Rooms { reply } => {
                 let rooms = self
@@ -66,6 +74,8 @@ impl Shard {
                     demux_addresses: self.demux.addresses(),
                     max_gso_segments: self.udp.max_gso_segments(),
                     srtp: self.srtp_ciphers(now),
+                    downlinks: self.downlink_infos(),
+                    publications: self.publication_infos(now),
                 };
                 let _ = reply.send(info);
             }

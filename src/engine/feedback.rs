@@ -1,9 +1,11 @@
-//! The interceptor that lets keyframe requests reach the application.
+//! The interceptor that lets keyframe requests and transport-cc feedback reach the
+//! application.
 //!
 //! webrtc-rs stops inbound RTCP at the end of its interceptor chain unless a packet is
-//! marked `DeliverToApplication`. NACKs, reports and TWCC are answered by the
-//! interceptors themselves; PLI and FIR from a subscriber can only be answered by asking
-//! the publisher, so these (and only these) are marked and reach `TrackLocal::poll`.
+//! marked `DeliverToApplication`. NACKs and reports are answered by the interceptors
+//! themselves; PLI and FIR from a subscriber can only be answered by asking the
+//! publisher, and transport-cc feedback feeds the shard's own bandwidth estimator
+//! (engine/downlink.rs), so these (and only these) are marked and reach the shard.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -11,6 +13,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
@@ -25,6 +28,10 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
+pub fn is_transport_feedback(packet: &dyn rtc::rtcp::Packet) -> bool {
+    packet.as_any().is::<TransportLayerCc>()
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -36,7 +43,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
+                .filter(|p| is_keyframe_request(p.as_ref()) || is_transport_feedback(p.as_ref()))
                 .cloned()
                 .collect();
             if requests.is_empty() {

@@ -10,6 +10,7 @@
 pub mod build;
 mod control;
 pub mod demux;
+mod downlink;
 pub mod feedback;
 #[cfg(test)]
 mod fuzz_tests;
@@ -68,6 +69,11 @@ pub enum Command {
         kind: MediaKind,
         muted: bool,
     },
+    View {
+        id: ParticipantId,
+        track: crate::id::TrackId,
+        view: crate::room::View,
+    },
     Leave {
         id: ParticipantId,
     },
@@ -86,6 +92,11 @@ pub enum PeerOutput {
     Room(RoomEvent),
     Offer(String),
     Answer(String),
+    /// Dynacast: keep these layers (rids) of the track in m-section `mid`, pause the rest.
+    Layers {
+        mid: String,
+        active: Vec<String>,
+    },
     Error(EngineError),
     /// The participant is gone from the shard (media failed, or removed); close signaling.
     Closed(&'static str),
@@ -117,6 +128,30 @@ pub struct ShardInfo {
     pub max_gso_segments: usize,
     /// The SRTP profile each connected peer negotiated, by participant.
     pub srtp: Vec<(ParticipantId, String)>,
+    /// Each participant's downlink: estimate, allocation and the layer of every leg.
+    pub downlinks: Vec<DownlinkInfo>,
+    /// Each published track's simulcast layers as the server receives them.
+    pub publications: Vec<PublicationInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DownlinkInfo {
+    pub participant_id: ParticipantId,
+    pub estimate_bps: Option<u64>,
+    pub wanted_bps: u64,
+    pub allocated_bps: u64,
+    pub probes: u64,
+    pub twcc_feedbacks: u64,
+    /// (track, layer being forwarded, layer chosen)
+    pub legs: Vec<(crate::id::TrackId, Option<usize>, Option<usize>)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PublicationInfo {
+    pub track_id: crate::id::TrackId,
+    pub participant_id: ParticipantId,
+    /// Per layer: (rid, bits per second now, size from its last keyframe, publisher told to send it)
+    pub layers: Vec<(String, u64, Option<(u16, u16)>, bool)>,
 }
 
 /// How signaling reaches one shard.

@@ -231,10 +231,18 @@ impl Peer {
             .iter()
             .map(|e| (e.id as u8, e.uri.as_str()))
             .collect();
+        // The BUNDLE shares one transport-cc id; stamping starts with the first leg.
+        let twcc = outgoing
+            .iter()
+            .find(|(_, uri)| *uri == super::downlink::TRANSPORT_CC_URI)
+            .map(|(id, _)| *id);
         let ext_map = ExtMap::between(
             desc.extensions.iter().map(|(id, uri)| (*id, uri.as_str())),
             &outgoing,
         );
+        if twcc.is_some() {
+            self.downlink.twcc_ext_id = twcc;
+        }
         Some(LegReady {
             leg: leg_id,
             track,

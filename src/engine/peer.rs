@@ -12,6 +12,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use tokio::sync::mpsc;
 
+use super::downlink::DownlinkState;
 use super::PeerOutput;
 use crate::id::{LegId, ParticipantId, TrackId};
 use crate::room::{Negotiator, TrackInfo};
@@ -34,8 +35,14 @@ pub struct TrackDesc {
 /// A track this participant publishes, by rtc's track id (the browser's).
 pub struct Published {
     pub track: TrackId,
-    /// Only this SSRC is forwarded: further simulcast layers are not routed yet.
-    pub ssrc: u32,
+    /// The m-section it arrives in: how dynacast names it to the client.
+    pub mid: String,
+    /// Each simulcast layer's rid, lowest first (one empty rid without simulcast).
+    pub rids: Vec<String>,
+    /// (SSRC, layer) of every layer seen so far.
+    pub ssrcs: Vec<(u32, usize)>,
+    /// The publisher's id for the audio-level extension (active speaker detection).
+    pub audio_level_id: Option<u8>,
     /// The publisher's extension ids that may be forwarded at all (see
     /// `room::rewrite::FORWARDED_EXTENSIONS`): the rest are dropped once, at ingress,
     /// so the per-leg copies do not carry (and allocate for) them.
@@ -100,6 +107,8 @@ pub struct Peer {
     pub touched: bool,
     /// Set when the shard must remove this participant (and why) at the next chance.
     pub doomed: Option<&'static str>,
+    /// Transport-cc stamping and the bandwidth estimate of what the server sends it.
+    pub downlink: DownlinkState,
 }
 
 impl Peer {
@@ -125,6 +134,7 @@ impl Peer {
             armed: None,
             touched: false,
             doomed: None,
+            downlink: DownlinkState::default(),
         }
     }
 
@@ -146,6 +156,11 @@ impl Peer {
     pub fn unsubscribe(&mut self, track: TrackId) {
         self.wanted.remove(&track);
         self.negotiator.unwant(track);
+    }
+
+    /// The published track that carries `track`, by the room's id.
+    pub fn publication(&self, track: TrackId) -> Option<&Published> {
+        self.published.values().find(|p| p.track == track)
     }
 }
 

@@ -21,6 +21,7 @@ use super::shard::{touch, Shard};
 use super::PeerOutput;
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
+use super::build::AUDIO_LEVEL_URI;
 use crate::room::rewrite::FORWARDED_EXTENSIONS;
 use crate::room::{Codec, Output, Room, RtpIn, TrackInfo};
 
@@ -31,6 +32,9 @@ const RTP_HEADER_BYTES: u64 = 12;
 pub struct Inbound {
     pub room: RoomKey,
     pub track: TrackId,
+    /// Its simulcast layer (0 without simulcast).
+    pub layer: usize,
+    pub audio_level: Option<u8>,
     pub packet: rtp::Packet,
 }
 
@@ -63,6 +67,8 @@ impl Shard {
         for Inbound {
             room,
             track,
+            layer,
+            audio_level,
             packet,
         } in inbound.drain(..)
         {
@@ -71,9 +77,11 @@ impl Shard {
                 continue;
             };
             let rtp_in = RtpIn {
+                layer,
                 sequence_number: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
                 payload: &packet.payload,
+                audio_level,
             };
             host.forwards.clear();
             host.room.route_rtp(track, rtp_in, now, &mut host.forwards);
@@ -86,6 +94,9 @@ impl Shard {
                 };
                 let mut copy = packet.clone();
                 apply_rewrite(&mut copy.header, &f.header);
+                subscriber
+                    .downlink
+                    .stamp(&mut copy.header, copy.payload.len(), now);
                 let bytes = copy.payload.len() as u64 + RTP_HEADER_BYTES;
                 // Straight into the connection's write pipeline. `write_rtp` would check
                 // the SSRC, payload type and extension ids against a parameter set it
@@ -139,7 +150,29 @@ impl Shard {
                         offers_due.push(subscriber);
                     }
                 }
-                Output::RequestKeyframe { track } => self.request_keyframe(key, track, now),
+                Output::RequestKeyframe { track, layer } => {
+                    self.request_keyframe(key, track, layer, now)
+                }
+                Output::PublisherLayers {
+                    publisher,
+                    track,
+                    active,
+                } => {
+                    if let Some(peer) = self.peers.get_mut(&publisher) {
+                        if let Some(p) = peer.publication(track) {
+                            let rids = p
+                                .rids
+                                .iter()
+                                .zip(active)
+                                .filter(|(_, on)| *on)
+                                .map(|(rid, _)| rid.clone())
+                                .collect();
+                            let mid = p.mid.clone();
+                            Metrics::inc(&self.metrics.dynacast_updates);
+                            peer.tell(PeerOutput::Layers { mid, active: rids });
+                        }
+                    }
+                }
                 Output::LegClosed { leg } => {
                     host.legs.remove(&leg);
                 }
@@ -151,16 +184,22 @@ impl Shard {
         }
     }
 
-    fn request_keyframe(&mut self, key: RoomKey, track: TrackId, now: Instant) {
+    fn request_keyframe(&mut self, key: RoomKey, track: TrackId, layer: usize, now: Instant) {
         let Some(desc) = self.rooms.get(&key).and_then(|h| h.tracks.get(&track)) else {
             return;
         };
         let Some(peer) = self.peers.get_mut(&desc.info.participant_id) else {
             return;
         };
+        let Some(&(media_ssrc, _)) = peer
+            .publication(track)
+            .and_then(|p| p.ssrcs.iter().find(|(_, l)| *l == layer))
+        else {
+            return; // that layer has not arrived yet: its first frame is a keyframe
+        };
         let pli = PictureLossIndication {
             sender_ssrc: 0,
-            media_ssrc: desc.ssrc,
+            media_ssrc,
         };
         if let Some(mut receiver) = peer.pc.rtp_receiver(desc.receiver) {
             if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
@@ -170,16 +209,32 @@ impl Shard {
         touch(&mut self.touched, peer);
     }
 
-    /// A track the participant publishes opened (its first packet arrived).
+    /// A track the participant publishes opened (its first packet arrived), or another
+    /// simulcast layer of one did.
     pub(super) fn publish(&mut self, id: ParticipantId, init: RTCTrackEventInit, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if peer.published.contains_key(&init.track_id) {
-            // Another simulcast layer of a track already published: not routed yet.
+        if let Some(published) = peer.published.get_mut(&init.track_id) {
+            let rid = init.rid.clone().unwrap_or_default();
+            if let Some(layer) = published.rids.iter().position(|r| *r == rid) {
+                if !published.ssrcs.iter().any(|(s, _)| *s == init.ssrc) {
+                    published.ssrcs.push((init.ssrc, layer));
+                }
+            }
             return;
         }
         let track_id = self.ids.track();
+        let mid = peer
+            .pc
+            .get_transceivers()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .find_map(|t| {
+                let t = peer.pc.rtp_transceiver(t)?;
+                (t.receiver() == Some(init.receiver_id)).then(|| t.mid().clone().unwrap_or_default())
+            })
+            .unwrap_or_default();
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
             return;
         };
@@ -190,6 +245,15 @@ impl Shard {
         let Some(codec) = receiver.track().codec(init.ssrc).cloned() else {
             return;
         };
+        let rids = layer_order(
+            receiver
+                .track()
+                .codings()
+                .iter()
+                .map(|c| c.rtp_coding_parameters.rid.clone())
+                .filter(|rid| !rid.is_empty())
+                .collect(),
+        );
         let extensions: Vec<(u8, String)> = receiver
             .get_parameters()
             .rtp_parameters
@@ -203,12 +267,22 @@ impl Shard {
                 .filter(|(_, uri)| FORWARDED_EXTENSIONS.contains(&uri.as_str()))
                 .map(|(id, _)| *id),
         );
-        debug!(participant = %id, track = %track_id, %kind, codec = %codec.mime_type, "publishing");
+        let audio_level_id = extensions
+            .iter()
+            .find(|(_, uri)| uri == AUDIO_LEVEL_URI)
+            .map(|(id, _)| *id);
+        let rid = init.rid.clone().unwrap_or_default();
+        let first_layer = rids.iter().position(|r| *r == rid).unwrap_or(0);
+        debug!(participant = %id, track = %track_id, %kind, codec = %codec.mime_type, layers = rids.len(), "publishing");
+        let layer_count = rids.len().max(1);
         peer.published.insert(
             init.track_id.clone(),
             Published {
                 track: track_id,
-                ssrc: init.ssrc,
+                mid,
+                rids: if rids.is_empty() { vec![String::new()] } else { rids },
+                ssrcs: vec![(init.ssrc, first_layer)],
+                audio_level_id,
                 forwardable_extensions,
             },
         );
@@ -228,7 +302,11 @@ impl Shard {
             ssrc: init.ssrc,
         });
         let mime = Codec::from_mime(&desc.codec.mime_type);
-        if host.room.publish(id, track_id, kind, mime).is_ok() {
+        if host
+            .room
+            .publish(id, track_id, kind, mime, layer_count, now)
+            .is_ok()
+        {
             host.tracks.insert(track_id, desc);
         }
         self.drain_room_outputs(key, now);
@@ -247,5 +325,30 @@ impl Shard {
             host.tracks.remove(&published.track);
         }
         self.drain_room_outputs(key, now);
+    }
+}
+
+/// Simulcast layers lowest first. The web client (and LiveKit's) names them q, h and f;
+/// other names keep the order of the offer, which lists the encodings as the sender
+/// declared them (lowest first, by convention).
+fn layer_order(mut rids: Vec<String>) -> Vec<String> {
+    let rank = |r: &str| ["q", "h", "f"].iter().position(|x| *x == r);
+    if rids.iter().all(|r| rank(r).is_some()) {
+        rids.sort_by_key(|r| rank(r));
+    }
+    rids.truncate(crate::room::producer::MAX_LAYERS);
+    rids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layer_order;
+
+    #[test]
+    fn layers_are_ordered_lowest_first() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(layer_order(v(&["f", "q", "h"])), v(&["q", "h", "f"]));
+        assert_eq!(layer_order(v(&["lo", "mid", "hi"])), v(&["lo", "mid", "hi"]));
+        assert_eq!(layer_order(v(&["a", "b", "c", "d"])).len(), 3);
     }
 }

@@ -21,6 +21,7 @@ use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
@@ -313,6 +314,7 @@ impl Shard {
     /// Drains one connection's events and reads.
     fn settle(&mut self, id: ParticipantId, now: Instant) {
         let mut events = Vec::new();
+        let mut feedback = Vec::new();
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -321,31 +323,53 @@ impl Shard {
         }
         while let Some(msg) = peer.pc.poll_read() {
             match msg.message {
-                RTCMessage::RtpPacket(track, mut packet) => match peer.published.get(&track) {
-                    Some(p) if p.ssrc == packet.header.ssrc => {
-                        p.forwardable_extensions.filter(&mut packet.header);
-                        self.inbound.push(Inbound {
-                            room: peer.room,
-                            track: p.track,
-                            packet,
-                        })
+                RTCMessage::RtpPacket(track, mut packet) => {
+                    let Some(p) = peer.published.get(&track) else {
+                        Metrics::inc(&self.metrics.rtp_in_unrouted);
+                        continue;
+                    };
+                    let ssrc = packet.header.ssrc;
+                    let Some(&(_, layer)) = p.ssrcs.iter().find(|(s, _)| *s == ssrc) else {
+                        Metrics::inc(&self.metrics.rtp_in_unrouted);
+                        continue;
+                    };
+                    p.forwardable_extensions.filter(&mut packet.header);
+                    let audio_level = p.audio_level_id.and_then(|ext| {
+                        let e = packet.header.extensions.iter().find(|e| e.id == ext)?;
+                        Some(e.payload.first()? & 0x7f)
+                    });
+                    self.inbound.push(Inbound {
+                        room: peer.room,
+                        track: p.track,
+                        layer,
+                        audio_level,
+                        packet,
+                    })
+                }
+                // Only keyframe requests and transport-cc feedback are let through to us
+                // (feedback.rs); the track is the subscriber leg's, named after the
+                // published track it carries.
+                RTCMessage::RtcpPacket(track, packets) => {
+                    for p in &packets {
+                        if let Some(fb) = p.as_any().downcast_ref::<TransportLayerCc>() {
+                            feedback.push(fb.clone());
+                        }
                     }
-                    _ => Metrics::inc(&self.metrics.rtp_in_unrouted),
-                },
-                // Only keyframe requests are let through to us (feedback.rs); the track is
-                // the subscriber leg's, named after the published track it carries.
-                RTCMessage::RtcpPacket(track, packets)
-                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) =>
-                {
+                    if !packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                        continue;
+                    }
                     if let Ok(track) = track.parse::<TrackId>() {
                         Metrics::inc(&self.metrics.keyframe_requests_from_subscribers);
                         if let Some(host) = self.rooms.get_mut(&peer.room) {
-                            host.room.keyframe_request(track, now);
+                            host.room.keyframe_request(id, track, now);
                         }
                     }
                 }
                 _ => {}
             }
+        }
+        for fb in &feedback {
+            self.transport_feedback(id, fb, now);
         }
         for event in events {
             self.peer_event(id, event, now);
@@ -416,6 +440,7 @@ impl Shard {
     /// otherwise scan every peer each time).
     fn housekeeping(&mut self, now: Instant) {
         self.remove_doomed(now);
+        self.probe_tick(HOUSEKEEPING, now);
         let keys: Vec<RoomKey> = self.rooms.keys().copied().collect();
         for key in keys {
             if let Some(host) = self.rooms.get_mut(&key) {

@@ -30,30 +30,65 @@ impl Codec {
         }
     }
 
+    /// The RTP clock: what a wall-clock gap is in timestamp units.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            _ => 90_000,
+        }
+    }
+
     pub fn is_video(self) -> bool {
         matches!(self, Codec::Vp8 | Codec::H264)
     }
+
+    /// The picture size a keyframe's first packet announces, where the codec says it
+    /// in the first packet (VP8 does; H.264 hides it in the SPS, not read here). The
+    /// allocator compares it with the size of the subscriber's tile.
+    pub fn keyframe_size(self, payload: &[u8]) -> Option<(u16, u16)> {
+        match self {
+            Codec::Vp8 => vp8_keyframe_size(payload),
+            _ => None,
+        }
+    }
+}
+
+/// VP8 keyframe header (RFC 6386 9.1): 3-byte frame tag, start code 9d 01 2a, then
+/// 14-bit width and height, little-endian, with 2 bits of scaling each.
+fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
+    let i = vp8_payload_header_start(p)?;
+    let h = p.get(i..i + 10)?;
+    if h[0] & 0x01 != 0 || h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((width, height))
 }
 
 /// VP8 (RFC 7741): the first packet of a keyframe has S=1, PID=0, and P=0 in the
 /// payload header that follows the payload descriptor.
 fn vp8_is_keyframe_start(p: &[u8]) -> bool {
-    let Some(&first) = p.first() else {
-        return false;
-    };
+    vp8_payload_header_start(p).is_some_and(|i| p.get(i).is_some_and(|b| b & 0x01 == 0))
+}
+
+/// Where the VP8 payload header starts in the first packet of a frame (S=1, PID=0);
+/// `None` for any other packet.
+fn vp8_payload_header_start(p: &[u8]) -> Option<usize> {
+    let &first = p.first()?;
     let start_of_partition = first & 0x10 != 0;
     let partition_id = first & 0x07;
     if !start_of_partition || partition_id != 0 {
-        return false;
+        return None;
     }
     let mut i = 1;
     if first & 0x80 != 0 {
         // X: extension byte with I, L, T, K flags.
-        let Some(&x) = p.get(i) else { return false };
+        let &x = p.get(i)?;
         i += 1;
         if x & 0x80 != 0 {
             // I: picture id, 7 or 15 bits.
-            let Some(&pid) = p.get(i) else { return false };
+            let &pid = p.get(i)?;
             i += if pid & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -63,8 +98,8 @@ fn vp8_is_keyframe_start(p: &[u8]) -> bool {
             i += 1; // T or K: TID/KEYIDX
         }
     }
-    // P bit (inverse keyframe flag) is the lowest bit of the first payload-header byte.
-    p.get(i).is_some_and(|b| b & 0x01 == 0)
+    // The P bit (inverse keyframe flag) is the lowest bit of the byte at `i`.
+    (i < p.len()).then_some(i)
 }
 
 /// H.264 (RFC 6184): an IDR slice (5) or SPS (7) starts a decodable picture, whether
@@ -113,6 +148,20 @@ mod tests {
             "truncated is not a keyframe"
         );
         assert!(!Codec::Vp8.is_keyframe_start(&[]));
+    }
+
+    #[test]
+    fn vp8_keyframe_size_is_read_from_the_first_packet() {
+        // Descriptor (X, I with 15-bit id), frame tag (keyframe), start code, 640x480.
+        let kf = [
+            0x90, 0x80, 0x81, 0x23, 0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+        ];
+        assert_eq!(Codec::Vp8.keyframe_size(&kf), Some((640, 480)));
+        let mut inter = kf;
+        inter[4] |= 0x01;
+        assert_eq!(Codec::Vp8.keyframe_size(&inter), None);
+        assert_eq!(Codec::Vp8.keyframe_size(&kf[..9]), None, "truncated");
+        assert_eq!(Codec::H264.keyframe_size(&[0x65]), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! One (subscriber, producer) leg: gates video on a keyframe, rewrites headers, counts.
 
+use std::time::Instant;
+
 use super::rewrite::{ExtMap, RewrittenHeader, SeqTsRewriter};
 use crate::id::{LegId, ParticipantId, TrackId};
 
@@ -18,11 +20,19 @@ pub struct Consumer {
     pub producer: TrackId,
     params: LegParams,
     rewriter: SeqTsRewriter,
-    /// Video waits for a keyframe before its first packet, so the decoder never starts
-    /// on a picture it cannot decode.
-    waiting_for_keyframe: bool,
+    /// RTP clock of the codec, to turn wall-clock gaps into timestamp gaps on a switch.
+    clock_rate: u32,
+    /// Video starts (and switches layers) only on a keyframe, so the decoder never
+    /// gets a picture it cannot decode; audio is always "on" layer 0.
+    needs_keyframe: bool,
+    /// The layer being forwarded; `None` until the first keyframe (video).
+    current: Option<usize>,
+    /// The layer the allocator chose; `None` = paused (nothing is forwarded).
+    target: Option<usize>,
+    last_forwarded: Option<Instant>,
     pub forwarded: u64,
     pub skipped_before_keyframe: u64,
+    pub layer_switches: u64,
 }
 
 impl Consumer {
@@ -32,6 +42,7 @@ impl Consumer {
         producer: TrackId,
         params: LegParams,
         needs_keyframe: bool,
+        clock_rate: u32,
         seq_ts_base: (u16, u32),
     ) -> Self {
         Consumer {
@@ -40,32 +51,76 @@ impl Consumer {
             producer,
             params,
             rewriter: SeqTsRewriter::new(seq_ts_base.0, seq_ts_base.1),
-            waiting_for_keyframe: needs_keyframe,
+            clock_rate,
+            needs_keyframe,
+            current: (!needs_keyframe).then_some(0),
+            target: Some(0),
+            last_forwarded: None,
             forwarded: 0,
             skipped_before_keyframe: 0,
+            layer_switches: 0,
         }
     }
 
-    pub fn waiting_for_keyframe(&self) -> bool {
-        self.waiting_for_keyframe
+    pub fn current_layer(&self) -> Option<usize> {
+        self.current
     }
 
-    /// Decides whether a packet goes out on this leg and with what header.
+    pub fn target_layer(&self) -> Option<usize> {
+        self.target
+    }
+
+    /// The layer this leg waits for a keyframe of, if it waits.
+    pub fn awaited_keyframe(&self) -> Option<usize> {
+        match self.target {
+            Some(t) if self.needs_keyframe && self.current != Some(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The allocator's choice. A paused leg stops at once; a new layer starts on its next
+    /// keyframe, and until then the current layer keeps flowing (no freeze on a switch).
+    pub fn set_target(&mut self, layer: Option<usize>) {
+        self.target = layer;
+        if layer.is_none() && self.needs_keyframe {
+            self.current = None;
+        }
+    }
+
+    /// Decides whether a packet of `layer` goes out on this leg and with what header.
     pub fn forward(
         &mut self,
+        layer: usize,
         seq: u16,
         ts: u32,
         is_keyframe_start: bool,
+        now: Instant,
     ) -> Option<RewrittenHeader> {
-        if self.waiting_for_keyframe {
-            if !is_keyframe_start {
-                self.skipped_before_keyframe += 1;
-                return None;
+        let target = self.target?;
+        let (sequence_number, timestamp) = if self.current == Some(layer) {
+            self.rewriter.rewrite(seq, ts)?
+        } else if layer == target && (is_keyframe_start || !self.needs_keyframe) {
+            let started = self.current.is_some() || self.forwarded > 0;
+            self.current = Some(layer);
+            if started {
+                self.layer_switches += 1;
+                let gap = self.last_forwarded.map_or(1, |t| {
+                    let elapsed = now.saturating_duration_since(t).as_micros() as u64;
+                    (elapsed * self.clock_rate as u64 / 1_000_000).clamp(1, u32::MAX as u64)
+                        as u32
+                });
+                self.rewriter.switch_source(seq, ts, gap)
+            } else {
+                self.rewriter.rewrite(seq, ts)?
             }
-            self.waiting_for_keyframe = false;
-        }
-        let (sequence_number, timestamp) = self.rewriter.rewrite(seq, ts)?;
+        } else {
+            if self.current.is_none() {
+                self.skipped_before_keyframe += 1;
+            }
+            return None;
+        };
         self.forwarded += 1;
+        self.last_forwarded = Some(now);
         Some(RewrittenHeader {
             ssrc: self.params.ssrc,
             sequence_number,
@@ -74,11 +129,26 @@ impl Consumer {
             ext_map: self.params.ext_map,
         })
     }
+
+    /// Sequence numbers for `n` padding packets (bandwidth probes) on this leg, and the
+    /// header they carry; `None` while nothing was sent on it.
+    pub fn padding(&mut self, n: u16) -> Option<RewrittenHeader> {
+        self.current?;
+        let (sequence_number, timestamp) = self.rewriter.take_padding(n)?;
+        Some(RewrittenHeader {
+            ssrc: self.params.ssrc,
+            sequence_number,
+            timestamp,
+            payload_type: self.params.payload_type,
+            ext_map: ExtMap::default(),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn consumer(needs_keyframe: bool) -> Consumer {
         let params = LegParams {
@@ -92,21 +162,23 @@ mod tests {
             TrackId(3),
             params,
             needs_keyframe,
+            90_000,
             (100, 1000),
         )
     }
 
     #[test]
     fn video_leg_starts_on_a_keyframe() {
+        let t0 = Instant::now();
         let mut c = consumer(true);
-        assert_eq!(c.forward(10, 0, false), None);
-        assert_eq!(c.forward(11, 0, false), None);
-        let h = c.forward(12, 3000, true).expect("keyframe starts the leg");
+        assert_eq!(c.forward(0, 10, 0, false, t0), None);
+        assert_eq!(c.forward(0, 11, 0, false, t0), None);
+        let h = c.forward(0, 12, 3000, true, t0).expect("keyframe starts the leg");
         assert_eq!(
             (h.ssrc, h.payload_type, h.sequence_number, h.timestamp),
             (0xabcd, 120, 100, 1000)
         );
-        let h = c.forward(13, 3000, false).expect("then everything flows");
+        let h = c.forward(0, 13, 3000, false, t0).expect("then everything flows");
         assert_eq!(h.sequence_number, 101);
         assert_eq!(c.skipped_before_keyframe, 2);
         assert_eq!(c.forwarded, 2);
@@ -115,6 +187,53 @@ mod tests {
     #[test]
     fn audio_leg_forwards_at_once() {
         let mut c = consumer(false);
-        assert!(c.forward(10, 0, false).is_some());
+        assert!(c.forward(0, 10, 0, false, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn a_switch_waits_for_the_target_layers_keyframe_and_stays_continuous() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = consumer(true);
+        c.set_target(Some(2));
+        c.forward(2, 500, 90_000, true, ms(0)).unwrap();
+        c.forward(2, 501, 93_000, false, ms(33)).unwrap();
+        // The allocator drops to layer 0: layer 2 keeps flowing until layer 0's keyframe.
+        c.set_target(Some(0));
+        assert_eq!(c.awaited_keyframe(), Some(0));
+        assert_eq!(c.forward(0, 7000, 5_000, false, ms(40)), None);
+        let h = c.forward(2, 502, 96_000, false, ms(66)).expect("old layer until then");
+        assert_eq!(h.sequence_number, 102);
+        let h = c.forward(0, 7001, 8_000, true, ms(99)).expect("keyframe switches");
+        assert_eq!(h.sequence_number, 103, "numbering continues");
+        assert_eq!(h.timestamp, 1000 + 6000 + 2970, "33 ms after the last packet");
+        assert_eq!(c.forward(2, 503, 99_000, false, ms(100)), None, "old layer stops");
+        assert_eq!(c.forward(0, 7002, 11_000, false, ms(132)).unwrap().sequence_number, 104);
+        assert_eq!((c.layer_switches, c.awaited_keyframe()), (1, None));
+    }
+
+    #[test]
+    fn a_paused_leg_forwards_nothing_and_restarts_on_a_keyframe() {
+        let t0 = Instant::now();
+        let mut c = consumer(true);
+        c.forward(0, 1, 0, true, t0).unwrap();
+        c.set_target(None);
+        assert_eq!(c.forward(0, 2, 0, false, t0), None);
+        assert_eq!(c.forward(0, 3, 0, true, t0), None, "paused");
+        c.set_target(Some(0));
+        assert_eq!(c.forward(0, 4, 0, false, t0), None, "waits for a keyframe");
+        let h = c.forward(0, 5, 3000, true, t0).unwrap();
+        assert_eq!(h.sequence_number, 101, "continues after the last one sent");
+    }
+
+    #[test]
+    fn padding_takes_the_next_numbers() {
+        let t0 = Instant::now();
+        let mut c = consumer(true);
+        assert!(c.padding(2).is_none(), "nothing to pad before the first packet");
+        c.forward(0, 1, 0, true, t0).unwrap();
+        let p = c.padding(2).unwrap();
+        assert_eq!((p.sequence_number, p.ssrc), (101, 0xabcd));
+        assert_eq!(c.forward(0, 2, 0, false, t0).unwrap().sequence_number, 103);
     }
 }

@@ -2,15 +2,20 @@
 //! negotiation state. Nothing here does I/O, reads a clock or names a webrtc-rs type,
 //! so all of it is unit-tested on simulated time.
 
+pub mod allocator;
 pub mod codec;
 pub mod consumer;
+mod downlink;
+pub mod dynacast;
 pub mod negotiation;
 pub mod participant;
 pub mod producer;
 pub mod rewrite;
+pub mod speaker;
 #[allow(clippy::module_inception)]
 pub mod room;
 
+pub use allocator::View;
 pub use codec::Codec;
 pub use consumer::LegParams;
 pub use negotiation::{NegotiationError, Negotiator, OfferPlan};

@@ -3,11 +3,25 @@
 use std::time::{Duration, Instant};
 
 use super::codec::Codec;
+use super::dynacast::Dynacast;
 use crate::id::{MediaKind, ParticipantId, TrackId};
 
 /// At most one keyframe request per producer per this interval; requests inside the window
 /// are coalesced into one sent when it ends (mediasoup and LiveKit use the same order).
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Simulcast layers a producer can carry, lowest first (rids q, h, f in the web client).
+pub const MAX_LAYERS: usize = 3;
+
+/// A layer that sent nothing for this long is paused at the publisher (by dynacast,
+/// or by the publisher's own bandwidth estimate) and is not chosen until it returns.
+pub const LAYER_IDLE: Duration = Duration::from_millis(1200);
+
+/// What the allocator assumes a layer costs before it has been measured (or while the
+/// publisher has it paused): the web client's caps for q, h and f.
+pub const DEFAULT_LAYER_BITRATES: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
+/// Opus as browsers send it, with headers.
+pub const AUDIO_BITRATE: u64 = 50_000;
 
 #[derive(Debug)]
 pub struct Producer {
@@ -15,22 +29,169 @@ pub struct Producer {
     pub owner: ParticipantId,
     pub kind: MediaKind,
     pub codec: Codec,
+    /// How many layers the publisher sends (1 without simulcast).
+    pub layer_count: usize,
+    pub layers: [Layer; MAX_LAYERS],
+    pub dynacast: Dynacast,
     pub packets_in: u64,
     pub keyframes_in: u64,
+}
+
+/// One simulcast layer (or the only stream) of a producer.
+#[derive(Debug, Default)]
+pub struct Layer {
+    pub bitrate: BitrateMeter,
+    /// The highest rate measured while it was flowing: what resuming it will cost.
+    pub peak_bitrate: u64,
+    pub last_packet: Option<Instant>,
+    /// Picture size from its last keyframe, where the codec tells it.
+    pub size: Option<(u16, u16)>,
     pub keyframe_throttle: KeyframeThrottle,
 }
 
+impl Layer {
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+}
+
 impl Producer {
-    pub fn new(id: TrackId, owner: ParticipantId, kind: MediaKind, codec: Codec) -> Self {
+    pub fn new(
+        id: TrackId,
+        owner: ParticipantId,
+        kind: MediaKind,
+        codec: Codec,
+        layer_count: usize,
+        now: Instant,
+    ) -> Self {
+        let layer_count = layer_count.clamp(1, MAX_LAYERS);
         Producer {
             id,
             owner,
             kind,
             codec,
+            layer_count,
+            layers: Default::default(),
+            dynacast: Dynacast::new(layer_count, now),
             packets_in: 0,
             keyframes_in: 0,
-            keyframe_throttle: KeyframeThrottle::default(),
         }
+    }
+
+    /// Counts a packet of `layer`; returns whether it starts a keyframe.
+    pub fn packet_in(&mut self, layer: usize, payload: &[u8], bytes: usize, now: Instant) -> bool {
+        self.packets_in += 1;
+        let keyframe = self.codec.is_video() && self.codec.is_keyframe_start(payload);
+        let codec = self.codec;
+        let Some(l) = self.layers.get_mut(layer) else {
+            return false;
+        };
+        l.last_packet = Some(now);
+        l.bitrate.add(bytes, now);
+        if keyframe {
+            self.keyframes_in += 1;
+            l.keyframe_throttle.keyframe_received();
+            if let Some(size) = codec.keyframe_size(payload) {
+                l.size = Some(size);
+            }
+        }
+        keyframe
+    }
+
+    /// What a layer is expected to cost: measured while it flows, else its last peak,
+    /// else the default for its place.
+    pub fn layer_bitrate(&self, layer: usize, now: Instant) -> u64 {
+        let Some(l) = self.layers.get(layer) else {
+            return 0;
+        };
+        let measured = l.bitrate.bits_per_second(now);
+        if l.is_live(now) && measured > 0 {
+            measured
+        } else if l.peak_bitrate > 0 {
+            l.peak_bitrate
+        } else if !self.codec.is_video() {
+            AUDIO_BITRATE
+        } else {
+            let top = self.layer_count - 1;
+            DEFAULT_LAYER_BITRATES[MAX_LAYERS - 1 - (top - layer.min(top))]
+        }
+    }
+
+    /// Remembers each flowing layer's rate (called on the allocation tick).
+    pub fn update_peaks(&mut self, now: Instant) {
+        for l in &mut self.layers {
+            if l.is_live(now) {
+                let rate = l.bitrate.bits_per_second(now);
+                // Decays slowly, so one burst does not price a layer forever.
+                l.peak_bitrate = rate.max(l.peak_bitrate * 9 / 10);
+            }
+        }
+    }
+
+    /// A picture size for `layer`: its own keyframe's, else derived from a known
+    /// layer by the web client's factor of 2 between layers.
+    pub fn layer_size(&self, layer: usize) -> Option<(u16, u16)> {
+        if let Some(size) = self.layers.get(layer).and_then(|l| l.size) {
+            return Some(size);
+        }
+        (0..self.layer_count).find_map(|known| {
+            let (w, h) = self.layers[known].size?;
+            let scale = |v: u16| {
+                if known >= layer {
+                    v >> (known - layer)
+                } else {
+                    v.saturating_mul(1 << (layer - known))
+                }
+            };
+            Some((scale(w), scale(h)))
+        })
+    }
+}
+
+/// Bits per second over the last 0.5-1 s, in two half-second buckets: O(1) per packet.
+#[derive(Debug, Default)]
+pub struct BitrateMeter {
+    bucket_start: Option<Instant>,
+    current: u64,
+    previous: u64,
+}
+
+const BUCKET: Duration = Duration::from_millis(500);
+
+impl BitrateMeter {
+    pub fn add(&mut self, bytes: usize, now: Instant) {
+        self.rotate(now);
+        self.current += bytes as u64;
+    }
+
+    fn rotate(&mut self, now: Instant) {
+        match self.bucket_start {
+            Some(start) if now.saturating_duration_since(start) < BUCKET => {}
+            Some(start) => {
+                let stale = now.saturating_duration_since(start) >= 2 * BUCKET;
+                self.previous = if stale { 0 } else { self.current };
+                self.current = 0;
+                self.bucket_start = Some(now);
+            }
+            None => self.bucket_start = Some(now),
+        }
+    }
+
+    pub fn bits_per_second(&self, now: Instant) -> u64 {
+        let Some(start) = self.bucket_start else {
+            return 0;
+        };
+        let in_current = now.saturating_duration_since(start);
+        if in_current >= 2 * BUCKET {
+            return 0;
+        }
+        let (bytes, span) = if in_current >= BUCKET {
+            (self.current, in_current)
+        } else {
+            (self.previous + self.current, BUCKET + in_current)
+        };
+        (bytes * 8 * 1000) / (span.as_millis().max(1) as u64)
     }
 }
 
@@ -97,6 +258,31 @@ impl KeyframeThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bitrate_meter_measures_the_last_second() {
+        let t0 = Instant::now();
+        let mut m = BitrateMeter::default();
+        for i in 0..100u64 {
+            m.add(1250, t0 + Duration::from_millis(i * 10)); // 1 Mbit/s
+        }
+        let rate = m.bits_per_second(t0 + Duration::from_millis(1000));
+        assert!((900_000..=1_100_000).contains(&rate), "{rate}");
+        assert_eq!(m.bits_per_second(t0 + Duration::from_secs(3)), 0, "silence");
+    }
+
+    #[test]
+    fn layer_sizes_come_from_keyframes_or_a_known_neighbour() {
+        let t0 = Instant::now();
+        let mut p = Producer::new(TrackId(1), ParticipantId(1), MediaKind::Video, Codec::Vp8, 3, t0);
+        assert_eq!(p.layer_size(0), None);
+        let kf = [0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+        assert!(p.packet_in(2, &kf, 1000, t0));
+        assert_eq!(p.layer_size(2), Some((640, 480)));
+        assert_eq!(p.layer_size(0), Some((160, 120)));
+        assert!(p.layers[2].is_live(t0) && !p.layers[0].is_live(t0));
+        assert_eq!(p.layer_bitrate(0, t0), DEFAULT_LAYER_BITRATES[0]);
+    }
 
     #[test]
     fn first_request_goes_out_at_once() {

@@ -69,20 +69,57 @@ pub struct RewrittenHeader {
 ///
 /// The first forwarded packet anchors the mapping; later packets keep their distance to it
 /// (modulo 2^16 and 2^32), so reordering and loss upstream show up unchanged downstream
-/// and the subscriber's NACKs name packets the leg really sent.
+/// and the subscriber's NACKs name packets the leg really sent. Two things move the
+/// mapping (mediasoup's `SeqManager` does the same): a switch to another simulcast layer
+/// re-anchors on the new layer's keyframe right after the last number sent, and padding
+/// probes take numbers of their own, which later packets step over.
 #[derive(Clone, Debug)]
 pub struct SeqTsRewriter {
     anchor: Option<Anchor>,
     out_seq_base: u16,
     out_ts_base: u32,
+    /// The highest sequence number sent on the leg (media or padding) and the timestamp
+    /// that went with it: where a switch or a padding burst continues from.
+    highest_out: Option<(u16, u32)>,
 }
+
+/// Padding bursts remembered per anchor; an older packet arriving later than this many
+/// bursts is dropped (probes come seconds apart, so this is never close in practice).
+const MAX_PADDING_POINTS: usize = 8;
 
 #[derive(Clone, Copy, Debug)]
 struct Anchor {
     in_seq: u16,
     in_ts: u32,
-    /// Highest incoming sequence number seen, in extended (unwrapped) form.
+    out_seq: u16,
+    out_ts: u32,
+    /// Highest incoming sequence number seen, in extended (unwrapped) form, 0 = the anchor.
     highest_ext_seq: i64,
+    /// (extended seq, numbers taken by padding right after it), oldest first.
+    padding: [(i64, u16); MAX_PADDING_POINTS],
+    padding_points: usize,
+}
+
+impl Anchor {
+    fn new(in_seq: u16, in_ts: u32, out_seq: u16, out_ts: u32) -> Anchor {
+        Anchor {
+            in_seq,
+            in_ts,
+            out_seq,
+            out_ts,
+            highest_ext_seq: 0,
+            padding: [(0, 0); MAX_PADDING_POINTS],
+            padding_points: 0,
+        }
+    }
+
+    /// Numbers taken by padding before the packet `ext`.
+    fn padding_before(&self, ext: i64) -> u16 {
+        self.padding[..self.padding_points]
+            .iter()
+            .filter(|(at, _)| ext > *at)
+            .fold(0u16, |sum, (_, n)| sum.wrapping_add(*n))
+    }
 }
 
 /// Whether `a` is newer than `b` in RFC 3550 serial-number arithmetic.
@@ -98,22 +135,18 @@ impl SeqTsRewriter {
             anchor: None,
             out_seq_base,
             out_ts_base,
+            highest_out: None,
         }
     }
 
     /// Returns the leg's (sequence number, timestamp) for an incoming packet, or `None`
-    /// for a packet older than the one the leg started at (it was never sent on the leg).
+    /// for a packet older than the one the leg (re)started at: it was never sent on the leg.
     pub fn rewrite(&mut self, seq: u16, ts: u32) -> Option<(u16, u32)> {
-        let anchor = match self.anchor.as_mut() {
-            None => {
-                self.anchor = Some(Anchor {
-                    in_seq: seq,
-                    in_ts: ts,
-                    highest_ext_seq: 0,
-                });
-                return Some((self.out_seq_base, self.out_ts_base));
-            }
-            Some(a) => a,
+        let Some(anchor) = self.anchor.as_mut() else {
+            let (out_seq, out_ts) = (self.out_seq_base, self.out_ts_base);
+            self.anchor = Some(Anchor::new(seq, ts, out_seq, out_ts));
+            self.highest_out = Some((out_seq, out_ts));
+            return Some((out_seq, out_ts));
         };
         // Distance from the highest seen, signed, so late packets land behind it.
         let highest_in = anchor.in_seq.wrapping_add(anchor.highest_ext_seq as u16);
@@ -122,12 +155,59 @@ impl SeqTsRewriter {
         if ext < 0 {
             return None;
         }
+        if anchor.padding_points == MAX_PADDING_POINTS && ext <= anchor.padding[0].0 {
+            return None; // older than every padding point still remembered
+        }
+        let out_seq = anchor
+            .out_seq
+            .wrapping_add(ext as u16)
+            .wrapping_add(anchor.padding_before(ext));
+        let out_ts = anchor.out_ts.wrapping_add(ts.wrapping_sub(anchor.in_ts));
         if delta > 0 {
             anchor.highest_ext_seq = ext;
+            self.highest_out = Some((out_seq, out_ts));
         }
-        let out_seq = self.out_seq_base.wrapping_add(ext as u16);
-        let out_ts = self.out_ts_base.wrapping_add(ts.wrapping_sub(anchor.in_ts));
         Some((out_seq, out_ts))
+    }
+
+    /// Continues the leg on another source (a simulcast layer switch): the packet
+    /// (`seq`, `ts`), a keyframe of the new layer, gets the number after the last one
+    /// sent and a timestamp `ts_gap` after the last one sent (layers have unrelated
+    /// timestamp bases; the caller derives the gap from the time between the two).
+    pub fn switch_source(&mut self, seq: u16, ts: u32, ts_gap: u32) -> (u16, u32) {
+        let (out_seq, out_ts) = match self.highest_out {
+            Some((s, t)) => (s.wrapping_add(1), t.wrapping_add(ts_gap.max(1))),
+            None => (self.out_seq_base, self.out_ts_base),
+        };
+        self.anchor = Some(Anchor::new(seq, ts, out_seq, out_ts));
+        self.highest_out = Some((out_seq, out_ts));
+        (out_seq, out_ts)
+    }
+
+    /// Takes `n` sequence numbers right after the last one sent, for padding packets, and
+    /// returns the first one and the timestamp to give them (the last one sent: padding
+    /// carries no media, and a new timestamp would look like a frame to the receiver).
+    /// `None` before anything was sent: there is no stream to pad yet.
+    pub fn take_padding(&mut self, n: u16) -> Option<(u16, u32)> {
+        let anchor = self.anchor.as_mut()?;
+        let (last_seq, last_ts) = self.highest_out?;
+        let at = anchor.highest_ext_seq;
+        let points = anchor.padding_points;
+        match anchor.padding[..points].last_mut() {
+            Some((p, count)) if *p == at => *count = count.wrapping_add(n),
+            _ => {
+                if points == MAX_PADDING_POINTS {
+                    anchor.padding.copy_within(1.., 0);
+                    anchor.padding[MAX_PADDING_POINTS - 1] = (at, n);
+                } else {
+                    anchor.padding[points] = (at, n);
+                    anchor.padding_points += 1;
+                }
+            }
+        }
+        let first = last_seq.wrapping_add(1);
+        self.highest_out = Some((last_seq.wrapping_add(n), last_ts));
+        Some((first, last_ts))
     }
 }
 
@@ -181,6 +261,31 @@ mod tests {
             Some((10, 0)),
             "a duplicate maps to the same number"
         );
+    }
+
+    #[test]
+    fn a_layer_switch_continues_numbering_and_time() {
+        let mut rw = SeqTsRewriter::new(100, 1000);
+        rw.rewrite(5000, 90_000);
+        rw.rewrite(5001, 93_000);
+        // The new layer has its own numbering and timestamp base.
+        assert_eq!(rw.switch_source(40, 7_000_000, 3000), (102, 7_000));
+        assert_eq!(rw.rewrite(41, 7_003_000), Some((103, 10_000)));
+        assert_eq!(rw.rewrite(39, 6_997_000), None, "older than the switch");
+    }
+
+    #[test]
+    fn padding_takes_numbers_that_later_packets_step_over() {
+        let mut rw = SeqTsRewriter::new(10, 0);
+        assert_eq!(rw.take_padding(3), None, "nothing sent yet");
+        rw.rewrite(500, 0);
+        rw.rewrite(502, 3000); // 501 is late
+        assert_eq!(rw.take_padding(3), Some((13, 3000)));
+        assert_eq!(rw.rewrite(503, 6000), Some((16, 6000)), "after the padding");
+        assert_eq!(rw.rewrite(501, 0), Some((11, 0)), "a late packet keeps its number");
+        assert_eq!(rw.take_padding(1), Some((17, 6000)));
+        assert_eq!(rw.take_padding(1), Some((18, 6000)), "merged into one point");
+        assert_eq!(rw.rewrite(504, 9000), Some((19, 9000)));
     }
 
     #[test]

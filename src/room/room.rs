@@ -1,17 +1,20 @@
 //! The room: who is here, what they publish, who receives what, and the forwarding
-//! table. Pure: no I/O, no clock (time is an argument), no webrtc types. One task per
-//! room owns it (see `rtc::actor`).
+//! table. Pure: no I/O, no clock (time is an argument), no webrtc types. The shard that
+//! hosts the room owns it (see `engine::routing`). Layer allocation, dynacast and the
+//! active speaker run on its timer (`downlink.rs`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::codec::Codec;
 use super::consumer::{Consumer, LegParams};
+use super::allocator::View;
 use super::participant::ParticipantInfo;
-use super::producer::Producer;
+use super::producer::{Producer, MAX_LAYERS};
 use super::rewrite::RewrittenHeader;
+use super::speaker::SpeakerDetector;
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 
 /// A published track as the participants see it.
@@ -37,6 +40,8 @@ pub enum RoomEvent {
         kind: MediaKind,
         muted: bool,
     },
+    /// Who is speaking now, the dominant speaker first (empty: nobody).
+    Speakers(Vec<ParticipantId>),
 }
 
 /// What the room asks of the world around it.
@@ -56,9 +61,16 @@ pub enum Output {
         subscriber: ParticipantId,
         track: TrackId,
     },
-    /// Ask the publisher of `track` for a keyframe (already throttled).
+    /// Ask the publisher of `track` for a keyframe of one layer (already throttled).
     RequestKeyframe {
         track: TrackId,
+        layer: usize,
+    },
+    /// Dynacast: the simulcast layers the publisher of `track` should keep sending.
+    PublisherLayers {
+        publisher: ParticipantId,
+        track: TrackId,
+        active: [bool; MAX_LAYERS],
     },
     /// The leg is gone from the forwarding table; its queue can be dropped.
     LegClosed {
@@ -76,10 +88,19 @@ pub struct Forward {
 /// The parts of an incoming RTP packet the router reads.
 #[derive(Clone, Copy, Debug)]
 pub struct RtpIn<'a> {
+    /// The simulcast layer it belongs to (0 without simulcast).
+    pub layer: usize,
     pub sequence_number: u16,
     pub timestamp: u32,
     pub payload: &'a [u8],
+    /// RFC 6464 level (-dBov) of an audio packet, when the extension is there.
+    pub audio_level: Option<u8>,
 }
+
+/// How often each subscriber's layers are chosen again (and dynacast and the speaker
+/// list are brought up to date). Fast enough to follow a falling estimate within a
+/// few feedback rounds, slow enough to cost nothing per packet.
+pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RoomError {
@@ -98,15 +119,29 @@ pub struct JoinSnapshot {
     pub tracks: Vec<TrackInfo>,
 }
 
+/// What the room knows of one subscriber's downlink.
+#[derive(Debug, Default)]
+pub struct Downlink {
+    /// The connection's bandwidth estimate; `None` until its feedback says anything.
+    pub estimate: Option<u64>,
+    pub views: HashMap<TrackId, View>,
+    /// From the last allocation: what its tiles would take, and what they got.
+    pub wanted_bps: u64,
+    pub allocated_bps: u64,
+}
+
 #[derive(Debug)]
 pub struct Room {
     max_participants: usize,
-    participants: BTreeMap<ParticipantId, ParticipantInfo>,
-    producers: BTreeMap<TrackId, Producer>,
-    consumers: HashMap<LegId, Consumer>,
+    pub(super) participants: BTreeMap<ParticipantId, ParticipantInfo>,
+    pub(super) producers: BTreeMap<TrackId, Producer>,
+    pub(super) consumers: HashMap<LegId, Consumer>,
     /// The forwarding table: producer -> its subscriber legs.
     routes: HashMap<TrackId, Vec<LegId>>,
-    outputs: VecDeque<Output>,
+    pub(super) downlinks: HashMap<ParticipantId, Downlink>,
+    pub(super) speakers: SpeakerDetector,
+    pub(super) next_allocation: Option<Instant>,
+    pub(super) outputs: VecDeque<Output>,
     /// Packets for tracks the room does not know (late after unpublish): counted.
     pub packets_unrouted: u64,
 }
@@ -119,6 +154,9 @@ impl Room {
             producers: BTreeMap::new(),
             consumers: HashMap::new(),
             routes: HashMap::new(),
+            downlinks: HashMap::new(),
+            speakers: SpeakerDetector::new(),
+            next_allocation: None,
             outputs: VecDeque::new(),
             packets_unrouted: 0,
         }
@@ -150,6 +188,7 @@ impl Room {
         let info = ParticipantInfo::new(id, name.to_string());
         self.notify_others(id, RoomEvent::ParticipantJoined(info.clone()));
         self.participants.insert(id, info);
+        self.downlinks.insert(id, Downlink::default());
         for track in &snapshot.tracks {
             self.outputs.push_back(Output::Subscribe {
                 subscriber: id,
@@ -182,20 +221,25 @@ impl Room {
         for leg in legs {
             self.consumer_closed(leg);
         }
+        self.downlinks.remove(&id);
+        self.speakers.remove(id);
         self.notify_others(id, RoomEvent::ParticipantLeft(id));
     }
 
+    /// `layers`: how many simulcast layers the publisher sends (1 without simulcast).
     pub fn publish(
         &mut self,
         owner: ParticipantId,
         track: TrackId,
         kind: MediaKind,
         codec: Codec,
+        layers: usize,
+        now: Instant,
     ) -> Result<(), RoomError> {
         if !self.participants.contains_key(&owner) {
             return Err(RoomError::UnknownParticipant(owner));
         }
-        let producer = Producer::new(track, owner, kind, codec);
+        let producer = Producer::new(track, owner, kind, codec, layers, now);
         let info = track_info(&producer);
         self.producers.insert(track, producer);
         self.routes.entry(track).or_default();
@@ -252,13 +296,25 @@ impl Room {
             return;
         }
         let needs_keyframe = producer.codec.is_video();
-        let consumer = Consumer::new(leg, subscriber, track, params, needs_keyframe, seq_ts_base);
+        let clock_rate = producer.codec.clock_rate();
+        let consumer = Consumer::new(
+            leg,
+            subscriber,
+            track,
+            params,
+            needs_keyframe,
+            clock_rate,
+            seq_ts_base,
+        );
         if let Some(old) = self.consumers.insert(leg, consumer) {
             self.detach(old.producer, leg);
         }
         self.routes.entry(track).or_default().push(leg);
-        if needs_keyframe {
-            self.keyframe_request(track, now);
+        // Choose its layer now rather than on the next tick, so it starts on the right
+        // one; that asks for the keyframe it waits for.
+        self.allocate_for(subscriber, now);
+        if let Some(layer) = self.consumers.get(&leg).and_then(|c| c.awaited_keyframe()) {
+            self.request_layer_keyframe(track, layer, now);
         }
     }
 
@@ -275,13 +331,53 @@ impl Room {
         }
     }
 
-    /// A subscriber (PLI/FIR) or the room itself wants a keyframe of `track`.
-    pub fn keyframe_request(&mut self, track: TrackId, now: Instant) {
-        if let Some(p) = self.producers.get_mut(&track) {
-            if p.keyframe_throttle.request(now) {
-                self.outputs.push_back(Output::RequestKeyframe { track });
+    /// A subscriber (PLI/FIR) wants a keyframe of `track`: of the layer it receives, or
+    /// of the one it waits for.
+    pub fn keyframe_request(&mut self, subscriber: ParticipantId, track: TrackId, now: Instant) {
+        let layer = self.routes.get(&track).and_then(|legs| {
+            legs.iter()
+                .filter_map(|l| self.consumers.get(l))
+                .find(|c| c.subscriber == subscriber)
+                .and_then(|c| c.awaited_keyframe().or(c.current_layer()))
+        });
+        self.request_layer_keyframe(track, layer.unwrap_or(0), now);
+    }
+
+    pub(super) fn request_layer_keyframe(&mut self, track: TrackId, layer: usize, now: Instant) {
+        if let Some(l) = self
+            .producers
+            .get_mut(&track)
+            .and_then(|p| p.layers.get_mut(layer))
+        {
+            if l.keyframe_throttle.request(now) {
+                self.outputs
+                    .push_back(Output::RequestKeyframe { track, layer });
             }
         }
+    }
+
+    /// How a subscriber shows one remote video (from its client).
+    pub fn set_view(&mut self, subscriber: ParticipantId, track: TrackId, view: View, now: Instant) {
+        let Some(d) = self.downlinks.get_mut(&subscriber) else {
+            return;
+        };
+        if d.views.len() >= 256 && !d.views.contains_key(&track) {
+            return; // more tiles than any client shows: a misbehaving one
+        }
+        if d.views.insert(track, view) != Some(view) {
+            self.allocate_for(subscriber, now);
+        }
+    }
+
+    /// A subscriber connection's bandwidth estimate changed.
+    pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64) {
+        if let Some(d) = self.downlinks.get_mut(&subscriber) {
+            d.estimate = Some(bps);
+        }
+    }
+
+    pub fn downlink(&self, subscriber: ParticipantId) -> Option<&Downlink> {
+        self.downlinks.get(&subscriber)
     }
 
     pub fn set_muted(&mut self, id: ParticipantId, kind: MediaKind, muted: bool) {
@@ -289,6 +385,9 @@ impl Room {
             return;
         };
         p.set_muted(kind, muted);
+        if kind == MediaKind::Audio {
+            self.speakers.set_muted(id, muted);
+        }
         self.notify_others(
             id,
             RoomEvent::Mute {
@@ -314,42 +413,58 @@ impl Room {
             self.packets_unrouted += 1;
             return;
         };
-        producer.packets_in += 1;
+        let bytes = rtp.payload.len() + RTP_HEADER_BYTES;
+        let keyframe = producer.packet_in(rtp.layer, rtp.payload, bytes, now);
         let is_video = producer.codec.is_video();
-        let keyframe = is_video && producer.codec.is_keyframe_start(rtp.payload);
-        if keyframe {
-            producer.keyframes_in += 1;
-            producer.keyframe_throttle.keyframe_received();
+        if let Some(level) = rtp.audio_level {
+            self.speakers.audio_level(producer.owner, level, now);
         }
-        let mut someone_waits = false;
+        let mut awaited = [false; MAX_LAYERS];
         for leg in legs {
             let Some(consumer) = self.consumers.get_mut(leg) else {
                 continue;
             };
-            match consumer.forward(rtp.sequence_number, rtp.timestamp, keyframe || !is_video) {
+            let start = keyframe || !is_video;
+            match consumer.forward(rtp.layer, rtp.sequence_number, rtp.timestamp, start, now) {
                 Some(header) => out.push(Forward { leg: *leg, header }),
-                None => someone_waits |= consumer.waiting_for_keyframe(),
+                None => {
+                    if let Some(l) = consumer.awaited_keyframe().filter(|l| *l < MAX_LAYERS) {
+                        awaited[l] = true;
+                    }
+                }
             }
         }
-        // A lost keyframe must not leave a new subscriber black: ask again (throttled).
-        if someone_waits && producer.keyframe_throttle.request(now) {
-            self.outputs.push_back(Output::RequestKeyframe { track });
+        // A lost keyframe must not leave a subscriber black or stuck on a layer: ask
+        // again (throttled per layer), but only for layers that flow.
+        for (layer, waits) in awaited.into_iter().enumerate() {
+            if waits && producer.layers[layer].is_live(now) && producer.layers[layer].keyframe_throttle.request(now) {
+                self.outputs.push_back(Output::RequestKeyframe { track, layer });
+            }
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.producers
+        let keyframes = self
+            .producers
             .values()
-            .filter_map(|p| p.keyframe_throttle.poll_timeout())
-            .min()
+            .flat_map(|p| p.layers.iter())
+            .filter_map(|l| l.keyframe_throttle.poll_timeout())
+            .min();
+        [keyframes, self.next_allocation].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         for p in self.producers.values_mut() {
-            if p.keyframe_throttle.handle_timeout(now) {
-                self.outputs
-                    .push_back(Output::RequestKeyframe { track: p.id });
+            for (layer, l) in p.layers.iter_mut().enumerate() {
+                if l.keyframe_throttle.handle_timeout(now) {
+                    self.outputs
+                        .push_back(Output::RequestKeyframe { track: p.id, layer });
+                }
             }
+        }
+        if self.next_allocation.is_none_or(|t| now >= t) {
+            self.next_allocation = Some(now + ALLOCATION_INTERVAL);
+            self.allocation_tick(now);
         }
     }
 
@@ -360,11 +475,9 @@ impl Room {
     /// Counters for a track: (packets in, keyframe requests sent, requests coalesced).
     pub fn producer_counters(&self, track: TrackId) -> Option<(u64, u64, u64)> {
         self.producers.get(&track).map(|p| {
-            (
-                p.packets_in,
-                p.keyframe_throttle.sent,
-                p.keyframe_throttle.coalesced,
-            )
+            p.layers.iter().fold((p.packets_in, 0, 0), |(n, s, c), l| {
+                (n, s + l.keyframe_throttle.sent, c + l.keyframe_throttle.coalesced)
+            })
         })
     }
 
@@ -376,6 +489,15 @@ impl Room {
             .collect()
     }
 
+    pub(super) fn notify_all(&mut self, event: RoomEvent) {
+        for to in self.participants.keys() {
+            self.outputs.push_back(Output::Notify {
+                to: *to,
+                event: event.clone(),
+            });
+        }
+    }
+
     fn notify_others(&mut self, except: ParticipantId, event: RoomEvent) {
         for to in self.participants.keys().filter(|p| **p != except) {
             self.outputs.push_back(Output::Notify {
@@ -385,6 +507,9 @@ impl Room {
         }
     }
 }
+
+/// Counted per packet for bitrates (extensions left out).
+const RTP_HEADER_BYTES: usize = 12;
 
 fn track_info(p: &Producer) -> TrackInfo {
     TrackInfo {

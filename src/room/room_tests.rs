@@ -27,9 +27,11 @@ const DELTA: &[u8] = &[0x10, 0x01];
 
 fn rtp(seq: u16, ts: u32, payload: &[u8]) -> RtpIn<'_> {
     RtpIn {
+        layer: 0,
         sequence_number: seq,
         timestamp: ts,
         payload,
+        audio_level: None,
     }
 }
 
@@ -46,9 +48,9 @@ fn room_with(people: &[(ParticipantId, &str)]) -> Room {
 /// Ada publishes a camera and mic; Bob and Cy subscribe to both.
 fn three_person_room(now: Instant) -> Room {
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob"), (CY, "Cy")]);
-    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 1, Instant::now())
         .unwrap();
-    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus)
+    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus, 1, Instant::now())
         .unwrap();
     room.consumer_ready(LegId(1), BOB, CAM, params(111, 96), (0, 0), now);
     room.consumer_ready(LegId(2), CY, CAM, params(222, 98), (500, 9000), now);
@@ -62,7 +64,7 @@ fn joining_tells_the_others_and_subscribes_to_existing_tracks() {
     let now = Instant::now();
     let mut room = Room::new(10);
     room.join(ADA, "Ada").unwrap();
-    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 1, Instant::now())
         .unwrap();
     drain(&mut room);
     let snap = room.join(BOB, "Bob").unwrap();
@@ -95,7 +97,7 @@ fn duplicate_names_and_full_rooms_are_refused() {
 fn publishing_subscribes_everyone_else() {
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob"), (CY, "Cy")]);
     drain(&mut room);
-    room.publish(BOB, CAM, MediaKind::Video, Codec::Vp8)
+    room.publish(BOB, CAM, MediaKind::Video, Codec::Vp8, 1, Instant::now())
         .unwrap();
     let subs: Vec<ParticipantId> = drain(&mut room)
         .into_iter()
@@ -145,13 +147,13 @@ fn forwarding_table_rewrites_per_leg_and_gates_video_on_keyframes() {
 fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest() {
     let t0 = Instant::now();
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob"), (CY, "Cy")]);
-    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8)
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 1, Instant::now())
         .unwrap();
     drain(&mut room);
     room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), t0);
     assert_eq!(
         drain(&mut room),
-        vec![Output::RequestKeyframe { track: CAM }]
+        vec![Output::RequestKeyframe { track: CAM, layer: 0 }]
     );
     // Cy arrives 100 ms later, then a burst of PLIs from both: all coalesced.
     room.consumer_ready(
@@ -163,7 +165,7 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
         t0 + Duration::from_millis(100),
     );
     for ms in 0..50 {
-        room.keyframe_request(CAM, t0 + Duration::from_millis(100 + ms * 10));
+        room.keyframe_request(BOB, CAM, t0 + Duration::from_millis(100 + ms * 10));
     }
     assert!(drain(&mut room).is_empty());
     let due = room.poll_timeout().unwrap();
@@ -171,16 +173,20 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
     room.handle_timeout(due);
     assert_eq!(
         drain(&mut room),
-        vec![Output::RequestKeyframe { track: CAM }]
+        vec![Output::RequestKeyframe { track: CAM, layer: 0 }]
     );
-    assert_eq!(room.poll_timeout(), None);
+    assert_eq!(
+        room.poll_timeout(),
+        Some(due + ALLOCATION_INTERVAL),
+        "no keyframe request left waiting, only the allocation tick"
+    );
 }
 
 #[test]
 fn audio_subscribers_do_not_request_keyframes() {
     let now = Instant::now();
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
-    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus)
+    room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus, 1, Instant::now())
         .unwrap();
     drain(&mut room);
     room.consumer_ready(LegId(1), BOB, MIC, params(1, 111), (0, 0), now);

@@ -16,6 +16,13 @@ pub enum ClientMessage {
     Answer { sdp: String },
     Candidate { candidate: IceCandidate },
     Mute { kind: MediaKind, muted: bool },
+    /// How the client shows one remote video: its rendered size and whether it is seen.
+    View {
+        track_id: TrackId,
+        width: u32,
+        height: u32,
+        visible: bool,
+    },
     Leave {},
 }
 
@@ -56,6 +63,16 @@ pub enum ServerMessage {
         kind: MediaKind,
         muted: bool,
     },
+    /// Dynacast: the simulcast layers (by rid) of the client's track in m-section `mid`
+    /// that someone watches; the client pauses the others.
+    Layers {
+        mid: String,
+        active: Vec<String>,
+    },
+    /// Who speaks now, the dominant speaker first (empty: nobody).
+    Speakers {
+        participant_ids: Vec<ParticipantId>,
+    },
     Left {},
     Error {
         code: &'static str,
@@ -89,6 +106,7 @@ impl From<RoomEvent> for ServerMessage {
                 kind,
                 muted,
             },
+            RoomEvent::Speakers(participant_ids) => ServerMessage::Speakers { participant_ids },
         }
     }
 }

@@ -173,6 +173,21 @@ impl Session {
             ClientMessage::Answer { sdp } => Command::Answer { id, sdp },
             ClientMessage::Candidate { candidate } => Command::Candidate { id, candidate },
             ClientMessage::Mute { kind, muted } => Command::Mute { id, kind, muted },
+            ClientMessage::View {
+                track_id,
+                width,
+                height,
+                visible,
+            } => Command::View {
+                id,
+                track: track_id,
+                view: crate::room::View {
+                    // No screen is wider than this; larger is a client's mistake.
+                    width: width.min(16_384),
+                    height: height.min(16_384),
+                    visible,
+                },
+            },
             ClientMessage::Leave {} => {
                 self.leave().await;
                 self.send(ServerMessage::Left {}).await;
@@ -234,6 +249,9 @@ impl Session {
             PeerOutput::Room(e) => self.send(e.into()).await,
             PeerOutput::Offer(sdp) => self.send(ServerMessage::Offer { sdp }).await,
             PeerOutput::Answer(sdp) => self.send(ServerMessage::Answer { sdp }).await,
+            PeerOutput::Layers { mid, active } => {
+                self.send(ServerMessage::Layers { mid, active }).await
+            }
             PeerOutput::Error(e) => self.send_error(e.into()).await,
             PeerOutput::Closed(why) => {
                 info!("removed by the media engine: {why}");

@@ -4,9 +4,12 @@
 //
 //   SWITCHYARD_BIN   server binary (default: target/release/switchyard)
 //   CHROMIUM_PATH    browser binary (default: /usr/bin/chromium)
+//   E2E_WEB_DIR      development only: Chromium pages load app.js and style.css from
+//                    this folder instead of the copies built into the server, so a web
+//                    change can be tried without a release build
 
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -58,10 +61,13 @@ process.on('exit', () => {
 });
 
 // Starts the server on loopback and resolves { child, url, log } once it prints its
-// "listening on" line (20 s at most).
-export function startServer(listen = '127.0.0.1:0') {
+// "listening on" line (20 s at most). `prefix` runs it through another command that
+// execs it (e.g. ['ip', 'netns', 'exec', NS]: the PID stays the server's); `args` are
+// further flags (e.g. ['--media-ips', '127.0.100.1']).
+export function startServer(listen = '127.0.0.1:0', { prefix = [], args = [] } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(SERVER_BIN, ['--listen', listen, '--udp-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = [...prefix, SERVER_BIN, '--listen', listen, '--udp-port', '0', ...args];
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     liveServers.add(child);
     child.once('exit', () => liveServers.delete(child));
     const log = [];
@@ -82,7 +88,7 @@ export function startServer(listen = '127.0.0.1:0') {
       buffered = lines.pop();
       for (const line of lines) {
         log.push(line);
-        const m = line.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+        const m = line.match(/listening on (http:\/\/127\.\d+\.\d+\.\d+:\d+)/);
         if (m) finish(null, { child, url: m[1], log });
       }
     });
@@ -126,20 +132,35 @@ export function consoleLogFile(query, prefix = '') {
 }
 
 // A Chromium page (playwright-core) in its own context with camera and microphone
-// granted, at <server>/?<query>, which joins straight away.
-export async function openChromiumPage(browser, server, query, initScript) {
+// granted, at <server>/?<query>, which joins straight away. `contextOptions` go to
+// newContext (e.g. another viewport).
+export async function openChromiumPage(browser, server, query, initScript, contextOptions = {}) {
   const context = await browser.newContext({
     viewport: { width: 1280, height: 720 },
     permissions: ['camera', 'microphone'],
+    ...contextOptions,
   });
   const page = await context.newPage();
   page.on('pageerror', (err) => console.log(`[page ${query}] uncaught: ${err.message}`));
   if (initScript) await page.addInitScript(initScript);
   const log = consoleLogFile(query);
   page.on('console', (m) => log(m.type(), m.text()));
+  if (process.env.E2E_WEB_DIR) await serveWebFromDisk(context, process.env.E2E_WEB_DIR);
   const navigatedAt = Date.now();
   await page.goto(`${server.url}/?${query}`, { timeout: 15000 });
   return { page, context, navigatedAt, query };
+}
+
+// E2E_WEB_DIR (development only): the web client's script and style from disk, not the
+// binary's. Not the document: a page served by the test instead of the loopback server
+// counts as public to Chromium's local network access checks, which then block its
+// WebSocket to the server.
+async function serveWebFromDisk(context, dir) {
+  const types = { 'app.js': 'text/javascript', 'style.css': 'text/css' };
+  await context.route(/\/(app\.js|style\.css)$/, (route) => {
+    const name = new URL(route.request().url()).pathname.slice(1);
+    route.fulfill({ contentType: `${types[name]}; charset=utf-8`, body: readFileSync(path.join(dir, name), 'utf8') });
+  });
 }
 
 // ---------- media checks (work on playwright and puppeteer pages alike) ----------
@@ -156,6 +177,35 @@ export function inboundStats(page) {
           packetsReceived: s.packetsReceived ?? 0 });
       }
     });
+    return out;
+  });
+}
+
+// Per remote tile: the participant it shows and the inbound-rtp stats of its video
+// (the receiver's own stats, so each figure belongs to that tile's track).
+export function remoteVideoStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.switchyard?.pc;
+    if (!pc) return [];
+    const out = [];
+    for (const el of document.querySelectorAll('.tile.remote')) {
+      const track = el.querySelector('video')?.srcObject?.getVideoTracks()[0];
+      const transceiver = track && pc.getTransceivers().find((t) => t.receiver.track === track);
+      if (!transceiver) continue;
+      let s = null;
+      (await transceiver.receiver.getStats()).forEach((r) => { if (r.type === 'inbound-rtp') s = r; });
+      out.push({
+        participantId: el.dataset.participantId,
+        name: el.querySelector('.name')?.textContent,
+        mid: transceiver.mid,
+        framesDecoded: s?.framesDecoded ?? 0,
+        frameWidth: s?.frameWidth ?? 0,
+        frameHeight: s?.frameHeight ?? 0,
+        bytesReceived: s?.bytesReceived ?? 0,
+        packetsLost: s?.packetsLost ?? 0,
+        at: Date.now(),
+      });
+    }
     return out;
   });
 }

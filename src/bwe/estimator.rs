@@ -1,0 +1,337 @@
+//! The rate controller: turns transport-cc feedback into one bitrate for a connection.
+//! Delay overuse and heavy loss bring it down from what actually arrived; a quiet path
+//! lets it grow (8 %/s, or additively near the last point of congestion), never far
+//! above what the path has been shown to carry; a probe that arrived intact lifts it
+//! to what the probe measured at once (this is what makes recovery take seconds, not
+//! a minute of 8 % steps).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::delay::{DelayDetector, Usage};
+use super::history::SendHistory;
+
+pub const START_BITRATE: u64 = 1_000_000;
+pub const MIN_BITRATE: u64 = 50_000;
+pub const MAX_BITRATE: u64 = 30_000_000;
+
+/// After a decrease, the next one waits this long: its effect takes a round trip to show.
+const DECREASE_INTERVAL: Duration = Duration::from_millis(300);
+const DECREASE_FACTOR: f64 = 0.85;
+const INCREASE_PER_SECOND: f64 = 1.08;
+/// Near the rate of the last congestion, grow by about a packet per round trip.
+const ADDITIVE_BPS_PER_SECOND: f64 = 80_000.0;
+/// The estimate may run ahead of what was shown to arrive by this much, no more.
+const ACKED_HEADROOM: f64 = 1.5;
+const ACKED_SLACK_BPS: f64 = 100_000.0;
+/// Loss above this is congestion (GCC: 10 %); below 2 % it is noise.
+const HIGH_LOSS: f64 = 0.10;
+const ACKED_WINDOW: Duration = Duration::from_millis(1000);
+/// A probe needs this many packets reported to say anything.
+const PROBE_MIN_PACKETS: u32 = 5;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ProbeStats {
+    id: u32,
+    packets: u32,
+    bytes: u64,
+    first_size: u64,
+    first_departure: Option<Instant>,
+    last_departure: Option<Instant>,
+    first_arrival: Option<Duration>,
+    last_arrival: Option<Duration>,
+    last_arrival_size: u64,
+}
+
+#[derive(Debug)]
+pub struct Estimator {
+    delay: DelayDetector,
+    estimate: f64,
+    last_change: Option<Instant>,
+    last_decrease: Option<Instant>,
+    /// What arrived when congestion last showed: the link's capacity, roughly.
+    congestion_rate: Option<f64>,
+    /// (arrival on the receiver's clock, bytes), the last second of it.
+    acked: VecDeque<(Duration, u64)>,
+    acked_bytes: u64,
+    probe: Option<ProbeStats>,
+    pub loss: f64,
+    pub feedbacks: u64,
+}
+
+impl Default for Estimator {
+    fn default() -> Self {
+        Estimator::new(START_BITRATE)
+    }
+}
+
+impl Estimator {
+    pub fn new(start_bps: u64) -> Estimator {
+        Estimator {
+            delay: DelayDetector::default(),
+            estimate: start_bps.clamp(MIN_BITRATE, MAX_BITRATE) as f64,
+            last_change: None,
+            last_decrease: None,
+            congestion_rate: None,
+            acked: VecDeque::with_capacity(1024),
+            acked_bytes: 0,
+            probe: None,
+            loss: 0.0,
+            feedbacks: 0,
+        }
+    }
+
+    pub fn bitrate(&self) -> u64 {
+        self.estimate as u64
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.delay.usage()
+    }
+
+    /// What the receiver saw arrive over the last second, in bits per second.
+    pub fn acked_bitrate(&self) -> Option<f64> {
+        let (first, last) = (self.acked.front()?.0, self.acked.back()?.0);
+        let span = last.saturating_sub(first).max(Duration::from_millis(200));
+        Some(self.acked_bytes as f64 * 8.0 / span.as_secs_f64())
+    }
+
+    /// One transport-cc feedback: `(transport seq, arrival)` per packet it covers, in
+    /// order, `None` = lost. Returns the new estimate.
+    pub fn on_feedback(
+        &mut self,
+        history: &SendHistory,
+        acks: impl IntoIterator<Item = (u16, Option<Duration>)>,
+        now: Instant,
+    ) -> u64 {
+        self.feedbacks += 1;
+        let (mut reported, mut lost) = (0u32, 0u32);
+        for (seq, arrival) in acks {
+            let Some(sent) = history.get(seq) else {
+                continue;
+            };
+            reported += 1;
+            let Some(arrival) = arrival else {
+                lost += 1;
+                continue;
+            };
+            self.delay.packet(sent.departure, arrival);
+            self.add_acked(arrival, sent.size as u64);
+            if let Some(id) = sent.probe {
+                self.probe_packet(id, sent.departure, arrival, sent.size as u64);
+            }
+        }
+        if reported == 0 {
+            return self.bitrate();
+        }
+        let loss = lost as f64 / reported as f64;
+        self.loss = 0.8 * self.loss + 0.2 * loss;
+        self.control(loss, now);
+        self.bitrate()
+    }
+
+    fn add_acked(&mut self, arrival: Duration, bytes: u64) {
+        self.acked.push_back((arrival, bytes));
+        self.acked_bytes += bytes;
+        while let Some(&(t, b)) = self.acked.front() {
+            if arrival.saturating_sub(t) <= ACKED_WINDOW && self.acked.len() <= 4096 {
+                break;
+            }
+            self.acked.pop_front();
+            self.acked_bytes -= b;
+        }
+    }
+
+    fn control(&mut self, loss: f64, now: Instant) {
+        let acked = self.acked_bitrate();
+        let may_decrease = self
+            .last_decrease
+            .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
+        let congested = self.delay.usage() == Usage::Over || loss > HIGH_LOSS;
+        if congested {
+            if may_decrease {
+                let from = acked.unwrap_or(self.estimate).min(self.estimate);
+                let factor = if loss > HIGH_LOSS {
+                    (1.0 - 0.5 * loss).min(DECREASE_FACTOR)
+                } else {
+                    DECREASE_FACTOR
+                };
+                self.estimate = from * factor;
+                self.congestion_rate = acked;
+                self.last_decrease = Some(now);
+                self.last_change = Some(now);
+            }
+        } else if self.delay.usage() == Usage::Normal {
+            let elapsed = self
+                .last_change
+                .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64().min(1.0));
+            let near_capacity = self
+                .congestion_rate
+                .is_some_and(|c| self.estimate > 0.85 * c && self.estimate < 1.5 * c);
+            let grown = if near_capacity {
+                self.estimate + ADDITIVE_BPS_PER_SECOND * elapsed
+            } else {
+                self.estimate * INCREASE_PER_SECOND.powf(elapsed)
+            };
+            let ceiling = acked.map_or(f64::MAX, |a| a * ACKED_HEADROOM + ACKED_SLACK_BPS);
+            // Growing is capped by what arrived; an estimate already above the cap (a
+            // probe's result, the start value) is kept, not cut.
+            if grown > self.estimate {
+                self.estimate = grown.min(ceiling.max(self.estimate));
+            }
+            self.last_change = Some(now);
+        } else {
+            self.last_change = Some(now); // underuse: hold while the queue drains
+        }
+        self.estimate = self.estimate.clamp(MIN_BITRATE as f64, MAX_BITRATE as f64);
+    }
+
+    fn probe_packet(&mut self, id: u32, departure: Instant, arrival: Duration, size: u64) {
+        let p = match self.probe.as_mut() {
+            Some(p) if p.id == id => p,
+            _ => self.probe.insert(ProbeStats {
+                id,
+                first_size: size,
+                ..Default::default()
+            }),
+        };
+        p.packets += 1;
+        p.bytes += size;
+        p.first_departure = Some(p.first_departure.map_or(departure, |d| d.min(departure)));
+        p.last_departure = Some(p.last_departure.map_or(departure, |d| d.max(departure)));
+        p.first_arrival = Some(p.first_arrival.map_or(arrival, |a| a.min(arrival)));
+        if p.last_arrival.is_none_or(|a| arrival >= a) {
+            p.last_arrival = Some(arrival);
+            p.last_arrival_size = size;
+        }
+    }
+
+    /// The probe `id` is over (the engine stopped sending it and its feedback is in):
+    /// what it measured, in bits per second, and the estimate after taking it in.
+    pub fn finish_probe(&mut self, id: u32, now: Instant) -> Option<u64> {
+        let p = self.probe.take().filter(|p| p.id == id)?;
+        if p.packets < PROBE_MIN_PACKETS {
+            return None;
+        }
+        let send_span = p.last_departure?.saturating_duration_since(p.first_departure?);
+        let recv_span = p.last_arrival?.saturating_sub(p.first_arrival?);
+        if send_span < Duration::from_millis(10) || recv_span < Duration::from_millis(10) {
+            return None;
+        }
+        // Rates over the gaps between packets: the first packet's (send) and the last
+        // one's (receive) bytes fall outside their spans.
+        let send = (p.bytes - p.first_size) as f64 * 8.0 / send_span.as_secs_f64();
+        let recv = (p.bytes - p.last_arrival_size) as f64 * 8.0 / recv_span.as_secs_f64();
+        let measured = send.min(recv);
+        if self.delay.usage() != Usage::Over && measured > self.estimate {
+            self.estimate = (0.95 * measured).clamp(MIN_BITRATE as f64, MAX_BITRATE as f64);
+            self.congestion_rate = None;
+            self.last_change = Some(now);
+        }
+        Some(measured as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A simulated path: packets of `size` sent every `gap`, through a bottleneck of
+    /// `capacity_bps` with a queue of `queue_ms`, feedback every 100 ms.
+    struct Path {
+        t0: Instant,
+        history: SendHistory,
+        estimator: Estimator,
+        link_free_ms: f64,
+        pending: Vec<(u16, Option<Duration>)>,
+        now_ms: f64,
+    }
+
+    impl Path {
+        fn new(start: u64) -> Path {
+            Path {
+                t0: Instant::now(),
+                history: SendHistory::default(),
+                estimator: Estimator::new(start),
+                link_free_ms: 0.0,
+                pending: Vec::new(),
+                now_ms: 0.0,
+            }
+        }
+
+        /// Sends at `send_bps` for `secs` over a link of `capacity_bps`.
+        fn run(&mut self, send_bps: f64, capacity_bps: f64, secs: f64, probe: Option<u32>) {
+            let size = 1000.0;
+            let gap_ms = size * 8.0 / send_bps * 1000.0;
+            let end = self.now_ms + secs * 1000.0;
+            let mut next_feedback = self.now_ms + 100.0;
+            while self.now_ms < end {
+                let now = self.t0 + Duration::from_micros((self.now_ms * 1000.0) as u64);
+                let seq = self.history.record(size as usize, probe, now);
+                let start = self.link_free_ms.max(self.now_ms);
+                let queue_ms = start - self.now_ms;
+                let arrival = if queue_ms > 200.0 {
+                    None // tail drop
+                } else {
+                    self.link_free_ms = start + size * 8.0 / capacity_bps * 1000.0;
+                    Some(Duration::from_micros(((self.link_free_ms + 10.0) * 1000.0) as u64))
+                };
+                self.pending.push((seq, arrival));
+                self.now_ms += gap_ms;
+                if self.now_ms >= next_feedback {
+                    let now = self.t0 + Duration::from_micros((self.now_ms * 1000.0) as u64);
+                    let acks = std::mem::take(&mut self.pending);
+                    self.estimator.on_feedback(&self.history, acks, now);
+                    next_feedback += 100.0;
+                }
+            }
+        }
+
+        fn now(&self) -> Instant {
+            self.t0 + Duration::from_micros((self.now_ms * 1000.0) as u64)
+        }
+    }
+
+    #[test]
+    fn sending_into_a_narrow_link_brings_the_estimate_under_it() {
+        let mut p = Path::new(2_000_000);
+        p.run(2_000_000.0, 300_000.0, 5.0, None);
+        let est = p.estimator.bitrate();
+        assert!(est < 300_000, "estimate {est} should fall below the 300 kbit/s link");
+        assert!(est >= MIN_BITRATE);
+    }
+
+    #[test]
+    fn a_wide_link_lets_the_estimate_grow_only_as_far_as_traffic_shows() {
+        let mut p = Path::new(500_000);
+        p.run(400_000.0, 10_000_000.0, 10.0, None);
+        let est = p.estimator.bitrate();
+        assert!(est > 500_000, "grows on a quiet path: {est}");
+        assert!(est <= 800_000, "but not far beyond what was sent (400k): {est}");
+    }
+
+    #[test]
+    fn a_probe_that_arrives_intact_lifts_the_estimate_at_once() {
+        let mut p = Path::new(300_000);
+        p.run(250_000.0, 10_000_000.0, 2.0, None);
+        let before = p.estimator.bitrate();
+        p.run(2_000_000.0, 10_000_000.0, 0.2, Some(7));
+        p.run(250_000.0, 10_000_000.0, 0.2, None); // the probe's feedback comes in
+        let now = p.now();
+        let measured = p.estimator.finish_probe(7, now).expect("a result");
+        assert!((1_700_000..2_300_000).contains(&measured), "measured {measured}");
+        assert!(p.estimator.bitrate() > 3 * before, "{before} -> {}", p.estimator.bitrate());
+    }
+
+    #[test]
+    fn a_probe_through_a_narrow_link_measures_the_link() {
+        let mut p = Path::new(300_000);
+        p.run(200_000.0, 600_000.0, 2.0, None);
+        p.run(2_000_000.0, 600_000.0, 0.2, Some(1));
+        p.run(100_000.0, 600_000.0, 1.0, None);
+        let now = p.now();
+        let measured = p.estimator.finish_probe(1, now).expect("a result");
+        assert!(measured < 800_000, "the link, not the send rate: {measured}");
+        assert!(p.estimator.bitrate() < 800_000);
+    }
+}

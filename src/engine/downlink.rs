@@ -1,0 +1,208 @@
+//! What the server sends one participant, seen as one transport: every packet gets a
+//! transport-wide sequence number (the transport-cc header extension, stamped here and
+//! not by rtc's interceptor, whose history costs too much; see `crate::bwe`), the
+//! browser's transport-cc feedback feeds the connection's [`Estimator`], and padding
+//! probes are sent on the 20 ms housekeeping tick when the room's allocator wants more
+//! than the estimate gives (so probing adds no timer per packet).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::interceptor::convert_twcc;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use rtc::rtp;
+use rtc::rtp::header::{Extension, Header};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::MarshalSize;
+
+use super::shard::{touch, Shard};
+use super::{DownlinkInfo, PublicationInfo};
+use crate::bwe::{Estimator, ProbeController, SendHistory};
+use crate::id::ParticipantId;
+use crate::metrics::Metrics;
+
+pub const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// Padding packets carry their bulk in a header-extension element with this id, in the
+/// two-byte form (RFC 8285): a padding-only RTP packet is all a receiver may drop
+/// unread, and rtc pads payloads by at most 4 bytes. Browsers negotiate ids up to 14
+/// (or a few more with extmap-allow-mixed), so 200 is never one they interpret.
+const PADDING_EXTENSION_ID: u8 = 200;
+static PADDING_BULK: [u8; 255] = [0; 255];
+/// A padding packet's size on the wire, roughly (header, extensions, SRTP tag).
+const PADDING_PACKET_BYTES: usize = 300;
+/// At most this many padding packets per peer per tick (6 Mbit/s at 20 ms).
+const MAX_PADDING_PER_TICK: usize = 50;
+/// RTP profile value of the two-byte header-extension form.
+const TWO_BYTE_PROFILE: u16 = 0x1000;
+const ONE_BYTE_PROFILE: u16 = 0xBEDE;
+
+#[derive(Debug, Default)]
+pub struct DownlinkState {
+    /// The connection's transport-cc extension id; `None` when not negotiated (then
+    /// nothing is stamped and there is no estimate).
+    pub twcc_ext_id: Option<u8>,
+    pub history: SendHistory,
+    pub estimator: Estimator,
+    pub probe: ProbeController,
+    pub padding_packets: u64,
+}
+
+impl DownlinkState {
+    /// Stamps a packet about to be sent with the next transport-wide sequence number.
+    pub fn stamp(&mut self, h: &mut Header, payload_len: usize, now: Instant) {
+        let Some(id) = self.twcc_ext_id else {
+            return;
+        };
+        let size = h.marshal_size() + payload_len + 4;
+        let probe = self.probe.active().map(|c| c.id);
+        let seq = self.history.record(size, probe, now);
+        if !h.extension {
+            h.extension = true;
+            h.extension_profile = ONE_BYTE_PROFILE;
+        }
+        h.extensions.push(Extension {
+            id,
+            payload: Bytes::copy_from_slice(&seq.to_be_bytes()),
+        });
+    }
+}
+
+impl Shard {
+    /// A participant's transport-cc feedback on what the server sent it.
+    pub(super) fn transport_feedback(&mut self, id: ParticipantId, fb: &TransportLayerCc, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        Metrics::inc(&self.metrics.twcc_feedback_in);
+        let acks = convert_twcc(fb);
+        let d = &mut peer.downlink;
+        let estimate = d.estimator.on_feedback(
+            &d.history,
+            acks.iter().map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived))),
+            now,
+        );
+        if let Some(host) = self.rooms.get_mut(&peer.room) {
+            host.room.set_estimate(id, estimate);
+        }
+    }
+
+    /// On the housekeeping tick: starts, paces and finishes padding probes.
+    pub(super) fn probe_tick(&mut self, tick: Duration, now: Instant) {
+        let ids: Vec<ParticipantId> = self
+            .peers
+            .values()
+            .filter(|p| p.downlink.twcc_ext_id.is_some() && p.downlink.estimator.feedbacks > 0)
+            .map(|p| p.id)
+            .collect();
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            let Some(host) = self.rooms.get_mut(&peer.room) else {
+                continue;
+            };
+            let Some(downlink) = host.room.downlink(id) else {
+                continue;
+            };
+            let (wanted, allocated) = (downlink.wanted_bps, downlink.allocated_bps);
+            let d = &mut peer.downlink;
+            if let Some(cluster) = d.probe.take_finished(now) {
+                d.estimator.finish_probe(cluster, now);
+                host.room.set_estimate(id, d.estimator.bitrate());
+            }
+            if d.probe.maybe_start(d.estimator.bitrate(), wanted, now).is_some() {
+                Metrics::inc(&self.metrics.probe_clusters);
+            }
+            let bytes = d.probe.padding_bytes(allocated, tick, now);
+            let count = bytes.div_ceil(PADDING_PACKET_BYTES).min(MAX_PADDING_PER_TICK);
+            if count == 0 {
+                continue;
+            }
+            let Some(header) = host.room.padding(id, count as u16) else {
+                continue;
+            };
+            for i in 0..count {
+                let mut h = Header {
+                    version: 2,
+                    padding: true,
+                    payload_type: header.payload_type,
+                    sequence_number: header.sequence_number.wrapping_add(i as u16),
+                    timestamp: header.timestamp,
+                    ssrc: header.ssrc,
+                    extension: true,
+                    extension_profile: TWO_BYTE_PROFILE,
+                    extensions: vec![Extension {
+                        id: PADDING_EXTENSION_ID,
+                        payload: Bytes::from_static(&PADDING_BULK),
+                    }],
+                    ..Default::default()
+                };
+                d.stamp(&mut h, 0, now);
+                let written = peer.pc.handle_write(TaggedRTCMessage {
+                    now,
+                    message: RTCMessage::RtpPacket(
+                        String::new(),
+                        rtp::Packet {
+                            header: h,
+                            payload: Bytes::new(),
+                        },
+                    ),
+                });
+                if written.is_ok() {
+                    d.padding_packets += 1;
+                    Metrics::inc(&self.metrics.padding_packets_out);
+                }
+            }
+            touch(&mut self.touched, peer);
+        }
+    }
+
+    pub(super) fn downlink_infos(&self) -> Vec<DownlinkInfo> {
+        self.peers
+            .values()
+            .map(|p| {
+                let room = self.rooms.get(&p.room).map(|h| &h.room);
+                let d = room.and_then(|r| r.downlink(p.id));
+                DownlinkInfo {
+                    participant_id: p.id,
+                    estimate_bps: (p.downlink.estimator.feedbacks > 0)
+                        .then(|| p.downlink.estimator.bitrate()),
+                    wanted_bps: d.map_or(0, |d| d.wanted_bps),
+                    allocated_bps: d.map_or(0, |d| d.allocated_bps),
+                    probes: p.downlink.probe.started,
+                    twcc_feedbacks: p.downlink.estimator.feedbacks,
+                    legs: room.map_or_else(Vec::new, |r| r.leg_layers(p.id)),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn publication_infos(&self, now: Instant) -> Vec<PublicationInfo> {
+        let mut out = Vec::new();
+        for peer in self.peers.values() {
+            let Some(room) = self.rooms.get(&peer.room).map(|h| &h.room) else {
+                continue;
+            };
+            for p in peer.published.values() {
+                let layers = p
+                    .rids
+                    .iter()
+                    .enumerate()
+                    .map(|(layer, rid)| {
+                        let (bps, size, active) = room.layer_state(p.track, layer, now);
+                        (rid.clone(), bps, size, active)
+                    })
+                    .collect();
+                out.push(PublicationInfo {
+                    track_id: p.track,
+                    participant_id: peer.id,
+                    layers,
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,266 @@
+//! Splitting one subscriber's downlink estimate across the tracks it receives: which
+//! simulcast layer of each video it gets, or none. Pure: the room calls it on its
+//! allocation tick with what it measured.
+//!
+//! The order follows LiveKit and Jitsi: audio is never cut (it is cheap and a meeting
+//! without sound is over); then every visible video gets its lowest layer, the active
+//! speaker and the largest tiles first, and a video that does not fit is paused (its
+//! audio keeps flowing) rather than starving all of them; what is left raises layers in
+//! the same order, never above the layer that fits the tile the subscriber renders.
+
+use crate::id::{MediaKind, TrackId};
+
+use super::producer::MAX_LAYERS;
+
+/// How a subscriber shows one remote video, as its client reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    /// Rendered size in device pixels.
+    pub width: u32,
+    pub height: u32,
+    pub visible: bool,
+}
+
+/// One layer as the allocator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerOffer {
+    pub bitrate: u64,
+    pub size: Option<(u16, u16)>,
+    /// It flows, or the publisher will send it when asked (paused by dynacast).
+    pub selectable: bool,
+}
+
+/// One track the subscriber receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackOffer {
+    pub track: TrackId,
+    pub kind: MediaKind,
+    /// The active speaker's video goes first.
+    pub speaking: bool,
+    pub view: Option<View>,
+    /// Lowest first; `layer_count` of them are real.
+    pub layers: [LayerOffer; MAX_LAYERS],
+    pub layer_count: usize,
+}
+
+/// The allocator's decision for one subscriber.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allocation {
+    /// Per track: the layer to forward, `None` = paused.
+    pub layers: Vec<(TrackId, Option<usize>)>,
+    /// What the chosen layers cost.
+    pub allocated_bps: u64,
+    /// What the subscriber would receive with unlimited bandwidth (probing aims here).
+    pub wanted_bps: u64,
+}
+
+/// A layer at least this fraction of the tile (each side) is sharp enough; the next
+/// larger one would be downscaled by the browser, wasting the downlink.
+const FIT_NUM: u32 = 3;
+const FIT_DEN: u32 = 4;
+
+/// The highest layer worth sending for how the video is shown; `None` when hidden.
+pub fn max_useful_layer(t: &TrackOffer) -> Option<usize> {
+    let top = t.layer_count.clamp(1, MAX_LAYERS) - 1;
+    let Some(view) = t.view else {
+        return Some(top); // the client has not said: it may show it large
+    };
+    if !view.visible || view.width == 0 || view.height == 0 {
+        return None;
+    }
+    let fits = |l: &LayerOffer| match l.size {
+        Some((w, h)) => {
+            w as u32 * FIT_DEN >= view.width * FIT_NUM || h as u32 * FIT_DEN >= view.height * FIT_NUM
+        }
+        // Unknown (H.264 sizes are not parsed): do not guess low.
+        None => false,
+    };
+    (0..=top).find(|&i| fits(&t.layers[i])).or(Some(top))
+}
+
+/// Chooses a layer per track within `budget_bps` (`None`: no estimate yet, so every
+/// track gets the layer its view wants).
+pub fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
+    let mut out = Allocation::default();
+    let mut remaining = budget_bps.unwrap_or(u64::MAX);
+    // Audio first, whatever the budget says.
+    for t in tracks.iter().filter(|t| t.kind == MediaKind::Audio) {
+        let cost = t.layers[0].bitrate;
+        out.layers.push((t.track, Some(0)));
+        out.allocated_bps += cost;
+        out.wanted_bps += cost;
+        remaining = remaining.saturating_sub(cost);
+    }
+    let mut videos: Vec<(&TrackOffer, Option<usize>)> = tracks
+        .iter()
+        .filter(|t| t.kind == MediaKind::Video)
+        .map(|t| (t, max_useful_layer(t)))
+        .collect();
+    // Speaker, then larger tiles; ties keep a stable order by track id.
+    videos.sort_by_key(|(t, _)| {
+        let area = t.view.map_or(u64::MAX, |v| v.width as u64 * v.height as u64);
+        (!t.speaking, std::cmp::Reverse(area), t.track)
+    });
+    // A track none of whose layers flows yet (it is starting, or its publisher is
+    // silent) gets its lowest: waiting for that keyframe costs nothing meanwhile.
+    let lowest = |t: &TrackOffer, max: usize| {
+        let any = (0..t.layer_count.min(MAX_LAYERS)).any(|i| t.layers[i].selectable);
+        if any {
+            (0..=max).find(|&i| t.layers[i].selectable)
+        } else {
+            Some(0)
+        }
+    };
+    let mut chosen: Vec<Option<usize>> = vec![None; videos.len()];
+    for (i, (t, max)) in videos.iter().enumerate() {
+        let Some(max) = *max else { continue };
+        if let Some(top) = (0..=max).rev().find(|&l| t.layers[l].selectable) {
+            out.wanted_bps += t.layers[top].bitrate;
+        }
+        if let Some(l) = lowest(t, max) {
+            if t.layers[l].bitrate <= remaining {
+                remaining -= t.layers[l].bitrate;
+                chosen[i] = Some(l);
+            }
+        }
+    }
+    for (i, (t, max)) in videos.iter().enumerate() {
+        let (Some(max), Some(mut cur)) = (*max, chosen[i]) else {
+            continue;
+        };
+        for next in cur + 1..=max {
+            if !t.layers[next].selectable {
+                continue;
+            }
+            let extra = t.layers[next].bitrate.saturating_sub(t.layers[cur].bitrate);
+            if extra > remaining {
+                break;
+            }
+            remaining -= extra;
+            cur = next;
+        }
+        chosen[i] = Some(cur);
+    }
+    for ((t, _), layer) in videos.iter().zip(chosen) {
+        if let Some(l) = layer {
+            out.allocated_bps += t.layers[l].bitrate;
+        }
+        out.layers.push((t.track, layer));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZES: [(u16, u16); 3] = [(160, 120), (320, 240), (640, 480)];
+    const RATES: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+    fn video(id: u64, view: Option<View>) -> TrackOffer {
+        let layer = |i: usize| LayerOffer {
+            bitrate: RATES[i],
+            size: Some(SIZES[i]),
+            selectable: true,
+        };
+        TrackOffer {
+            track: TrackId(id),
+            kind: MediaKind::Video,
+            speaking: false,
+            view,
+            layers: [layer(0), layer(1), layer(2)],
+            layer_count: 3,
+        }
+    }
+
+    fn audio(id: u64) -> TrackOffer {
+        let mut t = video(id, None);
+        t.kind = MediaKind::Audio;
+        t.layers[0].bitrate = 40_000;
+        t.layer_count = 1;
+        t
+    }
+
+    fn view(width: u32, height: u32) -> Option<View> {
+        Some(View {
+            width,
+            height,
+            visible: true,
+        })
+    }
+
+    fn layer_of(a: &Allocation, id: u64) -> Option<usize> {
+        a.layers.iter().find(|(t, _)| *t == TrackId(id)).and_then(|(_, l)| *l)
+    }
+
+    #[test]
+    fn without_an_estimate_each_video_gets_the_layer_its_tile_needs() {
+        let tracks = [video(1, view(640, 480)), video(2, view(160, 120)), video(3, None)];
+        let a = allocate(None, &tracks);
+        assert_eq!(layer_of(&a, 1), Some(2));
+        assert_eq!(layer_of(&a, 2), Some(0), "a thumbnail gets the small layer");
+        assert_eq!(layer_of(&a, 3), Some(2), "no view reported: full");
+        assert_eq!(a.wanted_bps, 1_500_000 * 2 + 150_000);
+    }
+
+    #[test]
+    fn a_hidden_video_is_paused() {
+        let hidden = Some(View {
+            width: 640,
+            height: 480,
+            visible: false,
+        });
+        let a = allocate(None, &[video(1, hidden)]);
+        assert_eq!(layer_of(&a, 1), None);
+        assert_eq!(a.wanted_bps, 0);
+    }
+
+    #[test]
+    fn a_tight_budget_gives_everyone_the_low_layer_and_the_rest_to_the_speaker() {
+        let mut tracks = vec![audio(10), audio(11), video(1, view(640, 480)), video(2, view(640, 480))];
+        tracks[3].speaking = true;
+        let a = allocate(Some(80_000 + 300_000 + 400_000), &tracks);
+        assert_eq!(layer_of(&a, 10), Some(0));
+        assert_eq!(layer_of(&a, 2), Some(1), "the speaker is raised first");
+        assert_eq!(layer_of(&a, 1), Some(0));
+        assert!(a.allocated_bps <= 780_000);
+    }
+
+    #[test]
+    fn a_budget_below_every_video_keeps_audio_and_pauses_what_does_not_fit() {
+        let tracks = [audio(10), video(1, view(640, 480)), video(2, view(320, 240))];
+        let a = allocate(Some(40_000 + 200_000), &tracks);
+        assert_eq!(layer_of(&a, 10), Some(0), "audio is never cut");
+        assert_eq!(layer_of(&a, 1), Some(0), "the larger tile keeps its low layer");
+        assert_eq!(layer_of(&a, 2), None, "audio-only rather than starving both");
+        let a = allocate(Some(10_000), &tracks);
+        assert_eq!(layer_of(&a, 10), Some(0));
+    }
+
+    #[test]
+    fn layers_that_cannot_be_had_are_skipped() {
+        let mut t = video(1, view(640, 480));
+        t.layers[2].selectable = false; // the publisher stopped sending it on its own
+        let a = allocate(None, &[t.clone()]);
+        assert_eq!(layer_of(&a, 1), Some(1));
+        t.layers[0].selectable = false;
+        assert_eq!(layer_of(&allocate(None, &[t.clone()]), 1), Some(1));
+        t.layers[1].selectable = false;
+        assert_eq!(
+            layer_of(&allocate(None, &[t]), 1),
+            Some(0),
+            "nothing flows yet: start from the bottom"
+        );
+    }
+
+    #[test]
+    fn unknown_sizes_allow_the_top_layer() {
+        let mut t = video(1, view(100, 100));
+        for l in &mut t.layers {
+            l.size = None;
+        }
+        assert_eq!(max_useful_layer(&t), Some(2), "unknown size: do not guess low");
+        t.layer_count = 1;
+        assert_eq!(max_useful_layer(&t), Some(0));
+    }
+}

@@ -1,0 +1,142 @@
+//! The room's periodic work for every subscriber's downlink: choosing each leg's layer
+//! from the subscriber's estimate and views (`allocator`), telling publishers which
+//! layers anyone still needs (`dynacast`), and publishing the active speakers.
+
+use std::time::Instant;
+
+use super::allocator::{allocate, LayerOffer, TrackOffer};
+use super::producer::MAX_LAYERS;
+use super::room::{Output, Room, RoomEvent};
+use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
+
+impl Room {
+    /// Every [`super::room::ALLOCATION_INTERVAL`]: layers for everyone, dynacast, speakers.
+    pub(super) fn allocation_tick(&mut self, now: Instant) {
+        for p in self.producers.values_mut() {
+            p.update_peaks(now);
+        }
+        if let Some(list) = self.speakers.tick(now) {
+            self.notify_all(RoomEvent::Speakers(list));
+        }
+        let subscribers: Vec<ParticipantId> = self.downlinks.keys().copied().collect();
+        for s in subscribers {
+            self.allocate_for(s, now);
+        }
+        self.dynacast(now);
+    }
+
+    /// Chooses the layer of every leg `subscriber` receives.
+    pub(super) fn allocate_for(&mut self, subscriber: ParticipantId, now: Instant) {
+        let Some(downlink) = self.downlinks.get(&subscriber) else {
+            return;
+        };
+        let dominant = self.speakers.current().first().copied();
+        let mut legs: Vec<(TrackId, LegId)> = Vec::new();
+        let mut offers: Vec<TrackOffer> = Vec::new();
+        for c in self.consumers.values().filter(|c| c.subscriber == subscriber) {
+            let Some(p) = self.producers.get(&c.producer) else {
+                continue;
+            };
+            let layers: [LayerOffer; MAX_LAYERS] = std::array::from_fn(|l| LayerOffer {
+                bitrate: p.layer_bitrate(l, now),
+                size: p.layer_size(l),
+                selectable: l < p.layer_count
+                    && (p.kind == MediaKind::Audio
+                        || p.layers[l].is_live(now)
+                        || !p.dynacast.is_active(l)),
+            });
+            legs.push((p.id, c.leg));
+            offers.push(TrackOffer {
+                track: p.id,
+                kind: p.kind,
+                speaking: Some(p.owner) == dominant,
+                view: downlink.views.get(&p.id).copied(),
+                layers,
+                layer_count: p.layer_count,
+            });
+        }
+        let allocation = allocate(downlink.estimate, &offers);
+        if let Some(d) = self.downlinks.get_mut(&subscriber) {
+            d.wanted_bps = allocation.wanted_bps;
+            d.allocated_bps = allocation.allocated_bps;
+        }
+        for (track, layer) in allocation.layers {
+            let Some((_, leg)) = legs.iter().find(|(t, _)| *t == track) else {
+                continue;
+            };
+            let Some(c) = self.consumers.get_mut(leg) else {
+                continue;
+            };
+            if c.target_layer() == layer {
+                continue;
+            }
+            c.set_target(layer);
+            if let Some(wanted) = c.awaited_keyframe() {
+                self.request_layer_keyframe(track, wanted, now);
+            }
+        }
+    }
+
+    /// Per simulcast producer: the highest layer any leg selects, to its dynacast.
+    fn dynacast(&mut self, now: Instant) {
+        let mut highest: Vec<(TrackId, Option<usize>)> = self
+            .producers
+            .values()
+            .filter(|p| p.layer_count > 1)
+            .map(|p| (p.id, None))
+            .collect();
+        for c in self.consumers.values() {
+            if let Some((_, h)) = highest.iter_mut().find(|(t, _)| *t == c.producer) {
+                *h = (*h).max(c.target_layer());
+            }
+        }
+        for (track, h) in highest {
+            let Some(p) = self.producers.get_mut(&track) else {
+                continue;
+            };
+            if let Some(active) = p.dynacast.update(h, now) {
+                self.outputs.push_back(Output::PublisherLayers {
+                    publisher: p.owner,
+                    track,
+                    active,
+                });
+            }
+        }
+    }
+}
+
+impl Room {
+    /// Header for `n` padding packets (bandwidth probes) to `subscriber`, on one of its
+    /// video legs that is flowing; `None` when none is.
+    pub fn padding(&mut self, subscriber: ParticipantId, n: u16) -> Option<super::RewrittenHeader> {
+        let videos: Vec<LegId> = self
+            .consumers
+            .values()
+            .filter(|c| c.subscriber == subscriber && c.current_layer().is_some())
+            .filter(|c| self.producers.get(&c.producer).is_some_and(|p| p.codec.is_video()))
+            .map(|c| c.leg)
+            .collect();
+        let leg = videos.into_iter().min()?;
+        self.consumers.get_mut(&leg)?.padding(n)
+    }
+
+    /// Each leg `subscriber` receives: (track, layer forwarded, layer chosen).
+    pub fn leg_layers(&self, subscriber: ParticipantId) -> Vec<(TrackId, Option<usize>, Option<usize>)> {
+        let mut legs: Vec<_> = self
+            .consumers
+            .values()
+            .filter(|c| c.subscriber == subscriber)
+            .map(|c| (c.producer, c.current_layer(), c.target_layer()))
+            .collect();
+        legs.sort();
+        legs
+    }
+
+    /// One layer of a producer: (bits per second now, picture size, publisher told to send it).
+    pub fn layer_state(&self, track: TrackId, layer: usize, now: Instant) -> (u64, Option<(u16, u16)>, bool) {
+        self.producers.get(&track).map_or((0, None, false), |p| {
+            let bps = p.layers.get(layer).map_or(0, |l| l.bitrate.bits_per_second(now));
+            (bps, p.layer_size(layer), p.dynacast.is_active(layer))
+        })
+    }
+}
