@@ -26,7 +26,7 @@ const SIMULCAST_ENCODINGS = [
 const SIMULCAST = window.SWITCHYARD_SIMULCAST ?? true;
 // `view` messages go out at most this often (only the tiles whose size or visibility changed).
 const VIEW_INTERVAL_MS = 250;
-const SPEAKER_HISTORY_MAX = 200;
+const SPEAKER_HISTORY_MAX = 500;
 const MSG = {
   denied: 'Camera/microphone permission was denied. Allow access to the camera and microphone for this site, then join again.',
   noDevice: 'No camera or microphone was found. Connect one and join again.',
@@ -271,7 +271,9 @@ async function onLayers(s, msg) {
       const want = e.rid ? active.includes(e.rid) : active.length > 0;
       if (e.active !== want) { e.active = want; changed = true; }
     }
-    if (changed) await transceiver.sender.setParameters(params);
+    if (!changed) return;
+    console.debug('layers', msg.mid, active.join(',') || '(none)');
+    await transceiver.sender.setParameters(params);
   } catch (err) {
     console.warn('applying layers failed', msg, err);
   }
@@ -578,6 +580,7 @@ function flushViews(s) {
     const key = `${v.width}x${v.height}:${v.visible}`;
     if (s.views.get(v.track_id) === key) continue;
     s.views.set(v.track_id, key);
+    console.debug('view', v.track_id, key);
     send(s, { type: 'view', ...v });
   }
 }
@@ -663,22 +666,26 @@ function setTileSize(participantId, width, height) {
   tile.el.style.height = tile.fixedSize ? `${height}px` : '';
   tile.el.style.aspectRatio = tile.fixedSize ? 'auto' : '';
   const button = tile.el.querySelector('.size-button');
-  if (button) {
-    button.setAttribute('aria-pressed', String(!!tile.fixedSize));
-    button.title = tile.fixedSize ? 'Restore' : 'Minimize';
-    button.textContent = tile.fixedSize ? '⤢' : '–';
-  }
+  if (button) showSizeButton(button, !!tile.fixedSize);
   if (session) scheduleViews(session);
   return true;
+}
+
+const MINIMIZE_SVG = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M5 17h14" stroke="currentColor" stroke-width="2.2"/></svg>';
+const RESTORE_SVG = '<svg viewBox="0 0 24 24" aria-hidden="true"><rect x="5" y="6" width="14" height="12" rx="1.5" fill="none" stroke="currentColor" stroke-width="2"/></svg>';
+
+function showSizeButton(button, small) {
+  button.setAttribute('aria-pressed', String(small));
+  button.title = small ? 'Restore' : 'Minimize';
+  button.setAttribute('aria-label', button.title);
+  button.innerHTML = small ? RESTORE_SVG : MINIMIZE_SVG;
 }
 
 function addSizeButton(tile) {
   const button = document.createElement('button');
   button.type = 'button';
   button.className = 'size-button';
-  button.setAttribute('aria-pressed', 'false');
-  button.title = 'Minimize';
-  button.textContent = '–';
+  showSizeButton(button, false);
   button.addEventListener('click', () => setTileSize(tile.id, ...(tile.fixedSize ? [0, 0] : [192, 108])));
   tile.el.append(button);
 }

@@ -215,8 +215,17 @@ impl Shard {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        // A layer whose SSRC the offer declared is bound without reading its rid from
+        // the packet; the track knows it from the SDP then.
+        let rid = init
+            .rid
+            .clone()
+            .or_else(|| {
+                let receiver = peer.pc.rtp_receiver(init.receiver_id)?;
+                receiver.track().rid(init.ssrc).cloned()
+            })
+            .unwrap_or_default();
         if let Some(published) = peer.published.get_mut(&init.track_id) {
-            let rid = init.rid.clone().unwrap_or_default();
             if let Some(layer) = published.rids.iter().position(|r| *r == rid) {
                 if !published.ssrcs.iter().any(|(s, _)| *s == init.ssrc) {
                     published.ssrcs.push((init.ssrc, layer));
@@ -271,7 +280,6 @@ impl Shard {
             .iter()
             .find(|(_, uri)| uri == AUDIO_LEVEL_URI)
             .map(|(id, _)| *id);
-        let rid = init.rid.clone().unwrap_or_default();
         let first_layer = rids.iter().position(|r| *r == rid).unwrap_or(0);
         debug!(participant = %id, track = %track_id, %kind, codec = %codec.mime_type, layers = rids.len(), "publishing");
         let layer_count = rids.len().max(1);
