@@ -94,7 +94,9 @@ impl DelayDetector {
             },
         };
         if let (Some(prev), Some(cur)) = (self.previous, self.current) {
-            let send_delta = ms(cur.last_departure.saturating_duration_since(prev.last_departure));
+            let send_delta = ms(cur
+                .last_departure
+                .saturating_duration_since(prev.last_departure));
             let arrival_delta = ms_signed(cur.last_arrival, prev.last_arrival);
             self.trend(arrival_delta - send_delta, cur.last_arrival, arrival_delta);
         }
@@ -124,7 +126,10 @@ impl DelayDetector {
         if modified > self.threshold {
             self.overuse_ms += delta_ms.max(0.0);
             self.overuse_count += 1;
-            if self.overuse_ms > OVERUSE_TIME_MS && self.overuse_count > 1 && slope >= self.previous_trend {
+            if self.overuse_ms > OVERUSE_TIME_MS
+                && self.overuse_count > 1
+                && slope >= self.previous_trend
+            {
                 self.overuse_ms = 0.0;
                 self.overuse_count = 0;
                 self.usage = Usage::Over;
@@ -148,9 +153,14 @@ impl DelayDetector {
         if modified.abs() > self.threshold + 15.0 {
             return; // a spike: do not let it drag the threshold
         }
-        let k = if modified.abs() < self.threshold { K_DOWN } else { K_UP };
+        let k = if modified.abs() < self.threshold {
+            K_DOWN
+        } else {
+            K_UP
+        };
         let dt = last.map_or(0.0, |l| ms_signed(arrival, l).clamp(0.0, 100.0));
-        self.threshold = (self.threshold + k * (modified.abs() - self.threshold) * dt).clamp(6.0, 600.0);
+        self.threshold =
+            (self.threshold + k * (modified.abs() - self.threshold) * dt).clamp(6.0, 600.0);
     }
 }
 
@@ -168,7 +178,9 @@ fn ms_signed(a: Duration, b: Duration) -> f64 {
 
 fn linear_slope(points: &VecDeque<(f64, f64)>) -> Option<f64> {
     let n = points.len() as f64;
-    let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
     let (mx, my) = (sx / n, sy / n);
     let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
         (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
@@ -192,7 +204,10 @@ mod tests {
             let start = link_free_ms.max(sent_ms);
             link_free_ms = start + service_ms;
             let arrival = Duration::from_micros(((link_free_ms + 20.0) * 1000.0) as u64);
-            d.packet(t0 + Duration::from_micros((sent_ms * 1000.0) as u64), arrival);
+            d.packet(
+                t0 + Duration::from_micros((sent_ms * 1000.0) as u64),
+                arrival,
+            );
         }
         d.usage()
     }

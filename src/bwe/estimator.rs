@@ -23,7 +23,7 @@ const INCREASE_PER_SECOND: f64 = 1.08;
 const ADDITIVE_BPS_PER_SECOND: f64 = 80_000.0;
 /// The estimate may run ahead of what was shown to arrive by this much, no more.
 const ACKED_HEADROOM: f64 = 1.5;
-const ACKED_SLACK_BPS: f64 = 100_000.0;
+const ACKED_SLACK_BPS: f64 = 10_000.0;
 /// Loss above this is congestion (GCC: 10 %); below 2 % it is noise.
 const HIGH_LOSS: f64 = 0.10;
 const ACKED_WINDOW: Duration = Duration::from_millis(1000);
@@ -85,6 +85,11 @@ impl Estimator {
         self.estimate as u64
     }
 
+    /// When congestion last cut the estimate.
+    pub fn last_decrease(&self) -> Option<Instant> {
+        self.last_decrease
+    }
+
     pub fn usage(&self) -> Usage {
         self.delay.usage()
     }
@@ -112,7 +117,11 @@ impl Estimator {
             };
             reported += 1;
             let Some(arrival) = arrival else {
-                lost += 1;
+                // Padding lost in a probe says the probe was too much, not that media
+                // suffers; the probe's own result covers it.
+                if sent.probe.is_none() {
+                    lost += 1;
+                }
                 continue;
             };
             self.delay.packet(sent.departure, arrival);
@@ -150,21 +159,20 @@ impl Estimator {
         let congested = self.delay.usage() == Usage::Over || loss > HIGH_LOSS;
         if congested {
             if may_decrease {
+                // From what arrived, not from the loss fraction: an SFU may keep sending
+                // well above the estimate until the subscriber's new layers start on their
+                // keyframes, and GCC's `(1 - loss/2)` applied round after round meanwhile
+                // would drive the estimate to the floor, far below the link.
                 let from = acked.unwrap_or(self.estimate).min(self.estimate);
-                let factor = if loss > HIGH_LOSS {
-                    (1.0 - 0.5 * loss).min(DECREASE_FACTOR)
-                } else {
-                    DECREASE_FACTOR
-                };
-                self.estimate = from * factor;
+                self.estimate = from * DECREASE_FACTOR;
                 self.congestion_rate = acked;
                 self.last_decrease = Some(now);
                 self.last_change = Some(now);
             }
         } else if self.delay.usage() == Usage::Normal {
-            let elapsed = self
-                .last_change
-                .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64().min(1.0));
+            let elapsed = self.last_change.map_or(0.0, |t| {
+                now.saturating_duration_since(t).as_secs_f64().min(1.0)
+            });
             let near_capacity = self
                 .congestion_rate
                 .is_some_and(|c| self.estimate > 0.85 * c && self.estimate < 1.5 * c);
@@ -213,7 +221,9 @@ impl Estimator {
         if p.packets < PROBE_MIN_PACKETS {
             return None;
         }
-        let send_span = p.last_departure?.saturating_duration_since(p.first_departure?);
+        let send_span = p
+            .last_departure?
+            .saturating_duration_since(p.first_departure?);
         let recv_span = p.last_arrival?.saturating_sub(p.first_arrival?);
         if send_span < Duration::from_millis(10) || recv_span < Duration::from_millis(10) {
             return None;
@@ -274,7 +284,9 @@ mod tests {
                     None // tail drop
                 } else {
                     self.link_free_ms = start + size * 8.0 / capacity_bps * 1000.0;
-                    Some(Duration::from_micros(((self.link_free_ms + 10.0) * 1000.0) as u64))
+                    Some(Duration::from_micros(
+                        ((self.link_free_ms + 10.0) * 1000.0) as u64,
+                    ))
                 };
                 self.pending.push((seq, arrival));
                 self.now_ms += gap_ms;
@@ -297,7 +309,10 @@ mod tests {
         let mut p = Path::new(2_000_000);
         p.run(2_000_000.0, 300_000.0, 5.0, None);
         let est = p.estimator.bitrate();
-        assert!(est < 300_000, "estimate {est} should fall below the 300 kbit/s link");
+        assert!(
+            est < 300_000,
+            "estimate {est} should fall below the 300 kbit/s link"
+        );
         assert!(est >= MIN_BITRATE);
     }
 
@@ -307,7 +322,10 @@ mod tests {
         p.run(400_000.0, 10_000_000.0, 10.0, None);
         let est = p.estimator.bitrate();
         assert!(est > 500_000, "grows on a quiet path: {est}");
-        assert!(est <= 800_000, "but not far beyond what was sent (400k): {est}");
+        assert!(
+            est <= 800_000,
+            "but not far beyond what was sent (400k): {est}"
+        );
     }
 
     #[test]
@@ -319,8 +337,15 @@ mod tests {
         p.run(250_000.0, 10_000_000.0, 0.2, None); // the probe's feedback comes in
         let now = p.now();
         let measured = p.estimator.finish_probe(7, now).expect("a result");
-        assert!((1_700_000..2_300_000).contains(&measured), "measured {measured}");
-        assert!(p.estimator.bitrate() > 3 * before, "{before} -> {}", p.estimator.bitrate());
+        assert!(
+            (1_700_000..2_300_000).contains(&measured),
+            "measured {measured}"
+        );
+        assert!(
+            p.estimator.bitrate() > 3 * before,
+            "{before} -> {}",
+            p.estimator.bitrate()
+        );
     }
 
     #[test]
@@ -331,7 +356,10 @@ mod tests {
         p.run(100_000.0, 600_000.0, 1.0, None);
         let now = p.now();
         let measured = p.estimator.finish_probe(1, now).expect("a result");
-        assert!(measured < 800_000, "the link, not the send rate: {measured}");
+        assert!(
+            measured < 800_000,
+            "the link, not the send rate: {measured}"
+        );
         assert!(p.estimator.bitrate() < 800_000);
     }
 }

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
 use rtc::interceptor::{Registry, Slot};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
@@ -115,6 +118,37 @@ fn media_engine() -> Result<MediaEngine> {
     Ok(m)
 }
 
+/// A browser NACKs one lost packet about ten times before giving up on it (libwebrtc's
+/// NackModule); rtc's generator would NACK it until it leaves the window, and on a
+/// policed link the retransmissions of retransmissions then keep the link full.
+const MAX_NACKS_PER_PACKET: u16 = 10;
+
+/// rtc's default interceptors (NACK both ways, transport-cc feedback for what arrives,
+/// sender and receiver reports, the simulcast header extensions), with NACK generation
+/// bounded per packet as browsers bound it. Used by the server and the load tester.
+pub fn interceptor_registry(engine: &mut MediaEngine) -> Result<Registry> {
+    for parameter in ["", "pli"] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".into(),
+                parameter: parameter.into(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    configure_simulcast_extension_headers(engine)?;
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                .build(),
+        );
+    let registry = configure_twcc_receiver_only(registry, engine)?;
+    Ok(configure_rtcp_reports(registry))
+}
+
 /// The SRTP profiles we accept. rtc, as the DTLS server, takes the CLIENT's first
 /// profile that is also on this list, and libwebrtc lists AES_CM_80 first: so GCM wins
 /// only when CM_80 is not on our list at all (see docs/ARCHITECTURE.md, "SRTP").
@@ -140,7 +174,7 @@ pub fn server_peer(
     now: Instant,
 ) -> Result<RTCPeerConnection> {
     let mut engine = media_engine()?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(
+    let registry = interceptor_registry(&mut engine)?.with(
         Slot::from(KEYFRAME_FORWARDER_SLOT),
         KeyframeRequestForwarder::default(),
     );

@@ -48,6 +48,8 @@ pub struct DownlinkState {
     pub estimator: Estimator,
     pub probe: ProbeController,
     pub padding_packets: u64,
+    /// The last estimate cut the probe controller was told of.
+    seen_decrease: Option<Instant>,
 }
 
 impl DownlinkState {
@@ -72,7 +74,12 @@ impl DownlinkState {
 
 impl Shard {
     /// A participant's transport-cc feedback on what the server sent it.
-    pub(super) fn transport_feedback(&mut self, id: ParticipantId, fb: &TransportLayerCc, now: Instant) {
+    pub(super) fn transport_feedback(
+        &mut self,
+        id: ParticipantId,
+        fb: &TransportLayerCc,
+        now: Instant,
+    ) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -81,7 +88,8 @@ impl Shard {
         let d = &mut peer.downlink;
         let estimate = d.estimator.on_feedback(
             &d.history,
-            acks.iter().map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived))),
+            acks.iter()
+                .map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived))),
             now,
         );
         if let Some(host) = self.rooms.get_mut(&peer.room) {
@@ -109,15 +117,26 @@ impl Shard {
             };
             let (wanted, allocated) = (downlink.wanted_bps, downlink.allocated_bps);
             let d = &mut peer.downlink;
+            if let Some(t) = d.estimator.last_decrease() {
+                if d.seen_decrease != Some(t) {
+                    d.seen_decrease = Some(t);
+                    d.probe.congestion(t);
+                }
+            }
             if let Some(cluster) = d.probe.take_finished(now) {
                 d.estimator.finish_probe(cluster, now);
                 host.room.set_estimate(id, d.estimator.bitrate());
             }
-            if d.probe.maybe_start(d.estimator.bitrate(), wanted, now).is_some() {
+            if d.probe
+                .maybe_start(d.estimator.bitrate(), wanted, now)
+                .is_some()
+            {
                 Metrics::inc(&self.metrics.probe_clusters);
             }
             let bytes = d.probe.padding_bytes(allocated, tick, now);
-            let count = bytes.div_ceil(PADDING_PACKET_BYTES).min(MAX_PADDING_PER_TICK);
+            let count = bytes
+                .div_ceil(PADDING_PACKET_BYTES)
+                .min(MAX_PADDING_PER_TICK);
             if count == 0 {
                 continue;
             }

@@ -15,13 +15,13 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use tracing::debug;
 
+use super::build::AUDIO_LEVEL_URI;
 use super::peer::{ExtensionMask, Published, RoomKey, TrackDesc};
 use super::rewrite::apply_rewrite;
 use super::shard::{touch, Shard};
 use super::PeerOutput;
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
-use super::build::AUDIO_LEVEL_URI;
 use crate::room::rewrite::FORWARDED_EXTENSIONS;
 use crate::room::{Codec, Output, Room, RtpIn, TrackInfo};
 
@@ -241,7 +241,8 @@ impl Shard {
             .into_iter()
             .find_map(|t| {
                 let t = peer.pc.rtp_transceiver(t)?;
-                (t.receiver() == Some(init.receiver_id)).then(|| t.mid().clone().unwrap_or_default())
+                (t.receiver() == Some(init.receiver_id))
+                    .then(|| t.mid().clone().unwrap_or_default())
             })
             .unwrap_or_default();
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
@@ -288,7 +289,11 @@ impl Shard {
             Published {
                 track: track_id,
                 mid,
-                rids: if rids.is_empty() { vec![String::new()] } else { rids },
+                rids: if rids.is_empty() {
+                    vec![String::new()]
+                } else {
+                    rids
+                },
                 ssrcs: vec![(init.ssrc, first_layer)],
                 audio_level_id,
                 forwardable_extensions,
@@ -356,7 +361,10 @@ mod tests {
     fn layers_are_ordered_lowest_first() {
         let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(layer_order(v(&["f", "q", "h"])), v(&["q", "h", "f"]));
-        assert_eq!(layer_order(v(&["lo", "mid", "hi"])), v(&["lo", "mid", "hi"]));
+        assert_eq!(
+            layer_order(v(&["lo", "mid", "hi"])),
+            v(&["lo", "mid", "hi"])
+        );
         assert_eq!(layer_order(v(&["a", "b", "c", "d"])).len(), 3);
     }
 }

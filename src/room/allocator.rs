@@ -70,7 +70,8 @@ pub fn max_useful_layer(t: &TrackOffer) -> Option<usize> {
     }
     let fits = |l: &LayerOffer| match l.size {
         Some((w, h)) => {
-            w as u32 * FIT_DEN >= view.width * FIT_NUM || h as u32 * FIT_DEN >= view.height * FIT_NUM
+            w as u32 * FIT_DEN >= view.width * FIT_NUM
+                || h as u32 * FIT_DEN >= view.height * FIT_NUM
         }
         // Unknown (H.264 sizes are not parsed): do not guess low.
         None => false,
@@ -98,7 +99,9 @@ pub fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
         .collect();
     // Speaker, then larger tiles; ties keep a stable order by track id.
     videos.sort_by_key(|(t, _)| {
-        let area = t.view.map_or(u64::MAX, |v| v.width as u64 * v.height as u64);
+        let area = t
+            .view
+            .map_or(u64::MAX, |v| v.width as u64 * v.height as u64);
         (!t.speaking, std::cmp::Reverse(area), t.track)
     });
     // A track none of whose layers flows yet (it is starting, or its publisher is
@@ -190,12 +193,19 @@ mod tests {
     }
 
     fn layer_of(a: &Allocation, id: u64) -> Option<usize> {
-        a.layers.iter().find(|(t, _)| *t == TrackId(id)).and_then(|(_, l)| *l)
+        a.layers
+            .iter()
+            .find(|(t, _)| *t == TrackId(id))
+            .and_then(|(_, l)| *l)
     }
 
     #[test]
     fn without_an_estimate_each_video_gets_the_layer_its_tile_needs() {
-        let tracks = [video(1, view(640, 480)), video(2, view(160, 120)), video(3, None)];
+        let tracks = [
+            video(1, view(640, 480)),
+            video(2, view(160, 120)),
+            video(3, None),
+        ];
         let a = allocate(None, &tracks);
         assert_eq!(layer_of(&a, 1), Some(2));
         assert_eq!(layer_of(&a, 2), Some(0), "a thumbnail gets the small layer");
@@ -217,7 +227,12 @@ mod tests {
 
     #[test]
     fn a_tight_budget_gives_everyone_the_low_layer_and_the_rest_to_the_speaker() {
-        let mut tracks = vec![audio(10), audio(11), video(1, view(640, 480)), video(2, view(640, 480))];
+        let mut tracks = vec![
+            audio(10),
+            audio(11),
+            video(1, view(640, 480)),
+            video(2, view(640, 480)),
+        ];
         tracks[3].speaking = true;
         let a = allocate(Some(80_000 + 300_000 + 400_000), &tracks);
         assert_eq!(layer_of(&a, 10), Some(0));
@@ -228,11 +243,23 @@ mod tests {
 
     #[test]
     fn a_budget_below_every_video_keeps_audio_and_pauses_what_does_not_fit() {
-        let tracks = [audio(10), video(1, view(640, 480)), video(2, view(320, 240))];
+        let tracks = [
+            audio(10),
+            video(1, view(640, 480)),
+            video(2, view(320, 240)),
+        ];
         let a = allocate(Some(40_000 + 200_000), &tracks);
         assert_eq!(layer_of(&a, 10), Some(0), "audio is never cut");
-        assert_eq!(layer_of(&a, 1), Some(0), "the larger tile keeps its low layer");
-        assert_eq!(layer_of(&a, 2), None, "audio-only rather than starving both");
+        assert_eq!(
+            layer_of(&a, 1),
+            Some(0),
+            "the larger tile keeps its low layer"
+        );
+        assert_eq!(
+            layer_of(&a, 2),
+            None,
+            "audio-only rather than starving both"
+        );
         let a = allocate(Some(10_000), &tracks);
         assert_eq!(layer_of(&a, 10), Some(0));
     }
@@ -259,7 +286,11 @@ mod tests {
         for l in &mut t.layers {
             l.size = None;
         }
-        assert_eq!(max_useful_layer(&t), Some(2), "unknown size: do not guess low");
+        assert_eq!(
+            max_useful_layer(&t),
+            Some(2),
+            "unknown size: do not guess low"
+        );
         t.layer_count = 1;
         assert_eq!(max_useful_layer(&t), Some(0));
     }

@@ -106,8 +106,7 @@ impl Consumer {
                 self.layer_switches += 1;
                 let gap = self.last_forwarded.map_or(1, |t| {
                     let elapsed = now.saturating_duration_since(t).as_micros() as u64;
-                    (elapsed * self.clock_rate as u64 / 1_000_000).clamp(1, u32::MAX as u64)
-                        as u32
+                    (elapsed * self.clock_rate as u64 / 1_000_000).clamp(1, u32::MAX as u64) as u32
                 });
                 self.rewriter.switch_source(seq, ts, gap)
             } else {
@@ -131,9 +130,9 @@ impl Consumer {
     }
 
     /// Sequence numbers for `n` padding packets (bandwidth probes) on this leg, and the
-    /// header they carry; `None` while nothing was sent on it.
+    /// header they carry; `None` while nothing was sent on it. A paused leg can carry
+    /// them too: that is how a subscriber dropped to audio-only finds its way back.
     pub fn padding(&mut self, n: u16) -> Option<RewrittenHeader> {
-        self.current?;
         let (sequence_number, timestamp) = self.rewriter.take_padding(n)?;
         Some(RewrittenHeader {
             ssrc: self.params.ssrc,
@@ -173,12 +172,16 @@ mod tests {
         let mut c = consumer(true);
         assert_eq!(c.forward(0, 10, 0, false, t0), None);
         assert_eq!(c.forward(0, 11, 0, false, t0), None);
-        let h = c.forward(0, 12, 3000, true, t0).expect("keyframe starts the leg");
+        let h = c
+            .forward(0, 12, 3000, true, t0)
+            .expect("keyframe starts the leg");
         assert_eq!(
             (h.ssrc, h.payload_type, h.sequence_number, h.timestamp),
             (0xabcd, 120, 100, 1000)
         );
-        let h = c.forward(0, 13, 3000, false, t0).expect("then everything flows");
+        let h = c
+            .forward(0, 13, 3000, false, t0)
+            .expect("then everything flows");
         assert_eq!(h.sequence_number, 101);
         assert_eq!(c.skipped_before_keyframe, 2);
         assert_eq!(c.forwarded, 2);
@@ -202,13 +205,30 @@ mod tests {
         c.set_target(Some(0));
         assert_eq!(c.awaited_keyframe(), Some(0));
         assert_eq!(c.forward(0, 7000, 5_000, false, ms(40)), None);
-        let h = c.forward(2, 502, 96_000, false, ms(66)).expect("old layer until then");
+        let h = c
+            .forward(2, 502, 96_000, false, ms(66))
+            .expect("old layer until then");
         assert_eq!(h.sequence_number, 102);
-        let h = c.forward(0, 7001, 8_000, true, ms(99)).expect("keyframe switches");
+        let h = c
+            .forward(0, 7001, 8_000, true, ms(99))
+            .expect("keyframe switches");
         assert_eq!(h.sequence_number, 103, "numbering continues");
-        assert_eq!(h.timestamp, 1000 + 6000 + 2970, "33 ms after the last packet");
-        assert_eq!(c.forward(2, 503, 99_000, false, ms(100)), None, "old layer stops");
-        assert_eq!(c.forward(0, 7002, 11_000, false, ms(132)).unwrap().sequence_number, 104);
+        assert_eq!(
+            h.timestamp,
+            1000 + 6000 + 2970,
+            "33 ms after the last packet"
+        );
+        assert_eq!(
+            c.forward(2, 503, 99_000, false, ms(100)),
+            None,
+            "old layer stops"
+        );
+        assert_eq!(
+            c.forward(0, 7002, 11_000, false, ms(132))
+                .unwrap()
+                .sequence_number,
+            104
+        );
         assert_eq!((c.layer_switches, c.awaited_keyframe()), (1, None));
     }
 
@@ -230,7 +250,10 @@ mod tests {
     fn padding_takes_the_next_numbers() {
         let t0 = Instant::now();
         let mut c = consumer(true);
-        assert!(c.padding(2).is_none(), "nothing to pad before the first packet");
+        assert!(
+            c.padding(2).is_none(),
+            "nothing to pad before the first packet"
+        );
         c.forward(0, 1, 0, true, t0).unwrap();
         let p = c.padding(2).unwrap();
         assert_eq!((p.sequence_number, p.ssrc), (101, 0xabcd));

@@ -33,7 +33,11 @@ impl Room {
         let dominant = self.speakers.current().first().copied();
         let mut legs: Vec<(TrackId, LegId)> = Vec::new();
         let mut offers: Vec<TrackOffer> = Vec::new();
-        for c in self.consumers.values().filter(|c| c.subscriber == subscriber) {
+        for c in self
+            .consumers
+            .values()
+            .filter(|c| c.subscriber == subscriber)
+        {
             let Some(p) = self.producers.get(&c.producer) else {
                 continue;
             };
@@ -55,7 +59,10 @@ impl Room {
                 layer_count: p.layer_count,
             });
         }
-        let allocation = allocate(downlink.estimate, &offers);
+        // Media gets 90 % of the estimate: the rest is for retransmissions, RTCP and
+        // probes, and it keeps a layer that just fits from tipping the link over.
+        let budget = downlink.estimate.map(|e| e / 10 * 9);
+        let allocation = allocate(budget, &offers);
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
             d.wanted_bps = allocation.wanted_bps;
             d.allocated_bps = allocation.allocated_bps;
@@ -112,8 +119,12 @@ impl Room {
         let videos: Vec<LegId> = self
             .consumers
             .values()
-            .filter(|c| c.subscriber == subscriber && c.current_layer().is_some())
-            .filter(|c| self.producers.get(&c.producer).is_some_and(|p| p.codec.is_video()))
+            .filter(|c| c.subscriber == subscriber && c.forwarded > 0)
+            .filter(|c| {
+                self.producers
+                    .get(&c.producer)
+                    .is_some_and(|p| p.codec.is_video())
+            })
             .map(|c| c.leg)
             .collect();
         let leg = videos.into_iter().min()?;
@@ -121,7 +132,10 @@ impl Room {
     }
 
     /// Each leg `subscriber` receives: (track, layer forwarded, layer chosen).
-    pub fn leg_layers(&self, subscriber: ParticipantId) -> Vec<(TrackId, Option<usize>, Option<usize>)> {
+    pub fn leg_layers(
+        &self,
+        subscriber: ParticipantId,
+    ) -> Vec<(TrackId, Option<usize>, Option<usize>)> {
         let mut legs: Vec<_> = self
             .consumers
             .values()
@@ -133,9 +147,17 @@ impl Room {
     }
 
     /// One layer of a producer: (bits per second now, picture size, publisher told to send it).
-    pub fn layer_state(&self, track: TrackId, layer: usize, now: Instant) -> (u64, Option<(u16, u16)>, bool) {
+    pub fn layer_state(
+        &self,
+        track: TrackId,
+        layer: usize,
+        now: Instant,
+    ) -> (u64, Option<(u16, u16)>, bool) {
         self.producers.get(&track).map_or((0, None, false), |p| {
-            let bps = p.layers.get(layer).map_or(0, |l| l.bitrate.bits_per_second(now));
+            let bps = p
+                .layers
+                .get(layer)
+                .map_or(0, |l| l.bitrate.bits_per_second(now));
             (bps, p.layer_size(layer), p.dynacast.is_active(layer))
         })
     }

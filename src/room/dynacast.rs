@@ -37,14 +37,20 @@ impl Dynacast {
 
     /// Takes the highest layer any subscriber selects now (`None`: nobody watches).
     /// Returns the new set for the publisher when it changed.
-    pub fn update(&mut self, highest_selected: Option<usize>, now: Instant) -> Option<[bool; MAX_LAYERS]> {
+    pub fn update(
+        &mut self,
+        highest_selected: Option<usize>,
+        now: Instant,
+    ) -> Option<[bool; MAX_LAYERS]> {
         let mut next = self.active;
         for layer in 0..self.layer_count {
             let needed = highest_selected.is_some_and(|h| layer <= h);
             if needed {
                 self.last_needed[layer] = Some(now);
                 next[layer] = true;
-            } else if self.last_needed[layer].is_none_or(|t| now.saturating_duration_since(t) >= PAUSE_DELAY) {
+            } else if self.last_needed[layer]
+                .is_none_or(|t| now.saturating_duration_since(t) >= PAUSE_DELAY)
+            {
                 next[layer] = false;
             }
         }
@@ -69,9 +75,17 @@ mod tests {
         assert_eq!(d.update(Some(0), s(3400)), None);
         assert_eq!(d.update(Some(0), s(3600)), Some([true, false, false]));
         assert!(!d.is_active(2) && d.is_active(0));
-        assert_eq!(d.update(Some(1), s(3700)), Some([true, true, false]), "at once");
+        assert_eq!(
+            d.update(Some(1), s(3700)),
+            Some([true, true, false]),
+            "at once"
+        );
         assert_eq!(d.update(None, s(4000)), None);
-        assert_eq!(d.update(None, s(6800)), Some([false, false, false]), "nobody watches");
+        assert_eq!(
+            d.update(None, s(6800)),
+            Some([false, false, false]),
+            "nobody watches"
+        );
     }
 
     #[test]

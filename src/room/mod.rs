@@ -11,9 +11,9 @@ pub mod negotiation;
 pub mod participant;
 pub mod producer;
 pub mod rewrite;
-pub mod speaker;
 #[allow(clippy::module_inception)]
 pub mod room;
+pub mod speaker;
 
 pub use allocator::View;
 pub use codec::Codec;

@@ -274,9 +274,18 @@ mod tests {
     #[test]
     fn layer_sizes_come_from_keyframes_or_a_known_neighbour() {
         let t0 = Instant::now();
-        let mut p = Producer::new(TrackId(1), ParticipantId(1), MediaKind::Video, Codec::Vp8, 3, t0);
+        let mut p = Producer::new(
+            TrackId(1),
+            ParticipantId(1),
+            MediaKind::Video,
+            Codec::Vp8,
+            3,
+            t0,
+        );
         assert_eq!(p.layer_size(0), None);
-        let kf = [0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+        let kf = [
+            0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+        ];
         assert!(p.packet_in(2, &kf, 1000, t0));
         assert_eq!(p.layer_size(2), Some((640, 480)));
         assert_eq!(p.layer_size(0), Some((160, 120)));

@@ -282,9 +282,17 @@ mod tests {
         rw.rewrite(502, 3000); // 501 is late
         assert_eq!(rw.take_padding(3), Some((13, 3000)));
         assert_eq!(rw.rewrite(503, 6000), Some((16, 6000)), "after the padding");
-        assert_eq!(rw.rewrite(501, 0), Some((11, 0)), "a late packet keeps its number");
+        assert_eq!(
+            rw.rewrite(501, 0),
+            Some((11, 0)),
+            "a late packet keeps its number"
+        );
         assert_eq!(rw.take_padding(1), Some((17, 6000)));
-        assert_eq!(rw.take_padding(1), Some((18, 6000)), "merged into one point");
+        assert_eq!(
+            rw.take_padding(1),
+            Some((18, 6000)),
+            "merged into one point"
+        );
         assert_eq!(rw.rewrite(504, 9000), Some((19, 9000)));
     }
 

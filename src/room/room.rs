@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::allocator::View;
 use super::codec::Codec;
 use super::consumer::{Consumer, LegParams};
-use super::allocator::View;
 use super::participant::ParticipantInfo;
 use super::producer::{Producer, MAX_LAYERS};
 use super::rewrite::RewrittenHeader;
@@ -240,6 +240,9 @@ impl Room {
             return Err(RoomError::UnknownParticipant(owner));
         }
         let producer = Producer::new(track, owner, kind, codec, layers, now);
+        // The allocation tick runs once there is something to allocate.
+        self.next_allocation
+            .get_or_insert(now + ALLOCATION_INTERVAL);
         let info = track_info(&producer);
         self.producers.insert(track, producer);
         self.routes.entry(track).or_default();
@@ -357,7 +360,13 @@ impl Room {
     }
 
     /// How a subscriber shows one remote video (from its client).
-    pub fn set_view(&mut self, subscriber: ParticipantId, track: TrackId, view: View, now: Instant) {
+    pub fn set_view(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        view: View,
+        now: Instant,
+    ) {
         let Some(d) = self.downlinks.get_mut(&subscriber) else {
             return;
         };
@@ -437,8 +446,12 @@ impl Room {
         // A lost keyframe must not leave a subscriber black or stuck on a layer: ask
         // again (throttled per layer), but only for layers that flow.
         for (layer, waits) in awaited.into_iter().enumerate() {
-            if waits && producer.layers[layer].is_live(now) && producer.layers[layer].keyframe_throttle.request(now) {
-                self.outputs.push_back(Output::RequestKeyframe { track, layer });
+            if waits
+                && producer.layers[layer].is_live(now)
+                && producer.layers[layer].keyframe_throttle.request(now)
+            {
+                self.outputs
+                    .push_back(Output::RequestKeyframe { track, layer });
             }
         }
     }
@@ -450,7 +463,10 @@ impl Room {
             .flat_map(|p| p.layers.iter())
             .filter_map(|l| l.keyframe_throttle.poll_timeout())
             .min();
-        [keyframes, self.next_allocation].into_iter().flatten().min()
+        [keyframes, self.next_allocation]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -476,7 +492,11 @@ impl Room {
     pub fn producer_counters(&self, track: TrackId) -> Option<(u64, u64, u64)> {
         self.producers.get(&track).map(|p| {
             p.layers.iter().fold((p.packets_in, 0, 0), |(n, s, c), l| {
-                (n, s + l.keyframe_throttle.sent, c + l.keyframe_throttle.coalesced)
+                (
+                    n,
+                    s + l.keyframe_throttle.sent,
+                    c + l.keyframe_throttle.coalesced,
+                )
             })
         })
     }

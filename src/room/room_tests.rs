@@ -153,7 +153,10 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
     room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), t0);
     assert_eq!(
         drain(&mut room),
-        vec![Output::RequestKeyframe { track: CAM, layer: 0 }]
+        vec![Output::RequestKeyframe {
+            track: CAM,
+            layer: 0
+        }]
     );
     // Cy arrives 100 ms later, then a burst of PLIs from both: all coalesced.
     room.consumer_ready(
@@ -168,17 +171,25 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
         room.keyframe_request(BOB, CAM, t0 + Duration::from_millis(100 + ms * 10));
     }
     assert!(drain(&mut room).is_empty());
-    let due = room.poll_timeout().unwrap();
-    assert_eq!(due, t0 + Duration::from_secs(1));
+    // The coalesced request goes out when the throttle's second ends, not before.
+    let due = t0 + Duration::from_secs(1);
+    room.handle_timeout(due - Duration::from_millis(1));
+    let early: Vec<Output> = drain(&mut room)
+        .into_iter()
+        .filter(|o| matches!(o, Output::RequestKeyframe { .. }))
+        .collect();
+    assert!(early.is_empty(), "{early:?}");
     room.handle_timeout(due);
+    let requests: Vec<Output> = drain(&mut room)
+        .into_iter()
+        .filter(|o| matches!(o, Output::RequestKeyframe { .. }))
+        .collect();
     assert_eq!(
-        drain(&mut room),
-        vec![Output::RequestKeyframe { track: CAM, layer: 0 }]
-    );
-    assert_eq!(
-        room.poll_timeout(),
-        Some(due + ALLOCATION_INTERVAL),
-        "no keyframe request left waiting, only the allocation tick"
+        requests,
+        vec![Output::RequestKeyframe {
+            track: CAM,
+            layer: 0
+        }]
     );
 }
 
@@ -271,4 +282,85 @@ fn mute_is_told_to_the_others_and_kept_for_newcomers() {
         .participants
         .iter()
         .any(|p| p.id == ADA && p.audio_muted));
+}
+
+/// Ada publishes a 3-layer camera; Bob receives it. Each layer sends a frame every 33 ms
+/// (q 1 packet, h 2, f 6, 600 bytes each) from `from` for `ms`.
+fn feed_layers(room: &mut Room, from: Instant, ms: u64, seq: &mut [u16; 3]) {
+    let mut out = Vec::new();
+    let mut t = 0;
+    while t < ms {
+        let now = from + Duration::from_millis(t);
+        for (layer, count) in [(0usize, 1), (1, 2), (2, 6)] {
+            for i in 0..count {
+                let mut payload = vec![0u8; 600];
+                payload[..2].copy_from_slice(
+                    if i == 0 && t % 990 == 0 { KEY } else { DELTA }
+                        .get(..2)
+                        .unwrap(),
+                );
+                let rtp = RtpIn {
+                    layer,
+                    sequence_number: seq[layer],
+                    timestamp: (t * 90) as u32,
+                    payload: &payload,
+                    audio_level: None,
+                };
+                seq[layer] = seq[layer].wrapping_add(1);
+                room.route_rtp(CAM, rtp, now, &mut out);
+            }
+        }
+        if room.poll_timeout().is_some_and(|d| d <= now) {
+            room.handle_timeout(now);
+        }
+        drain(room);
+        t += 33;
+    }
+}
+
+#[test]
+fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
+    let t0 = Instant::now();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 3, t0)
+        .unwrap();
+    drain(&mut room);
+    let mut seq = [0u16; 3];
+    feed_layers(&mut room, t0, 1000, &mut seq);
+    room.consumer_ready(
+        LegId(1),
+        BOB,
+        CAM,
+        params(1, 96),
+        (0, 0),
+        t0 + Duration::from_millis(1000),
+    );
+    feed_layers(&mut room, t0 + Duration::from_millis(1000), 2000, &mut seq);
+    assert_eq!(
+        room.leg_layers(BOB),
+        vec![(CAM, Some(2), Some(2))],
+        "no estimate: the full layer"
+    );
+    let d = room.downlink(BOB).unwrap();
+    assert!(
+        d.wanted_bps > 800_000,
+        "wants the full layer: {}",
+        d.wanted_bps
+    );
+
+    room.set_estimate(BOB, 250_000);
+    feed_layers(&mut room, t0 + Duration::from_millis(3000), 2000, &mut seq);
+    assert_eq!(
+        room.leg_layers(BOB),
+        vec![(CAM, Some(0), Some(0))],
+        "250 kbit/s: the low layer"
+    );
+
+    room.set_estimate(BOB, 3_000_000);
+    feed_layers(&mut room, t0 + Duration::from_millis(5000), 2000, &mut seq);
+    assert_eq!(
+        room.leg_layers(BOB),
+        vec![(CAM, Some(2), Some(2))],
+        "back to full"
+    );
 }

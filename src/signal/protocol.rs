@@ -11,11 +11,23 @@ pub use ::rtc::peer_connection::transport::RTCIceCandidateInit as IceCandidate;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    Join { room: String, name: String },
-    Offer { sdp: String },
-    Answer { sdp: String },
-    Candidate { candidate: IceCandidate },
-    Mute { kind: MediaKind, muted: bool },
+    Join {
+        room: String,
+        name: String,
+    },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: IceCandidate,
+    },
+    Mute {
+        kind: MediaKind,
+        muted: bool,
+    },
     /// How the client shows one remote video: its rendered size and whether it is seen.
     View {
         track_id: TrackId,

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
@@ -46,7 +45,7 @@ fn peer_err(e: impl std::fmt::Display) -> SyntheticError {
 
 fn build_pc(now: Instant) -> Result<RTCPeerConnection, SyntheticError> {
     let mut engine = media_engine().map_err(peer_err)?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)
+    let registry = crate::engine::build::interceptor_registry(&mut engine)
         .map_err(peer_err)?
         .with(
             Slot::from(KEYFRAME_FORWARDER_SLOT),
@@ -82,31 +81,45 @@ fn prepare(state: &mut PoolState, key: usize, plan: MediaPlan) -> Result<String,
     .map_err(peer_err)?;
     let init = RTCIceCandidate::from(&host).to_json().map_err(peer_err)?;
     c.pc.add_local_candidate(init).map_err(peer_err)?;
-    let mut add = |kind: RtpCodecKind, label: &str| -> Result<Sending, SyntheticError> {
-        let ssrc = rand::random::<u32>();
-        let track = MediaStreamTrack::new(
-            "local".into(),
-            format!("{label}-{ssrc}"),
-            label.into(),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
+    let mut add =
+        |kind: RtpCodecKind, label: &str, rids: &[&str]| -> Result<Sending, SyntheticError> {
+            let layers: Vec<(u32, String)> = rids
+                .iter()
+                .map(|rid| (rand::random::<u32>(), rid.to_string()))
+                .collect();
+            let encodings = layers
+                .iter()
+                .map(|(ssrc, rid)| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(*ssrc),
+                        rid: rid.clone(),
+                        ..Default::default()
+                    },
                     ..Default::default()
-                },
-                ..Default::default()
-            }],
-        );
-        let sender = c.pc.add_track(track).map_err(peer_err)?;
-        Ok(Sending::new(sender, ssrc))
+                })
+                .collect();
+            let track = MediaStreamTrack::new(
+                "local".into(),
+                format!("{label}-{}", layers[0].0),
+                label.into(),
+                kind,
+                encodings,
+            );
+            let sender = c.pc.add_track(track).map_err(peer_err)?;
+            Ok(Sending::new(sender, layers))
+        };
+    let video_rids: &[&str] = if plan.simulcast {
+        &["q", "h", "f"]
+    } else {
+        &[""]
     };
     let video = plan
         .video
-        .map(|_| add(RtpCodecKind::Video, "video"))
+        .map(|_| add(RtpCodecKind::Video, "video", video_rids))
         .transpose()?;
     let audio = plan
         .audio
-        .then(|| add(RtpCodecKind::Audio, "audio"))
+        .then(|| add(RtpCodecKind::Audio, "audio", &[""]))
         .transpose()?;
     if video.is_none() && audio.is_none() {
         for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {

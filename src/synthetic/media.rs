@@ -82,6 +82,8 @@ pub struct MediaPlan {
     pub audio_packet_bytes: usize,
     /// A keyframe every this many frames (and whenever one is requested).
     pub keyframe_interval_frames: u64,
+    /// Video in three simulcast layers (rids q, h, f) instead of one stream.
+    pub simulcast: bool,
 }
 
 impl Default for MediaPlan {
@@ -95,6 +97,7 @@ impl Default for MediaPlan {
             video_packet_bytes: 1100,
             audio_packet_bytes: 100,
             keyframe_interval_frames: 60,
+            simulcast: false,
         }
     }
 }

@@ -66,6 +66,10 @@ pub struct Shared {
     pub join_started_micros: AtomicU64,
     force_keyframe: AtomicBool,
     pub(crate) stop_media: AtomicBool,
+    /// A simulated slow downlink for the load tester's participants (bits/s, 0 = none):
+    /// datagrams above it are dropped before the connection sees them.
+    pub downlink_limit_bps: AtomicU64,
+    pub downlink_dropped: AtomicU64,
 }
 
 impl Shared {

@@ -84,19 +84,46 @@ impl Pool {
     }
 }
 
-/// A sending track of a client: its sender, SSRC and (once negotiated) payload type.
+/// A sending track of a client: its sender, its layers and (once negotiated) its payload
+/// type and the ids of the mid/rid header extensions.
 pub struct Sending {
     pub sender: RTCRtpSenderId,
+    /// One per encoding, lowest first (one without simulcast).
+    pub layers: Vec<LayerSend>,
+    negotiated: Option<Negotiated>,
+}
+
+/// One encoding of a sending track: its SSRC, rid and numbering.
+pub struct LayerSend {
     pub ssrc: u32,
-    payload_type: Option<u8>,
+    pub rid: String,
+    seq: u16,
+    ts: u32,
+}
+
+#[derive(Clone)]
+struct Negotiated {
+    payload_type: u8,
+    /// (mid extension id, this sender's mid), (rid extension id)
+    mid: Option<(u8, Bytes)>,
+    rid_ext: Option<u8>,
 }
 
 impl Sending {
-    pub fn new(sender: RTCRtpSenderId, ssrc: u32) -> Sending {
+    /// `layers`: (SSRC, rid) per encoding, lowest first; rid empty without simulcast.
+    pub fn new(sender: RTCRtpSenderId, layers: Vec<(u32, String)>) -> Sending {
         Sending {
             sender,
-            ssrc,
-            payload_type: None,
+            layers: layers
+                .into_iter()
+                .map(|(ssrc, rid)| LayerSend {
+                    ssrc,
+                    rid,
+                    seq: rand::random(),
+                    ts: rand::random(),
+                })
+                .collect(),
+            negotiated: None,
         }
     }
 }
@@ -114,11 +141,16 @@ pub struct Client {
     /// rtc's track id of each received track -> (publisher, "audio" | "video").
     remote: HashMap<String, (String, &'static str)>,
     connected: bool,
-    seq: (u16, u16),
-    ts: (u32, u32),
     frame: u64,
     force_keyframe: bool,
+    /// The downlink policer's tokens (bytes) and when they were last filled.
+    bucket: f64,
+    bucket_at: Instant,
 }
+
+/// The policer holds at most this much: about 100 ms at a few hundred kbit/s, like a
+/// shaper's short queue on a slow link.
+const DOWNLINK_BUCKET_BYTES: f64 = 8_000.0;
 
 pub struct PoolState {
     registry: mio::Registry,
@@ -159,10 +191,10 @@ impl PoolState {
                 audio: None,
                 remote: HashMap::new(),
                 connected: false,
-                seq: (rand::random(), rand::random()),
-                ts: (rand::random(), rand::random()),
                 frame: 0,
                 force_keyframe: false,
+                bucket: DOWNLINK_BUCKET_BYTES,
+                bucket_at: Instant::now(),
             },
         );
         Ok(key)
@@ -249,6 +281,9 @@ impl Client {
             };
             for (m, buf) in meta.iter().zip(slices.iter()).take(n) {
                 for datagram in buf[..m.len].chunks(m.stride.max(1)) {
+                    if !self.downlink_admits(datagram.len(), now) {
+                        continue;
+                    }
                     let msg = TaggedBytesMut {
                         now,
                         transport: TransportContext {
@@ -264,6 +299,25 @@ impl Client {
             }
             self.settle();
         }
+    }
+
+    /// A simulated slow downlink (`Shared::downlink_limit_bps`, 0 = none): a token
+    /// bucket that drops what exceeds the rate, as a policer at the access link would.
+    fn downlink_admits(&mut self, bytes: usize, now: Instant) -> bool {
+        let limit = self.shared.downlink_limit_bps.load(Ordering::Relaxed);
+        let elapsed = now.saturating_duration_since(self.bucket_at).as_secs_f64();
+        self.bucket_at = now;
+        if limit == 0 {
+            self.bucket = DOWNLINK_BUCKET_BYTES;
+            return true;
+        }
+        self.bucket = (self.bucket + elapsed * limit as f64 / 8.0).min(DOWNLINK_BUCKET_BYTES);
+        if self.bucket < bytes as f64 {
+            self.shared.downlink_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.bucket -= bytes as f64;
+        true
     }
 
     /// Handles the connection's events and counts what it received.
@@ -320,7 +374,9 @@ impl Client {
         }
     }
 
-    /// One 10 ms tick of media: audio every other tick, video frames at 30/s.
+    /// One 10 ms tick of media: audio every other tick, video frames at 30/s (each
+    /// simulcast layer its own share: the lowest one packet a frame, the middle a third
+    /// of the full layer's).
     fn send_media(&mut self, tick: u64, now: Instant) {
         if !self.connected || self.shared.stop_media.load(Ordering::Relaxed) {
             return;
@@ -333,12 +389,9 @@ impl Client {
                 now_micros(),
                 self.plan.audio_packet_bytes,
             );
-            let (seq, ts) = (self.seq.1, self.ts.1);
-            self.write(false, seq, ts, true, payload, now);
-            self.seq.1 = seq.wrapping_add(1);
-            self.ts.1 = ts.wrapping_add(960);
+            self.write(false, 0, true, payload, now, 960);
         }
-        let (Some(codec), true) = (self.plan.video, self.video.is_some()) else {
+        let (Some(codec), Some(video)) = (self.plan.video, self.video.as_ref()) else {
             return;
         };
         if (tick * 30) / 100 == ((tick + 1) * 30) / 100 {
@@ -348,27 +401,35 @@ impl Client {
             .frame
             .is_multiple_of(self.plan.keyframe_interval_frames)
             || std::mem::take(&mut self.force_keyframe);
-        let per_frame = self.plan.packets_per_frame();
-        for i in 0..per_frame {
-            let counter = self.shared.video_sent.fetch_add(1, Ordering::Relaxed);
-            let head = codec.payload_head(i == 0, key);
-            let payload = encode(head, counter, now_micros(), self.plan.video_packet_bytes);
-            let seq = self.seq.0;
-            self.write(true, seq, self.ts.0, i + 1 == per_frame, payload, now);
-            self.seq.0 = seq.wrapping_add(1);
+        let full = self.plan.packets_per_frame();
+        let layers = video.layers.len();
+        for layer in 0..layers {
+            let per_frame = match (layers, layer) {
+                (1, _) => full,
+                (_, 0) => 1,
+                (n, l) if l + 1 < n => full.div_ceil(3),
+                _ => full,
+            };
+            for i in 0..per_frame {
+                let counter = self.shared.video_sent.fetch_add(1, Ordering::Relaxed);
+                let head = codec.payload_head(i == 0, key);
+                let payload = encode(head, counter, now_micros(), self.plan.video_packet_bytes);
+                let last = i + 1 == per_frame;
+                self.write(true, layer, last, payload, now, if last { 3000 } else { 0 });
+            }
         }
-        self.ts.0 = self.ts.0.wrapping_add(3000);
         self.frame += 1;
     }
 
+    /// Sends one packet of `layer` and advances its numbering (`ts_step` after it).
     fn write(
         &mut self,
         video: bool,
-        seq: u16,
-        ts: u32,
+        layer: usize,
         marker: bool,
         payload: Vec<u8>,
         now: Instant,
+        ts_step: u32,
     ) {
         let mime = match video {
             true => self.plan.video.map_or("video/VP8", |v| v.mime()),
@@ -381,33 +442,96 @@ impl Client {
         }) else {
             return;
         };
-        let Some(mut sender) = self.pc.rtp_sender(sending.sender) else {
+        let negotiated = match &sending.negotiated {
+            Some(n) => n.clone(),
+            None => {
+                let Some(n) = negotiated(&mut self.pc, sending.sender, mime) else {
+                    return;
+                };
+                sending.negotiated = Some(n.clone());
+                n
+            }
+        };
+        let simulcast = sending.layers.len() > 1;
+        let Some(l) = sending.layers.get_mut(layer) else {
             return;
         };
-        // The payload type this connection negotiated for the codec we send (H.264:
-        // packetization mode 1, what the synthetic packets are).
-        let pt = *sending.payload_type.get_or_insert_with(|| {
-            sender
-                .get_parameters()
-                .rtp_parameters
-                .codecs
-                .iter()
-                .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                .max_by_key(|c| c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"))
-                .map_or(0, |c| c.payload_type)
-        });
+        let mut header = rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type: negotiated.payload_type,
+            sequence_number: l.seq,
+            timestamp: l.ts,
+            ssrc: l.ssrc,
+            ..Default::default()
+        };
+        l.seq = l.seq.wrapping_add(1);
+        l.ts = l.ts.wrapping_add(ts_step);
+        // A browser sends mid and rid until the server acknowledges the SSRC; sending
+        // them always is allowed and keeps the synthetic publisher simple.
+        if simulcast {
+            if let (Some((id, mid)), Some(rid_id)) = (&negotiated.mid, negotiated.rid_ext) {
+                header.extension = true;
+                header.extension_profile = 0xBEDE;
+                header.extensions = vec![
+                    rtp::header::Extension {
+                        id: *id,
+                        payload: mid.clone(),
+                    },
+                    rtp::header::Extension {
+                        id: rid_id,
+                        payload: Bytes::copy_from_slice(l.rid.as_bytes()),
+                    },
+                ];
+            }
+        }
         let packet = rtp::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                marker,
-                payload_type: pt,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc: sending.ssrc,
-                ..Default::default()
-            },
+            header,
             payload: Bytes::from(payload),
         };
-        let _ = sender.write_rtp(now, packet);
+        if let Some(mut sender) = self.pc.rtp_sender(sending.sender) {
+            let _ = sender.write_rtp(now, packet);
+        }
     }
+}
+
+/// What a sender negotiated: the payload type of the codec we send (H.264: packetization
+/// mode 1, what the synthetic packets are), and the mid/rid extension ids and our mid.
+fn negotiated(
+    pc: &mut RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    mime: &str,
+) -> Option<Negotiated> {
+    let mid = pc
+        .get_transceivers()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .find_map(|t| {
+            let t = pc.rtp_transceiver(t)?;
+            (t.sender() == Some(sender))
+                .then(|| t.mid().clone())
+                .flatten()
+        });
+    let mut sender = pc.rtp_sender(sender)?;
+    let params = &sender.get_parameters().rtp_parameters;
+    let payload_type = params
+        .codecs
+        .iter()
+        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+        .max_by_key(|c| c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"))
+        .map(|c| c.payload_type)?;
+    let ext = |uri: &str| {
+        params
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == uri)
+            .map(|e| e.id as u8)
+    };
+    let mid_ext = ext("urn:ietf:params:rtp-hdrext:sdes:mid");
+    let rid_ext = ext("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+    Some(Negotiated {
+        payload_type,
+        mid: mid_ext.zip(mid.map(Bytes::from)),
+        rid_ext,
+    })
 }

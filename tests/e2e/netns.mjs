@@ -12,7 +12,7 @@
 // - route_localnet=1 (all, default and the veth), without which the kernel drops
 //   127/8 packets on a non-loopback interface as martians.
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -49,6 +49,11 @@ const created = new Set(); // namespace names this process made and has not dele
 process.on('exit', () => {
   for (const name of created) spawnSync('ip', ['netns', 'del', name], { timeout: 10000 });
 });
+// A runner stopped with Ctrl-C or a kill would otherwise skip the 'exit' handlers (the
+// harness's, which kill the server by PID, and the one above).
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => process.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 })[sig]));
+}
 
 // Creates the pair of namespaces, named after this process so parallel runs do not
 // collide. Returns { a, b, vethA, vethB } (namespace and veth names).
@@ -109,4 +114,18 @@ export function liftAtoB(net) {
 // The qdisc's own counters (sent bytes, drops), for the log.
 export function qdiscStats(net) {
   try { return ip('netns', 'exec', net.a, 'tc', '-s', 'qdisc', 'show', 'dev', net.vethA).trim(); } catch (err) { return String(err.message); }
+}
+
+// GET `url` from inside `ns` (where a server in that namespace can be reached) and parse
+// the JSON; 5 s at most.
+export function fetchJsonIn(ns, url) {
+  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(4000) })
+    .then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { console.error(String(e)); process.exit(1); })`;
+  return new Promise((resolve, reject) => {
+    execFile('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { timeout: 5000, maxBuffer: 8 << 20 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`GET ${url} in ${ns}: ${stderr || err.message}`));
+        try { resolve(JSON.parse(stdout)); } catch (e) { reject(new Error(`GET ${url} in ${ns}: ${e.message}`)); }
+      });
+  });
 }
