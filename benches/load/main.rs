@@ -78,6 +78,10 @@ struct Args {
     /// stats endpoint; for Switchyard its /api/stats is used).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Publish video as three simulcast layers (q, h, f; Switchyard target only). The
+    /// subscribers, unconstrained, should get the full layer; delivery counts that one.
+    #[arg(long)]
+    simulcast: bool,
     /// Threads carrying the synthetic participants' media (sans-I/O rtc connections,
     /// many per thread); Switchyard target only.
     #[arg(long, default_value_t = 1)]
@@ -174,6 +178,7 @@ async fn run(args: Args) -> Result<(), String> {
         video_pps,
         video_packet_bytes: args.video_packet_bytes,
         audio_packet_bytes: args.audio_packet_bytes,
+        simulcast: args.simulcast,
         ..MediaPlan::default()
     };
     let members = match args.target {
@@ -224,7 +229,13 @@ async fn run(args: Args) -> Result<(), String> {
     // Packets in flight at the end still count.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let (expected, received, latencies, first_packets) = tally(&members, &sent_start, &sent_end);
+    let video_share = if args.simulcast {
+        publisher_plan(true).full_layer_share()
+    } else {
+        1.0
+    };
+    let (expected, received, latencies, first_packets) =
+        tally(&members, &sent_start, &sent_end, video_share);
     // Janus counts nothing we can read: there, what the subscribers received stands in.
     let forwarded = match server_end["rtp_forwarded"].is_number() {
         true => delta(&server_end, &server_start, "rtp_forwarded"),
@@ -321,10 +332,13 @@ fn all_streams_flowing(members: &[Member]) -> bool {
 
 /// Expected and received unique packets over the window, latency samples (µs) and each
 /// subscriber's join-to-first-packet time (µs).
+/// `video_share`: the part of a publisher's video packets one subscriber should get
+/// (with simulcast, the full layer's).
 fn tally(
     members: &[Member],
     start: &[(u64, u64)],
     end: &[(u64, u64)],
+    video_share: f64,
 ) -> (u64, u64, Vec<u32>, Vec<u32>) {
     let (mut expected, mut received) = (0, 0);
     let mut latencies = Vec::new();
@@ -333,12 +347,12 @@ fn tally(
         let shared = &me.shared;
         let mut first: Option<u64> = None;
         for (p, kind) in expected_streams(me, members) {
-            let (from, to) = if kind == "video" {
-                (start[p].0, end[p].0)
+            let (from, to, share) = if kind == "video" {
+                (start[p].0, end[p].0, video_share)
             } else {
-                (start[p].1, end[p].1)
+                (start[p].1, end[p].1, 1.0)
             };
-            expected += to - from;
+            expected += ((to - from) as f64 * share).round() as u64;
             if let Some(s) = shared.stats(&members[p].key, kind) {
                 received += s.unique_in(from, to);
                 latencies.extend_from_slice(&s.latencies_us);

@@ -85,6 +85,12 @@ impl Estimator {
         self.estimate as u64
     }
 
+    /// Whether congestion has ever cut the estimate: until it has, nothing says the
+    /// path cannot carry what is sent, and the room does not limit the subscriber.
+    pub fn has_congested(&self) -> bool {
+        self.last_decrease.is_some()
+    }
+
     /// When congestion last cut the estimate.
     pub fn last_decrease(&self) -> Option<Instant> {
         self.last_decrease
@@ -186,6 +192,12 @@ impl Estimator {
             // probe's result, the start value) is kept, not cut.
             if grown > self.estimate {
                 self.estimate = grown.min(ceiling.max(self.estimate));
+            }
+            // What arrived without congestion is proven: never estimate below it.
+            if loss < HIGH_LOSS / 5.0 {
+                if let Some(acked) = acked {
+                    self.estimate = self.estimate.max(acked);
+                }
             }
             self.last_change = Some(now);
         } else {

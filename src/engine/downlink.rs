@@ -93,7 +93,9 @@ impl Shard {
             now,
         );
         if let Some(host) = self.rooms.get_mut(&peer.room) {
-            host.room.set_estimate(id, estimate);
+            if d.estimator.has_congested() {
+                host.room.set_estimate(id, estimate, now);
+            }
         }
     }
 
@@ -125,7 +127,9 @@ impl Shard {
             }
             if let Some(cluster) = d.probe.take_finished(now) {
                 d.estimator.finish_probe(cluster, now);
-                host.room.set_estimate(id, d.estimator.bitrate());
+                if d.estimator.has_congested() {
+                    host.room.set_estimate(id, d.estimator.bitrate(), now);
+                }
             }
             if d.probe
                 .maybe_start(d.estimator.bitrate(), wanted, now)

@@ -33,6 +33,8 @@ pub struct Consumer {
     pub forwarded: u64,
     pub skipped_before_keyframe: u64,
     pub layer_switches: u64,
+    /// Padding went out on this leg (its numbering has started).
+    padded: bool,
 }
 
 impl Consumer {
@@ -59,6 +61,7 @@ impl Consumer {
             forwarded: 0,
             skipped_before_keyframe: 0,
             layer_switches: 0,
+            padded: false,
         }
     }
 
@@ -100,7 +103,7 @@ impl Consumer {
         let (sequence_number, timestamp) = if self.current == Some(layer) {
             self.rewriter.rewrite(seq, ts)?
         } else if layer == target && (is_keyframe_start || !self.needs_keyframe) {
-            let started = self.current.is_some() || self.forwarded > 0;
+            let started = self.current.is_some() || self.forwarded > 0 || self.padded;
             self.current = Some(layer);
             if started {
                 self.layer_switches += 1;
@@ -134,6 +137,7 @@ impl Consumer {
     /// them too: that is how a subscriber dropped to audio-only finds its way back.
     pub fn padding(&mut self, n: u16) -> Option<RewrittenHeader> {
         let (sequence_number, timestamp) = self.rewriter.take_padding(n)?;
+        self.padded = true;
         Some(RewrittenHeader {
             ssrc: self.params.ssrc,
             sequence_number,
@@ -250,10 +254,14 @@ mod tests {
     fn padding_takes_the_next_numbers() {
         let t0 = Instant::now();
         let mut c = consumer(true);
-        assert!(
-            c.padding(2).is_none(),
-            "nothing to pad before the first packet"
+        let p = c.padding(1).unwrap();
+        assert_eq!(
+            p.sequence_number, 100,
+            "a leg that sent nothing pads from its start"
         );
+        let h = c.forward(0, 1, 0, true, t0).unwrap();
+        assert_eq!(h.sequence_number, 101, "media continues after the padding");
+        let mut c = consumer(true);
         c.forward(0, 1, 0, true, t0).unwrap();
         let p = c.padding(2).unwrap();
         assert_eq!((p.sequence_number, p.ssrc), (101, 0xabcd));

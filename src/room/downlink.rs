@@ -4,10 +4,15 @@
 
 use std::time::Instant;
 
+use std::time::Duration;
+
 use super::allocator::{allocate, LayerOffer, TrackOffer};
 use super::producer::MAX_LAYERS;
 use super::room::{Output, Room, RoomEvent};
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
+
+/// After the estimate falls, no layer is raised for this long.
+pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
 
 impl Room {
     /// Every [`super::room::ALLOCATION_INTERVAL`]: layers for everyone, dynacast, speakers.
@@ -63,10 +68,17 @@ impl Room {
         // probes, and it keeps a layer that just fits from tipping the link over.
         let budget = downlink.estimate.map(|e| e / 10 * 9);
         let allocation = allocate(budget, &offers);
+        let limited = downlink.estimate.is_some();
+        let holding = downlink
+            .last_decrease
+            .is_some_and(|t| now.saturating_duration_since(t) < UPGRADE_HOLD);
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
             d.wanted_bps = allocation.wanted_bps;
             d.allocated_bps = allocation.allocated_bps;
         }
+        // Under an estimate, layers go up one step per tick and not within
+        // UPGRADE_HOLD of the estimate falling: a probe can overrate a link with a burst
+        // bucket, and each wrong step up costs the subscriber loss and a keyframe.
         for (track, layer) in allocation.layers {
             let Some((_, leg)) = legs.iter().find(|(t, _)| *t == track) else {
                 continue;
@@ -74,7 +86,15 @@ impl Room {
             let Some(c) = self.consumers.get_mut(leg) else {
                 continue;
             };
-            if c.target_layer() == layer {
+            let current = c.target_layer();
+            let layer = match (layer, current) {
+                (Some(new), Some(cur)) if limited && new > cur => {
+                    Some(if holding { cur } else { cur + 1 })
+                }
+                (Some(_), None) if limited && holding => None,
+                _ => layer,
+            };
+            if current == layer {
                 continue;
             }
             c.set_target(layer);
@@ -114,12 +134,12 @@ impl Room {
 
 impl Room {
     /// Header for `n` padding packets (bandwidth probes) to `subscriber`, on one of its
-    /// video legs that is flowing; `None` when none is.
+    /// video legs (flowing or paused); `None` when it receives no video.
     pub fn padding(&mut self, subscriber: ParticipantId, n: u16) -> Option<super::RewrittenHeader> {
         let videos: Vec<LegId> = self
             .consumers
             .values()
-            .filter(|c| c.subscriber == subscriber && c.forwarded > 0)
+            .filter(|c| c.subscriber == subscriber)
             .filter(|c| {
                 self.producers
                     .get(&c.producer)

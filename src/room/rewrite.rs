@@ -175,6 +175,12 @@ impl SeqTsRewriter {
     /// sent and a timestamp `ts_gap` after the last one sent (layers have unrelated
     /// timestamp bases; the caller derives the gap from the time between the two).
     pub fn switch_source(&mut self, seq: u16, ts: u32, ts_gap: u32) -> (u16, u32) {
+        if self.anchor.is_none() {
+            // Only padding went out before: continue after it, at the leg's start time.
+            self.anchor = Some(Anchor::new(seq, ts, self.out_seq_base, self.out_ts_base));
+            self.highest_out = Some((self.out_seq_base, self.out_ts_base));
+            return (self.out_seq_base, self.out_ts_base);
+        }
         let (out_seq, out_ts) = match self.highest_out {
             Some((s, t)) => (s.wrapping_add(1), t.wrapping_add(ts_gap.max(1))),
             None => (self.out_seq_base, self.out_ts_base),
@@ -189,7 +195,13 @@ impl SeqTsRewriter {
     /// carries no media, and a new timestamp would look like a frame to the receiver).
     /// `None` before anything was sent: there is no stream to pad yet.
     pub fn take_padding(&mut self, n: u16) -> Option<(u16, u32)> {
-        let anchor = self.anchor.as_mut()?;
+        let Some(anchor) = self.anchor.as_mut() else {
+            // Nothing sent yet (a leg paused from the start): pad from the leg's first
+            // numbers; the first media packet will start after them.
+            let first = self.out_seq_base;
+            self.out_seq_base = first.wrapping_add(n);
+            return Some((first, self.out_ts_base));
+        };
         let (last_seq, last_ts) = self.highest_out?;
         let at = anchor.highest_ext_seq;
         let points = anchor.padding_points;
@@ -277,7 +289,12 @@ mod tests {
     #[test]
     fn padding_takes_numbers_that_later_packets_step_over() {
         let mut rw = SeqTsRewriter::new(10, 0);
-        assert_eq!(rw.take_padding(3), None, "nothing sent yet");
+        assert_eq!(
+            rw.take_padding(3),
+            Some((10, 0)),
+            "before any media: the first numbers"
+        );
+        let mut rw = SeqTsRewriter::new(10, 0);
         rw.rewrite(500, 0);
         rw.rewrite(502, 3000); // 501 is late
         assert_eq!(rw.take_padding(3), Some((13, 3000)));

@@ -128,6 +128,8 @@ pub struct Downlink {
     /// From the last allocation: what its tiles would take, and what they got.
     pub wanted_bps: u64,
     pub allocated_bps: u64,
+    /// When the estimate last fell: layers are not raised again soon after.
+    pub last_decrease: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -379,8 +381,11 @@ impl Room {
     }
 
     /// A subscriber connection's bandwidth estimate changed.
-    pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64) {
+    pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
+            if d.estimate.is_some_and(|e| bps < e / 20 * 19) {
+                d.last_decrease = Some(now);
+            }
             d.estimate = Some(bps);
         }
     }

@@ -348,7 +348,7 @@ fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
         d.wanted_bps
     );
 
-    room.set_estimate(BOB, 250_000);
+    room.set_estimate(BOB, 250_000, t0 + Duration::from_millis(3000));
     feed_layers(&mut room, t0 + Duration::from_millis(3000), 2000, &mut seq);
     assert_eq!(
         room.leg_layers(BOB),
@@ -356,7 +356,7 @@ fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
         "250 kbit/s: the low layer"
     );
 
-    room.set_estimate(BOB, 3_000_000);
+    room.set_estimate(BOB, 3_000_000, t0 + Duration::from_millis(5000));
     feed_layers(&mut room, t0 + Duration::from_millis(5000), 2000, &mut seq);
     assert_eq!(
         room.leg_layers(BOB),

@@ -111,6 +111,23 @@ impl MediaPlan {
         }
     }
 
+    /// Packets of each frame per simulcast layer, lowest first (the lowest gets one,
+    /// the middle a third of the full layer's); one entry without simulcast.
+    pub fn layer_packets_per_frame(&self) -> Vec<u32> {
+        let full = self.packets_per_frame();
+        if self.simulcast {
+            vec![1, full.div_ceil(3), full]
+        } else {
+            vec![full]
+        }
+    }
+
+    /// The full layer's part of all video packets sent.
+    pub fn full_layer_share(&self) -> f64 {
+        let layers = self.layer_packets_per_frame();
+        *layers.last().unwrap_or(&1) as f64 / layers.iter().sum::<u32>().max(1) as f64
+    }
+
     /// Packets in each 1/30 s video frame.
     pub fn packets_per_frame(&self) -> u32 {
         self.video_pps.div_ceil(30).max(1)

@@ -401,15 +401,9 @@ impl Client {
             .frame
             .is_multiple_of(self.plan.keyframe_interval_frames)
             || std::mem::take(&mut self.force_keyframe);
-        let full = self.plan.packets_per_frame();
-        let layers = video.layers.len();
-        for layer in 0..layers {
-            let per_frame = match (layers, layer) {
-                (1, _) => full,
-                (_, 0) => 1,
-                (n, l) if l + 1 < n => full.div_ceil(3),
-                _ => full,
-            };
+        let per_layer = self.plan.layer_packets_per_frame();
+        let layers = video.layers.len().min(per_layer.len());
+        for (layer, &per_frame) in per_layer.iter().enumerate().take(layers) {
             for i in 0..per_frame {
                 let counter = self.shared.video_sent.fetch_add(1, Ordering::Relaxed);
                 let head = codec.payload_head(i == 0, key);

@@ -12,7 +12,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
@@ -47,12 +47,11 @@ let browserA; // Chromium in namespace A: the fast pages
 let browserB; // Chromium in namespace B: the slow page
 const figures = { limit: LIMIT, viewport: VIEWPORT };
 
-const launchIn = (ns) => chromium.launch({
-  executablePath: wrapperInNamespace(E2E_OUT, ns, CHROMIUM),
-  headless: true,
-  args: CHROMIUM_ARGS,
-  timeout: 30000,
-});
+const wrappers = []; // the generated launch scripts, removed at the end
+const launchIn = (ns) => {
+  wrappers.push(wrapperInNamespace(E2E_OUT, ns, CHROMIUM));
+  return chromium.launch({ executablePath: wrappers.at(-1), headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+};
 
 async function closeBrowser(browser) {
   if (!browser) return;
@@ -71,6 +70,7 @@ after(async () => {
     await stopServer(server, SERVER_LOG);
   } finally {
     removeNamespacePair(net);
+    for (const file of wrappers) rmSync(file, { force: true });
     mkdirSync(E2E_OUT, { recursive: true });
     writeFileSync(FIGURES_FILE, JSON.stringify(figures, null, 2) + '\n');
     console.log(`figures: ${FIGURES_FILE}`);
@@ -155,7 +155,7 @@ const outboundVideo = (page) => page.evaluate(async () => {
 });
 
 // Every remote video of `p` decodes frames of a width that `ok(width)` accepts, and its
-// frame count rises over ~1.5 s. Resolves the stats seen ("name:width:+frames"), or
+// frame count rises over ~1.5 s. Resolves what it saw ("name:width:+frames:kbps"), or
 // { ok: false, seen }. With `timeline`, each sample is also logged and kept there.
 async function remotesAt(p, ok, count = 2, timeline = null) {
   const s0 = await remoteVideoStats(p.page);
