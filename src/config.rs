@@ -38,6 +38,11 @@ pub struct Cli {
     /// "compatible" (also AES_CM_128_HMAC_SHA1_80, which libwebrtc then picks) [default: gcm].
     #[arg(long, env = "SWITCHYARD_SRTP")]
     pub srtp: Option<SrtpPolicy>,
+    /// Downlink bandwidth estimation (transport-cc on every packet sent, layers chosen
+    /// to fit): "true", or "false" for a LAN where every subscriber can take
+    /// everything [default: true].
+    #[arg(long, env = "SWITCHYARD_BWE")]
+    pub bwe: Option<bool>,
     /// ICE server URLs handed to clients (stun:... or turn:...), comma separated.
     #[arg(long, env = "SWITCHYARD_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Option<Vec<String>>,
@@ -76,6 +81,7 @@ pub struct FileConfig {
     pub udp_port: Option<u16>,
     pub shards: Option<usize>,
     pub srtp: Option<SrtpPolicy>,
+    pub bwe: Option<bool>,
     pub ice_servers: Option<Vec<IceServer>>,
     pub max_participants: Option<usize>,
 }
@@ -88,6 +94,7 @@ pub struct MediaConfig {
     pub udp_port: u16,
     pub shards: usize,
     pub srtp: SrtpPolicy,
+    pub bwe: bool,
 }
 
 impl MediaConfig {
@@ -124,6 +131,7 @@ impl Default for Config {
                 udp_port: 7882,
                 shards: 1,
                 srtp: SrtpPolicy::Gcm,
+                bwe: true,
             },
             ice_servers: vec![],
             max_participants: 50,
@@ -190,6 +198,9 @@ impl Config {
         if let Some(v) = f.srtp {
             self.media.srtp = v;
         }
+        if let Some(v) = f.bwe {
+            self.media.bwe = v;
+        }
         if let Some(v) = f.ice_servers {
             self.ice_servers = v;
         }
@@ -216,6 +227,9 @@ impl Config {
         }
         if let Some(v) = cli.srtp {
             self.media.srtp = v;
+        }
+        if let Some(v) = cli.bwe {
+            self.media.bwe = v;
         }
         if let Some(v) = &cli.ice_servers {
             self.ice_servers = v

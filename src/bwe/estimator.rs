@@ -73,7 +73,7 @@ impl Estimator {
             last_change: None,
             last_decrease: None,
             congestion_rate: None,
-            acked: VecDeque::with_capacity(1024),
+            acked: VecDeque::new(),
             acked_bytes: 0,
             probe: None,
             loss: 0.0,

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-/// Packets remembered: at 2,000 packets/s (a large meeting's downlink) about two
-/// seconds, longer than feedback ever takes to come back.
-const SLOTS: usize = 4096;
+/// Packets remembered: at 2,000 packets/s (a large meeting's downlink) one second,
+/// longer than feedback ever takes to come back (browsers send it every 50-100 ms).
+const SLOTS: usize = 2048;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sent {

@@ -151,6 +151,9 @@ impl Shard {
                 return;
             }
         };
+        if !self.settings.bwe {
+            peer.downlink.twcc_ext_id = None; // nothing stamped, no estimate, no limit
+        }
         touch(&mut self.touched, peer);
         let key = peer.room;
         if let Some(host) = self.rooms.get_mut(&key) {

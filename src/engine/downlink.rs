@@ -14,7 +14,6 @@ use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtp;
 use rtc::rtp::header::{Extension, Header};
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::MarshalSize;
 
 use super::shard::{touch, Shard};
 use super::{DownlinkInfo, PublicationInfo};
@@ -39,6 +38,18 @@ const MAX_PADDING_PER_TICK: usize = 50;
 const TWO_BYTE_PROFILE: u16 = 0x1000;
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
 
+/// Every 16-bit sequence number, big-endian, back to back (128 KiB, built at compile time).
+static SEQUENCE_BYTES: [u8; 1 << 17] = {
+    let mut table = [0u8; 1 << 17];
+    let mut i = 0;
+    while i < 1 << 16 {
+        table[2 * i] = (i >> 8) as u8;
+        table[2 * i + 1] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 #[derive(Debug, Default)]
 pub struct DownlinkState {
     /// The connection's transport-cc extension id; `None` when not negotiated (then
@@ -58,16 +69,20 @@ impl DownlinkState {
         let Some(id) = self.twcc_ext_id else {
             return;
         };
-        let size = h.marshal_size() + payload_len + 4;
+        // Header, extensions (about 4 bytes each), payload, SRTP tag: close enough for
+        // rates, without walking the extensions again.
+        let size = 12 + 4 * (h.extensions.len() + 1) + payload_len + 16;
         let probe = self.probe.active().map(|c| c.id);
         let seq = self.history.record(size, probe, now);
         if !h.extension {
             h.extension = true;
             h.extension_profile = ONE_BYTE_PROFILE;
         }
+        let at = seq as usize * 2;
         h.extensions.push(Extension {
             id,
-            payload: Bytes::copy_from_slice(&seq.to_be_bytes()),
+            // A slice of a static table: no allocation per packet.
+            payload: Bytes::from_static(&SEQUENCE_BYTES[at..at + 2]),
         });
     }
 }
@@ -227,5 +242,18 @@ impl Shard {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sequence_table_spells_every_number() {
+        for seq in [0u16, 1, 255, 256, 0x1234, u16::MAX] {
+            let at = seq as usize * 2;
+            assert_eq!(SEQUENCE_BYTES[at..at + 2], seq.to_be_bytes());
+        }
     }
 }

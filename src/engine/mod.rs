@@ -216,6 +216,7 @@ impl Engine {
                 bind: SocketAddr::new(media.bind_ip(), port),
                 advertise: media.advertise_ip(),
                 srtp: media.srtp,
+                bwe: media.bwe,
                 max_participants,
             };
             shard::spawn(settings, rx, ids.clone(), metrics.clone())?;

@@ -92,7 +92,7 @@ impl Shard {
                 let Some(subscriber) = self.peers.get_mut(subscriber) else {
                     continue;
                 };
-                let mut copy = packet.clone();
+                let mut copy = copy_for_leg(&packet);
                 apply_rewrite(&mut copy.header, &f.header);
                 subscriber
                     .downlink
@@ -338,6 +338,32 @@ impl Shard {
             host.tracks.remove(&published.track);
         }
         self.drain_room_outputs(key, now);
+    }
+}
+
+/// A leg's copy of a packet, with room for the transport-cc extension it gets stamped
+/// with (a plain clone would size the extension list exactly, and the push would then
+/// reallocate it for every packet on every leg).
+fn copy_for_leg(packet: &rtp::Packet) -> rtp::Packet {
+    let h = &packet.header;
+    let mut extensions = Vec::with_capacity(h.extensions.len() + 1);
+    extensions.extend(h.extensions.iter().cloned());
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: h.version,
+            padding: h.padding,
+            extension: h.extension,
+            marker: h.marker,
+            payload_type: h.payload_type,
+            sequence_number: h.sequence_number,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+            csrc: h.csrc.clone(),
+            extension_profile: h.extension_profile,
+            extensions,
+            extensions_padding: h.extensions_padding,
+        },
+        payload: packet.payload.clone(),
     }
 }
 

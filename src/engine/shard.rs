@@ -56,6 +56,8 @@ pub struct ShardSettings {
     /// The address clients are told (1:1 NAT); the bound one when `None`.
     pub advertise: Option<IpAddr>,
     pub srtp: SrtpPolicy,
+    /// Stamp transport-cc and estimate each subscriber's downlink.
+    pub bwe: bool,
     pub max_participants: usize,
 }
 
