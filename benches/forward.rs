@@ -22,8 +22,15 @@ fn room_with_subscribers(n: u64) -> Room {
     let now = Instant::now();
     let mut room = Room::new(n as usize + 1);
     room.join(ParticipantId(0), "publisher").unwrap();
-    room.publish(ParticipantId(0), TRACK, MediaKind::Video, Codec::Vp8)
-        .unwrap();
+    room.publish(
+        ParticipantId(0),
+        TRACK,
+        MediaKind::Video,
+        Codec::Vp8,
+        1,
+        now,
+    )
+    .unwrap();
     for i in 1..=n {
         room.join(ParticipantId(i), &format!("s{i}")).unwrap();
         let params = LegParams {
@@ -45,6 +52,8 @@ fn room_with_subscribers(n: u64) -> Room {
     room.route_rtp(
         TRACK,
         RtpIn {
+            layer: 0,
+            audio_level: None,
             sequence_number: 0,
             timestamp: 0,
             payload: &[0x10, 0x00, 0x9d],
@@ -94,6 +103,8 @@ fn fan_out(c: &mut Criterion) {
                 room.route_rtp(
                     TRACK,
                     RtpIn {
+                        layer: 0,
+                        audio_level: None,
                         sequence_number: p.header.sequence_number,
                         timestamp: p.header.timestamp,
                         payload: &p.payload,

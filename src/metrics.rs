@@ -43,7 +43,6 @@ pub struct Metrics {
     pub probe_clusters: AtomicU64,
     pub padding_packets_out: AtomicU64,
     pub dynacast_updates: AtomicU64,
-    pub layer_switches: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,7 +71,6 @@ pub struct MetricsSnapshot {
     pub probe_clusters: u64,
     pub padding_packets_out: u64,
     pub dynacast_updates: u64,
-    pub layer_switches: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -117,7 +115,6 @@ impl Metrics {
             probe_clusters: self.probe_clusters.load(Relaxed),
             padding_packets_out: self.padding_packets_out.load(Relaxed),
             dynacast_updates: self.dynacast_updates.load(Relaxed),
-            layer_switches: self.layer_switches.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

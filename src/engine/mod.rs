@@ -142,16 +142,21 @@ pub struct DownlinkInfo {
     pub allocated_bps: u64,
     pub probes: u64,
     pub twcc_feedbacks: u64,
+    /// Simulcast layer switches on its legs so far.
+    pub layer_switches: u64,
     /// (track, layer being forwarded, layer chosen)
     pub legs: Vec<(crate::id::TrackId, Option<usize>, Option<usize>)>,
 }
+
+/// One simulcast layer as the server receives it: (rid, bits per second now, picture
+/// size from its last keyframe, whether the publisher was told to send it).
+pub type LayerInfo = (String, u64, Option<(u16, u16)>, bool);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PublicationInfo {
     pub track_id: crate::id::TrackId,
     pub participant_id: ParticipantId,
-    /// Per layer: (rid, bits per second now, size from its last keyframe, publisher told to send it)
-    pub layers: Vec<(String, u64, Option<(u16, u16)>, bool)>,
+    pub layers: Vec<LayerInfo>,
 }
 
 /// How signaling reaches one shard.

@@ -151,6 +151,15 @@ impl Room {
         self.consumers.get_mut(&leg)?.padding(n)
     }
 
+    /// Simulcast layer switches on `subscriber`'s legs so far.
+    pub fn layer_switches(&self, subscriber: ParticipantId) -> u64 {
+        self.consumers
+            .values()
+            .filter(|c| c.subscriber == subscriber)
+            .map(|c| c.layer_switches)
+            .sum()
+    }
+
     /// Each leg `subscriber` receives: (track, layer forwarded, layer chosen).
     pub fn leg_layers(
         &self,

@@ -43,15 +43,16 @@ impl Dynacast {
         now: Instant,
     ) -> Option<[bool; MAX_LAYERS]> {
         let mut next = self.active;
-        for layer in 0..self.layer_count {
-            let needed = highest_selected.is_some_and(|h| layer <= h);
-            if needed {
-                self.last_needed[layer] = Some(now);
-                next[layer] = true;
-            } else if self.last_needed[layer]
-                .is_none_or(|t| now.saturating_duration_since(t) >= PAUSE_DELAY)
-            {
-                next[layer] = false;
+        let layers = next
+            .iter_mut()
+            .zip(&mut self.last_needed)
+            .take(self.layer_count);
+        for (layer, (on, last_needed)) in layers.enumerate() {
+            if highest_selected.is_some_and(|h| layer <= h) {
+                *last_needed = Some(now);
+                *on = true;
+            } else if last_needed.is_none_or(|t| now.saturating_duration_since(t) >= PAUSE_DELAY) {
+                *on = false;
             }
         }
         (next != self.active).then(|| {

@@ -352,7 +352,9 @@ test('a slow subscriber gets a lower layer and recovers; small tiles get small l
 
   const stats = await serverStats().catch(() => null);
   if (stats) {
-    const { rtp_forwarded, layer_switches, dynacast_updates, probe_clusters, padding_packets_out, twcc_feedback_in } = stats;
+    const { rtp_forwarded, dynacast_updates, probe_clusters, padding_packets_out, twcc_feedback_in } = stats;
+    const layer_switches = (stats.shards ?? []).flatMap((s) => s.downlinks ?? [])
+      .reduce((sum, d) => sum + (d.layer_switches ?? 0), 0);
     figures.server = { rtp_forwarded, layer_switches, dynacast_updates, probe_clusters, padding_packets_out, twcc_feedback_in };
     console.log(`server: ${JSON.stringify(figures.server)}`);
   }
