@@ -317,6 +317,32 @@ mod tests {
     }
 
     #[test]
+    fn hostile_feedback_never_panics_and_stays_in_bounds() {
+        let t0 = Instant::now();
+        let mut history = SendHistory::default();
+        let mut e = Estimator::default();
+        let mut rng = rand::rng();
+        for round in 0..2_000u64 {
+            let now = t0 + Duration::from_millis(round * 10);
+            for _ in 0..5 {
+                history.record(1200, None, now);
+            }
+            // Feedback naming any sequence numbers, with any arrival times, or lost.
+            let acks: Vec<(u16, Option<Duration>)> = (0..rand::Rng::random_range(&mut rng, 0..40))
+                .map(|_| {
+                    let seq = rand::Rng::random(&mut rng);
+                    let arrival = rand::Rng::random_bool(&mut rng, 0.8)
+                        .then(|| Duration::from_micros(rand::Rng::random::<u32>(&mut rng) as u64));
+                    (seq, arrival)
+                })
+                .collect();
+            let bps = e.on_feedback(&history, acks, now);
+            assert!((MIN_BITRATE..=MAX_BITRATE).contains(&bps), "{bps}");
+            let _ = e.finish_probe(round as u32, now);
+        }
+    }
+
+    #[test]
     fn sending_into_a_narrow_link_brings_the_estimate_under_it() {
         let mut p = Path::new(2_000_000);
         p.run(2_000_000.0, 300_000.0, 5.0, None);

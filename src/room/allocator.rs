@@ -121,8 +121,12 @@ pub fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
             out.wanted_bps += t.layers[top].bitrate;
         }
         if let Some(l) = lowest(t, max) {
-            if t.layers[l].bitrate <= remaining {
-                remaining -= t.layers[l].bitrate;
+            // A video without simulcast has nowhere lower to go: it is not paused for
+            // bandwidth (a dip in the estimate would blank it, and each restart costs a
+            // keyframe); what it takes is simply not left for the others.
+            let single = t.layer_count <= 1;
+            if single || t.layers[l].bitrate <= remaining {
+                remaining = remaining.saturating_sub(t.layers[l].bitrate);
                 chosen[i] = Some(l);
             }
         }
@@ -262,6 +266,28 @@ mod tests {
         );
         let a = allocate(Some(10_000), &tracks);
         assert_eq!(layer_of(&a, 10), Some(0));
+    }
+
+    #[test]
+    fn a_video_without_simulcast_is_not_paused_for_bandwidth() {
+        let mut single = video(1, view(640, 480));
+        single.layer_count = 1;
+        let tracks = [audio(10), single, video(2, view(640, 480))];
+        let a = allocate(Some(100_000), &tracks);
+        assert_eq!(layer_of(&a, 1), Some(0), "nowhere lower to go");
+        assert_eq!(layer_of(&a, 2), None, "the simulcast one gives way");
+        let hidden = Some(View {
+            width: 640,
+            height: 480,
+            visible: false,
+        });
+        let mut single = video(1, hidden);
+        single.layer_count = 1;
+        assert_eq!(
+            layer_of(&allocate(Some(100_000), &[single]), 1),
+            None,
+            "hidden: paused"
+        );
     }
 
     #[test]

@@ -165,6 +165,25 @@ mod tests {
     }
 
     #[test]
+    fn random_payloads_never_panic_and_sizes_stay_14_bit() {
+        let mut rng = rand::rng();
+        for _ in 0..200_000 {
+            let len = rand::Rng::random_range(&mut rng, 0..24);
+            let mut p: Vec<u8> = (0..len).map(|_| rand::Rng::random(&mut rng)).collect();
+            if len > 7 && rand::Rng::random_bool(&mut rng, 0.5) {
+                p[0] = 0x10; // often a frame start, so the deeper parse runs
+                p[2..5].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+            }
+            for codec in [Codec::Vp8, Codec::H264, Codec::Opus] {
+                let _ = codec.is_keyframe_start(&p);
+                if let Some((w, h)) = codec.keyframe_size(&p) {
+                    assert!(w < 1 << 14 && h < 1 << 14);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn h264_keyframe_detection() {
         assert!(Codec::H264.is_keyframe_start(&[0x65, 0x88]));
         assert!(Codec::H264.is_keyframe_start(&[0x67, 0x42]));
