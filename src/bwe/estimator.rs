@@ -27,6 +27,8 @@ const ACKED_SLACK_BPS: f64 = 10_000.0;
 /// Loss above this is congestion (GCC: 10 %); below 2 % it is noise.
 const HIGH_LOSS: f64 = 0.10;
 const ACKED_WINDOW: Duration = Duration::from_millis(1000);
+/// Arrivals spread this much wider than departures mean a queue is growing.
+const QUEUE_STRETCH: f64 = 1.1;
 /// A probe needs this many packets reported to say anything.
 const PROBE_MIN_PACKETS: u32 = 5;
 
@@ -51,8 +53,8 @@ pub struct Estimator {
     last_decrease: Option<Instant>,
     /// What arrived when congestion last showed: the link's capacity, roughly.
     congestion_rate: Option<f64>,
-    /// (arrival on the receiver's clock, bytes), the last second of it.
-    acked: VecDeque<(Duration, u64)>,
+    /// (arrival on the receiver's clock, departure, bytes), the last second of it.
+    acked: VecDeque<(Duration, Instant, u64)>,
     acked_bytes: u64,
     probe: Option<ProbeStats>,
     pub loss: f64,
@@ -107,6 +109,18 @@ impl Estimator {
         Some(self.acked_bytes as f64 * 8.0 / span.as_secs_f64())
     }
 
+    /// Whether the packets of the last second took clearly longer to arrive than to
+    /// leave: a queue is filling somewhere. A delay trend without this is the receiver's
+    /// (or our) scheduling jitter on a busy machine, not a link running full.
+    fn queue_filling(&self) -> bool {
+        let (Some(first), Some(last)) = (self.acked.front(), self.acked.back()) else {
+            return false;
+        };
+        let arrival_span = last.0.saturating_sub(first.0);
+        let departure_span = last.1.saturating_duration_since(first.1);
+        arrival_span > departure_span.mul_f64(QUEUE_STRETCH) + Duration::from_millis(5)
+    }
+
     /// One transport-cc feedback: `(transport seq, arrival)` per packet it covers, in
     /// order, `None` = lost. Returns the new estimate.
     pub fn on_feedback(
@@ -131,7 +145,7 @@ impl Estimator {
                 continue;
             };
             self.delay.packet(sent.departure, arrival);
-            self.add_acked(arrival, sent.size as u64);
+            self.add_acked(arrival, sent.departure, sent.size as u64);
             if let Some(id) = sent.probe {
                 self.probe_packet(id, sent.departure, arrival, sent.size as u64);
             }
@@ -145,10 +159,10 @@ impl Estimator {
         self.bitrate()
     }
 
-    fn add_acked(&mut self, arrival: Duration, bytes: u64) {
-        self.acked.push_back((arrival, bytes));
+    fn add_acked(&mut self, arrival: Duration, departure: Instant, bytes: u64) {
+        self.acked.push_back((arrival, departure, bytes));
         self.acked_bytes += bytes;
-        while let Some(&(t, b)) = self.acked.front() {
+        while let Some(&(t, _, b)) = self.acked.front() {
             if arrival.saturating_sub(t) <= ACKED_WINDOW && self.acked.len() <= 4096 {
                 break;
             }
@@ -162,7 +176,8 @@ impl Estimator {
         let may_decrease = self
             .last_decrease
             .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
-        let congested = self.delay.usage() == Usage::Over || loss > HIGH_LOSS;
+        let overuse = self.delay.usage() == Usage::Over && self.queue_filling();
+        let congested = overuse || loss > HIGH_LOSS;
         if congested {
             if may_decrease {
                 // From what arrived, not from the loss fraction: an SFU may keep sending
@@ -340,6 +355,43 @@ mod tests {
             assert!((MIN_BITRATE..=MAX_BITRATE).contains(&bps), "{bps}");
             let _ = e.finish_probe(round as u32, now);
         }
+    }
+
+    #[test]
+    fn arrival_jitter_on_a_wide_link_is_not_congestion() {
+        // A busy receiver stamps arrivals late; the link itself carries everything. The
+        // estimate must not be cut.
+        let t0 = Instant::now();
+        let mut history = SendHistory::default();
+        let mut e = Estimator::new(1_000_000);
+        let mut rng = rand::rng();
+        let mut pending = Vec::new();
+        for i in 0..3000u64 {
+            let sent_ms = i as f64 * 8.0; // 1000 bytes every 8 ms: 1 Mbit/s
+            let now = t0 + Duration::from_micros((sent_ms * 1000.0) as u64);
+            let seq = history.record(1000, None, now);
+            // Random jitter, and every 300 ms the receiver stalls for 60 ms and then
+            // stamps what waited all at once (a busy machine's scheduler).
+            let jitter = rand::Rng::random_range(&mut rng, 0.0..5.0);
+            let mut arrival_ms = sent_ms + 10.0 + jitter;
+            let phase = arrival_ms % 300.0;
+            if phase < 60.0 {
+                arrival_ms += 60.0 - phase;
+            }
+            pending.push((
+                seq,
+                Some(Duration::from_micros((arrival_ms * 1000.0) as u64)),
+            ));
+            if i % 12 == 11 {
+                e.on_feedback(&history, std::mem::take(&mut pending), now);
+            }
+        }
+        assert!(
+            !e.has_congested(),
+            "jitter alone cut the estimate to {}",
+            e.bitrate()
+        );
+        assert!(e.bitrate() >= 1_000_000);
     }
 
     #[test]
