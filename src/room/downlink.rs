@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::allocator::{allocate, LayerOffer, TrackOffer};
@@ -23,26 +24,36 @@ impl Room {
         if let Some(list) = self.speakers.tick(now) {
             self.notify_all(RoomEvent::Speakers(list));
         }
-        let subscribers: Vec<ParticipantId> = self.downlinks.keys().copied().collect();
-        for s in subscribers {
-            self.allocate_for(s, now);
+        // One pass over the legs, not one per subscriber: a large room has many of both.
+        let mut by_subscriber: HashMap<ParticipantId, Vec<LegId>> = HashMap::new();
+        for c in self.consumers.values() {
+            by_subscriber.entry(c.subscriber).or_default().push(c.leg);
+        }
+        for (subscriber, legs) in by_subscriber {
+            self.allocate_legs(subscriber, &legs, now);
         }
         self.dynacast(now);
     }
 
     /// Chooses the layer of every leg `subscriber` receives.
     pub(super) fn allocate_for(&mut self, subscriber: ParticipantId, now: Instant) {
+        let legs: Vec<LegId> = self
+            .consumers
+            .values()
+            .filter(|c| c.subscriber == subscriber)
+            .map(|c| c.leg)
+            .collect();
+        self.allocate_legs(subscriber, &legs, now);
+    }
+
+    fn allocate_legs(&mut self, subscriber: ParticipantId, leg_ids: &[LegId], now: Instant) {
         let Some(downlink) = self.downlinks.get(&subscriber) else {
             return;
         };
         let dominant = self.speakers.current().first().copied();
         let mut legs: Vec<(TrackId, LegId)> = Vec::new();
         let mut offers: Vec<TrackOffer> = Vec::new();
-        for c in self
-            .consumers
-            .values()
-            .filter(|c| c.subscriber == subscriber)
-        {
+        for c in leg_ids.iter().filter_map(|l| self.consumers.get(l)) {
             let Some(p) = self.producers.get(&c.producer) else {
                 continue;
             };
