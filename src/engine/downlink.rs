@@ -101,12 +101,13 @@ impl Shard {
         Metrics::inc(&self.metrics.twcc_feedback_in);
         let acks = convert_twcc(fb);
         let d = &mut peer.downlink;
-        let estimate = d.estimator.on_feedback(
-            &d.history,
-            acks.iter()
-                .map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived))),
-            now,
-        );
+        // A packet reported received without a time says nothing about delay, and it
+        // is not lost either: left out.
+        let reports = acks
+            .iter()
+            .filter(|a| !a.arrived || a.arrival.is_some())
+            .map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived)));
+        let estimate = d.estimator.on_feedback(&d.history, reports, now);
         if let Some(host) = self.rooms.get_mut(&peer.room) {
             if d.estimator.has_congested() {
                 host.room.set_estimate(id, estimate, now);

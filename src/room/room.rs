@@ -266,6 +266,10 @@ impl Room {
             self.consumers.remove(&leg);
             self.outputs.push_back(Output::LegClosed { leg });
         }
+        // Its tiles are gone: a long meeting must not fill the views' bound with them.
+        for d in self.downlinks.values_mut() {
+            d.views.remove(&track);
+        }
         let owner = producer.owner;
         self.notify_others(
             owner,

@@ -364,3 +364,18 @@ fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
         "back to full"
     );
 }
+
+#[test]
+fn a_tile_of_an_unpublished_track_is_forgotten() {
+    let t0 = Instant::now();
+    let mut room = three_person_room(t0);
+    let view = crate::room::View {
+        width: 160,
+        height: 120,
+        visible: true,
+    };
+    room.set_view(BOB, CAM, view, t0);
+    assert!(room.downlink(BOB).unwrap().views.contains_key(&CAM));
+    room.unpublish(CAM);
+    assert!(room.downlink(BOB).unwrap().views.is_empty());
+}
