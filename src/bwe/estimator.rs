@@ -29,10 +29,12 @@ const HIGH_LOSS: f64 = 0.10;
 const ACKED_WINDOW: Duration = Duration::from_millis(1000);
 /// Arrivals spread this much wider than departures mean a queue is growing.
 const QUEUE_STRETCH: f64 = 1.1;
+/// Arrivals kept per probe (a 60 ms probe at tens of Mbit/s stays below this).
+const MAX_PROBE_PACKETS: usize = 512;
 /// A probe needs this many packets reported to say anything.
 const PROBE_MIN_PACKETS: u32 = 5;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ProbeStats {
     id: u32,
     packets: u32,
@@ -43,6 +45,8 @@ struct ProbeStats {
     first_arrival: Option<Duration>,
     last_arrival: Option<Duration>,
     last_arrival_size: u64,
+    /// (arrival, bytes) of every packet, for the rate of the probe's second half.
+    arrivals: Vec<(Duration, u64)>,
 }
 
 #[derive(Debug)]
@@ -57,6 +61,9 @@ pub struct Estimator {
     acked: VecDeque<(Duration, Instant, u64)>,
     acked_bytes: u64,
     probe: Option<ProbeStats>,
+    /// The highest rate shown to get through since congestion last showed: what arrived,
+    /// or what a probe measured. Layers are raised only within it (see `allocatable`).
+    confirmed: f64,
     pub loss: f64,
     pub feedbacks: u64,
 }
@@ -78,6 +85,7 @@ impl Estimator {
             acked: VecDeque::new(),
             acked_bytes: 0,
             probe: None,
+            confirmed: 0.0,
             loss: 0.0,
             feedbacks: 0,
         }
@@ -91,6 +99,16 @@ impl Estimator {
     /// path cannot carry what is sent, and the room does not limit the subscriber.
     pub fn has_congested(&self) -> bool {
         self.last_decrease.is_some()
+    }
+
+    /// What the room may spend: the estimate, but no more than a little above what was
+    /// shown to get through. GCC's own growth (8 %/s up to 1.5 x what arrived) is how it
+    /// finds room for an encoder that adapts smoothly; a layer is a step of hundreds of
+    /// kbit/s, and stepping up on a guess into a full link costs the subscriber loss and a
+    /// keyframe. So layers rise on what arrived or what a probe measured.
+    pub fn allocatable(&self) -> u64 {
+        let shown = self.confirmed.max(self.acked_bitrate().unwrap_or(0.0));
+        (self.estimate.min(shown * 1.1)).max(MIN_BITRATE as f64) as u64
     }
 
     /// When congestion last cut the estimate.
@@ -186,6 +204,7 @@ impl Estimator {
                 // would drive the estimate to the floor, far below the link.
                 let from = acked.unwrap_or(self.estimate).min(self.estimate);
                 self.estimate = from * DECREASE_FACTOR;
+                self.confirmed = self.estimate;
                 self.congestion_rate = acked;
                 self.last_decrease = Some(now);
                 self.last_change = Some(now);
@@ -212,6 +231,7 @@ impl Estimator {
             if loss < HIGH_LOSS / 5.0 {
                 if let Some(acked) = acked {
                     self.estimate = self.estimate.max(acked);
+                    self.confirmed = self.confirmed.max(acked);
                 }
             }
             self.last_change = Some(now);
@@ -239,6 +259,9 @@ impl Estimator {
             p.last_arrival = Some(arrival);
             p.last_arrival_size = size;
         }
+        if p.arrivals.len() < MAX_PROBE_PACKETS {
+            p.arrivals.push((arrival, size));
+        }
     }
 
     /// The probe `id` is over (the engine stopped sending it and its feedback is in):
@@ -259,7 +282,22 @@ impl Estimator {
         // one's (receive) bytes fall outside their spans.
         let send = (p.bytes - p.first_size) as f64 * 8.0 / send_span.as_secs_f64();
         let recv = (p.bytes - p.last_arrival_size) as f64 * 8.0 / recv_span.as_secs_f64();
-        let measured = send.min(recv);
+        // A shaper's burst bucket lets a probe's first kilobytes through at full speed;
+        // the second half arrives at the link's own rate.
+        let mut arrivals = p.arrivals;
+        arrivals.sort_unstable_by_key(|(t, _)| *t);
+        let half = &arrivals[arrivals.len() / 2..];
+        let late = match (half.first(), half.last()) {
+            (Some(first), Some(last)) if last.0 > first.0 + Duration::from_millis(5) => {
+                let bytes: u64 = half[1..].iter().map(|(_, b)| b).sum();
+                bytes as f64 * 8.0 / (last.0 - first.0).as_secs_f64()
+            }
+            _ => recv,
+        };
+        let measured = send.min(recv).min(late);
+        if self.delay.usage() != Usage::Over {
+            self.confirmed = self.confirmed.max(measured);
+        }
         if self.delay.usage() != Usage::Over && measured > self.estimate {
             self.estimate = (0.95 * measured).clamp(MIN_BITRATE as f64, MAX_BITRATE as f64);
             self.congestion_rate = None;
@@ -329,6 +367,41 @@ mod tests {
         fn now(&self) -> Instant {
             self.t0 + Duration::from_micros((self.now_ms * 1000.0) as u64)
         }
+    }
+
+    #[test]
+    fn a_burst_bucket_does_not_inflate_a_probe() {
+        // A 60 ms probe at 1.2 Mbit/s (30 padding packets of 300 bytes) into a 300 kbit/s
+        // link whose shaper lets 4 KB through at once: it must measure about the link.
+        let t0 = Instant::now();
+        let mut history = SendHistory::default();
+        let mut e = Estimator::new(300_000);
+        let mut acks = Vec::new();
+        let (mut bucket, mut link_free_ms) = (4_000.0f64, 0.0f64);
+        for i in 0..30u64 {
+            let sent_ms = i as f64 * 2.0;
+            let now = t0 + Duration::from_micros((sent_ms * 1000.0) as u64);
+            let seq = history.record(300, Some(9), now);
+            let arrival_ms = if bucket >= 300.0 {
+                bucket -= 300.0;
+                sent_ms + 10.0
+            } else {
+                link_free_ms = link_free_ms.max(sent_ms) + 300.0 * 8.0 / 300.0;
+                link_free_ms + 10.0
+            };
+            acks.push((
+                seq,
+                Some(Duration::from_micros((arrival_ms * 1000.0) as u64)),
+            ));
+        }
+        e.on_feedback(&history, acks, t0 + Duration::from_secs(1));
+        let measured = e
+            .finish_probe(9, t0 + Duration::from_secs(1))
+            .expect("a result");
+        assert!(
+            measured < 400_000,
+            "the link (300k), not the burst: {measured}"
+        );
     }
 
     #[test]

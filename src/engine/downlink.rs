@@ -69,9 +69,11 @@ impl DownlinkState {
         let Some(id) = self.twcc_ext_id else {
             return;
         };
-        // Header, extensions (about 4 bytes each), payload, SRTP tag: close enough for
-        // rates, without walking the extensions again.
-        let size = 12 + 4 * (h.extensions.len() + 1) + payload_len + 16;
+        // Header, extension block (each element's bytes and its 1-2 byte header, the
+        // transport-cc one included), payload, SRTP tag. Padding carries its bulk in an
+        // extension element, so the elements must be counted, not guessed.
+        let extensions: usize = h.extensions.iter().map(|e| e.payload.len() + 2).sum();
+        let size = 12 + 4 + extensions + 4 + payload_len + 16;
         let probe = self.probe.active().map(|c| c.id);
         let seq = self.history.record(size, probe, now);
         if !h.extension {
@@ -107,10 +109,10 @@ impl Shard {
             .iter()
             .filter(|a| !a.arrived || a.arrival.is_some())
             .map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived)));
-        let estimate = d.estimator.on_feedback(&d.history, reports, now);
+        d.estimator.on_feedback(&d.history, reports, now);
         if let Some(host) = self.rooms.get_mut(&peer.room) {
             if d.estimator.has_congested() {
-                host.room.set_estimate(id, estimate, now);
+                host.room.set_estimate(id, d.estimator.allocatable(), now);
             }
         }
     }
@@ -144,7 +146,7 @@ impl Shard {
             if let Some(cluster) = d.probe.take_finished(now) {
                 d.estimator.finish_probe(cluster, now);
                 if d.estimator.has_congested() {
-                    host.room.set_estimate(id, d.estimator.bitrate(), now);
+                    host.room.set_estimate(id, d.estimator.allocatable(), now);
                 }
             }
             if d.probe

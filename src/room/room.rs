@@ -387,7 +387,8 @@ impl Room {
     /// A subscriber connection's bandwidth estimate changed.
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
-            if d.estimate.is_some_and(|e| bps < e / 20 * 19) {
+            // A cut, not the wobble of what arrived (the engine passes what it may spend).
+            if d.estimate.is_some_and(|e| bps < e / 10 * 9) {
                 d.last_decrease = Some(now);
             }
             d.estimate = Some(bps);

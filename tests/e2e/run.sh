@@ -33,4 +33,16 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
 fi
 
 # One file at a time: the machine is small and the tests share nothing but the binary.
-exec node --test --test-concurrency=1 ./*.test.mjs
+status=0
+node --test --test-concurrency=1 $(ls ./*.test.mjs | grep -v simulcast) || status=$?
+
+# The simulcast test times a bandwidth estimator against a tc-shaped link while three
+# Chromium pages encode and decode on the same two cores; on this machine about one run
+# in three is spoiled by the CPU (a page's media connection stalls out, or a probe rides
+# a burst and a layer goes up for a moment). It gets one more attempt, and says so; a
+# failure in both attempts fails the suite.
+if ! node --test --test-concurrency=1 ./simulcast.test.mjs; then
+  echo "simulcast.test.mjs failed; running it once more (see the figures it printed above)" >&2
+  node --test --test-concurrency=1 ./simulcast.test.mjs || status=1
+fi
+exit "$status"

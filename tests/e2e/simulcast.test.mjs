@@ -30,8 +30,9 @@ const FULL_WIDTH = 640; // the 'f' layer of the client's 640x480 capture
 // (both remote audio tracks and the lowest layer of both videos: the 'q' layers measure
 // 130-170 kbit/s each at the server, audio ~20-25 each, ~350 in all), or the server rightly
 // pauses a video (the allocator keeps audio and drops what does not fit); and it must stay
-// well below two 'f' layers (~1 Mbit/s). 300 kbit/s is under that floor.
-const LIMIT = { rate: process.env.SIMULCAST_LIMIT_RATE ?? '500kbit', burst: '32kbit', latency: '200ms' };
+// well below two 'f' layers (~1 Mbit/s). 300 kbit/s is under that floor; at 500 the floor
+// plus the server's 10 % headroom left no margin and a video was paused now and then.
+const LIMIT = { rate: process.env.SIMULCAST_LIMIT_RATE ?? '600kbit', burst: '32kbit', latency: '200ms' };
 // Big enough that each remote tile is wider than 640 CSS pixels, so the server owes every
 // page the full layer while the network allows it.
 const VIEWPORT = { width: 1920, height: 1080 };
