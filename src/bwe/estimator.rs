@@ -116,10 +116,6 @@ impl Estimator {
         self.last_decrease
     }
 
-    pub fn usage(&self) -> Usage {
-        self.delay.usage()
-    }
-
     /// What the receiver saw arrive over the last second, in bits per second.
     pub fn acked_bitrate(&self) -> Option<f64> {
         let (first, last) = (self.acked.front()?.0, self.acked.back()?.0);

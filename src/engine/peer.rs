@@ -29,7 +29,6 @@ pub struct TrackDesc {
     pub extensions: Vec<(u8, String)>,
     /// Where keyframe requests for this track go.
     pub receiver: RTCRtpReceiverId,
-    pub ssrc: u32,
 }
 
 /// A track this participant publishes, by rtc's track id (the browser's).

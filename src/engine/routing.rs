@@ -312,7 +312,6 @@ impl Shard {
             codec,
             extensions,
             receiver: init.receiver_id,
-            ssrc: init.ssrc,
         });
         let mime = Codec::from_mime(&desc.codec.mime_type);
         if host
