@@ -96,10 +96,23 @@ async function serverDownlink(participantId) {
 
 // Per page: its remote videos, keyed by the remote participant's name, with the frame
 // width at the end of `ms` and the frames decoded meanwhile (as a rate).
+// `typicalWidth`: the median of the widths seen once a second over the window. A
+// bandwidth estimator probes: a layer may go up for a moment and come back, and one
+// sample at the end would judge the moment, not the window.
 async function sampleVideo(pages, ms) {
   const first = await Promise.all(pages.map((p) => remoteVideoStats(p.page)));
-  await sleep(ms);
+  const seen = new Map(); // `${page}/${participantId}` -> widths
+  const steps = Math.max(1, Math.round(ms / 1000));
+  for (let i = 0; i < steps; i++) {
+    await sleep(ms / steps);
+    const now = await Promise.all(pages.map((p) => remoteVideoStats(p.page)));
+    pages.forEach((p, k) => now[k].forEach((s) => {
+      const key = `${p.name}/${s.participantId}`;
+      seen.set(key, [...(seen.get(key) ?? []), s.frameWidth]);
+    }));
+  }
   const last = await Promise.all(pages.map((p) => remoteVideoStats(p.page)));
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
   const out = {};
   pages.forEach((p, i) => {
     out[p.name] = {};
@@ -107,8 +120,10 @@ async function sampleVideo(pages, ms) {
       const s0 = first[i].find((x) => x.participantId === s.participantId && x.mid === s.mid);
       const frames = s0 ? s.framesDecoded - s0.framesDecoded : 0;
       const secs = s0 ? (s.at - s0.at) / 1000 : 1;
+      const widths = seen.get(`${p.name}/${s.participantId}`) ?? [s.frameWidth];
       out[p.name][s.name] = {
         frameWidth: s.frameWidth, frameHeight: s.frameHeight, widthAtStart: s0?.frameWidth ?? null,
+        widths, typicalWidth: median(widths),
         framesDecoded: frames, fps: Number((frames / secs).toFixed(1)),
         kbps: s0 ? Math.round(((s.bytesReceived - s0.bytesReceived) * 8) / secs / 1000) : null,
       };
@@ -289,14 +304,16 @@ test('a slow subscriber gets a lower layer and recovers; small tiles get small l
     console.log(`[during limit] slow page switched down ${figures.downswitchMs} ms after the limit`);
     for (const [name, r] of Object.entries(figures.during.Slow)) {
       assert.ok(r.framesDecoded > 0, `Slow stopped decoding ${name} during the limit: ${JSON.stringify(r)}`);
-      assert.ok(r.frameWidth > 0 && r.frameWidth < FULL_WIDTH, `Slow receives ${name} at ${r.frameWidth} px during the limit`);
+      assert.ok(r.typicalWidth > 0 && r.typicalWidth < FULL_WIDTH,
+        `Slow mostly receives ${name} at ${r.typicalWidth} px during the limit (${r.widths})`);
     }
     for (const p of fastPages) {
       for (const [name, r] of Object.entries(figures.during[p.name])) {
-        assert.equal(r.frameWidth, FULL_WIDTH, `${p.name} receives ${name} at ${r.frameWidth} px while only Slow is limited`);
+        assert.equal(r.typicalWidth, FULL_WIDTH,
+          `${p.name} mostly receives ${name} at ${r.typicalWidth} px while only Slow is limited (${r.widths})`);
         assert.ok(r.framesDecoded > 0, `${p.name} stopped decoding ${name}`);
         const slowSees = figures.during.Slow[name];
-        if (slowSees) assert.ok(slowSees.frameWidth < r.frameWidth, `Slow sees ${name} no smaller than ${p.name} does`);
+        if (slowSees) assert.ok(slowSees.typicalWidth < r.typicalWidth, `Slow sees ${name} no smaller than ${p.name} does`);
       }
     }
 
