@@ -37,12 +37,7 @@ impl Room {
 
     /// Chooses the layer of every leg `subscriber` receives.
     pub(super) fn allocate_for(&mut self, subscriber: ParticipantId, now: Instant) {
-        let legs: Vec<LegId> = self
-            .consumers
-            .values()
-            .filter(|c| c.subscriber == subscriber)
-            .map(|c| c.leg)
-            .collect();
+        let legs = self.legs_of(subscriber);
         self.allocate_legs(subscriber, &legs, now);
     }
 

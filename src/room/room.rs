@@ -214,13 +214,7 @@ impl Room {
         for track in owned {
             self.unpublish(track);
         }
-        let legs: Vec<LegId> = self
-            .consumers
-            .values()
-            .filter(|c| c.subscriber == id)
-            .map(|c| c.leg)
-            .collect();
-        for leg in legs {
+        for leg in self.legs_of(id) {
             self.consumer_closed(leg);
         }
         self.downlinks.remove(&id);
@@ -516,6 +510,15 @@ impl Room {
             .keys()
             .filter(|p| **p != except)
             .copied()
+            .collect()
+    }
+
+    /// The legs `subscriber` receives (a scan of all legs: not for the per-packet path).
+    pub(super) fn legs_of(&self, subscriber: ParticipantId) -> Vec<LegId> {
+        self.consumers
+            .values()
+            .filter(|c| c.subscriber == subscriber)
+            .map(|c| c.leg)
             .collect()
     }
 
