@@ -43,6 +43,9 @@ pub struct Metrics {
     pub probe_clusters: AtomicU64,
     pub padding_packets_out: AtomicU64,
     pub dynacast_updates: AtomicU64,
+    /// NACK resends sent, and those held back (the packet was resent moments ago).
+    pub retransmissions_out: AtomicU64,
+    pub retransmissions_suppressed: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +74,8 @@ pub struct MetricsSnapshot {
     pub probe_clusters: u64,
     pub padding_packets_out: u64,
     pub dynacast_updates: u64,
+    pub retransmissions_out: u64,
+    pub retransmissions_suppressed: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -115,6 +120,8 @@ impl Metrics {
             probe_clusters: self.probe_clusters.load(Relaxed),
             padding_packets_out: self.padding_packets_out.load(Relaxed),
             dynacast_updates: self.dynacast_updates.load(Relaxed),
+            retransmissions_out: self.retransmissions_out.load(Relaxed),
+            retransmissions_suppressed: self.retransmissions_suppressed.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

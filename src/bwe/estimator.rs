@@ -24,6 +24,12 @@ const ADDITIVE_BPS_PER_SECOND: f64 = 80_000.0;
 /// The estimate may run ahead of what was shown to arrive by this much, no more.
 const ACKED_HEADROOM: f64 = 1.5;
 const ACKED_SLACK_BPS: f64 = 10_000.0;
+/// A cut is carried out when the subscriber's layers come down, which waits for their
+/// keyframes. Until what is sent is within this factor of the estimate, loss and delay
+/// are the old overload draining, and they do not cut again (for at most
+/// [`COMPLIANCE_WAIT`]: a track with no lower layer may never comply).
+const COMPLIANCE_SLACK: f64 = 1.15;
+const COMPLIANCE_WAIT: Duration = Duration::from_secs(2);
 /// Loss above this is congestion (GCC: 10 %); below 2 % it is noise.
 const HIGH_LOSS: f64 = 0.10;
 const ACKED_WINDOW: Duration = Duration::from_millis(1000);
@@ -139,14 +145,14 @@ impl Estimator {
     /// order, `None` = lost. Returns the new estimate.
     pub fn on_feedback(
         &mut self,
-        history: &SendHistory,
+        history: &mut SendHistory,
         acks: impl IntoIterator<Item = (u16, Option<Duration>)>,
         now: Instant,
     ) -> u64 {
         self.feedbacks += 1;
         let (mut reported, mut lost) = (0u32, 0u32);
         for (seq, arrival) in acks {
-            let Some(sent) = history.get(seq) else {
+            let Some(sent) = history.report(seq) else {
                 continue;
             };
             reported += 1;
@@ -169,7 +175,18 @@ impl Estimator {
         }
         let loss = lost as f64 / reported as f64;
         self.loss = 0.8 * self.loss + 0.2 * loss;
-        self.control(loss, now);
+        self.control(loss, history.sent_bitrate(now), now);
+        tracing::trace!(
+            reported,
+            lost,
+            acked = self.acked_bitrate().map(|a| a as u64),
+            span_ms = self.acked.back().zip(self.acked.front()).map(|(b, f)| b.0.saturating_sub(f.0).as_millis() as u64),
+            window = self.acked.len(),
+            estimate = self.estimate as u64,
+            sent = history.sent_bitrate(now),
+            usage = ?self.delay.usage(),
+            "bwe feedback"
+        );
         self.bitrate()
     }
 
@@ -185,11 +202,15 @@ impl Estimator {
         }
     }
 
-    fn control(&mut self, loss: f64, now: Instant) {
+    fn control(&mut self, loss: f64, sent_bps: u64, now: Instant) {
         let acked = self.acked_bitrate();
-        let may_decrease = self
-            .last_decrease
-            .is_none_or(|t| now.saturating_duration_since(t) >= DECREASE_INTERVAL);
+        // Without this, each cut while the layers were still coming down cut again from
+        // a lower arrival rate: a 600 kbit/s link was read as 100 kbit/s within 1.5 s.
+        let complying = sent_bps as f64 <= self.estimate * COMPLIANCE_SLACK;
+        let may_decrease = self.last_decrease.is_none_or(|t| {
+            let since = now.saturating_duration_since(t);
+            since >= DECREASE_INTERVAL && (complying || since >= COMPLIANCE_WAIT)
+        });
         let overuse = self.delay.usage() == Usage::Over && self.queue_filling();
         let congested = overuse || loss > HIGH_LOSS;
         if congested {
@@ -199,6 +220,14 @@ impl Estimator {
                 // keyframes, and GCC's `(1 - loss/2)` applied round after round meanwhile
                 // would drive the estimate to the floor, far below the link.
                 let from = acked.unwrap_or(self.estimate).min(self.estimate);
+                tracing::debug!(
+                    estimate = self.estimate as u64,
+                    acked = acked.map(|a| a as u64),
+                    loss,
+                    overuse,
+                    sent_bps,
+                    "bwe cut"
+                );
                 self.estimate = from * DECREASE_FACTOR;
                 self.confirmed = self.estimate;
                 self.congestion_rate = acked;
@@ -291,6 +320,16 @@ impl Estimator {
             _ => recv,
         };
         let measured = send.min(recv).min(late);
+        tracing::debug!(
+            packets = p.packets,
+            send = send as u64,
+            recv = recv as u64,
+            late = late as u64,
+            estimate = self.estimate as u64,
+            confirmed = self.confirmed as u64,
+            usage = ?self.delay.usage(),
+            "bwe probe"
+        );
         if self.delay.usage() != Usage::Over {
             self.confirmed = self.confirmed.max(measured);
         }
@@ -316,6 +355,10 @@ mod tests {
         link_free_ms: f64,
         pending: Vec<(u16, Option<Duration>)>,
         now_ms: f64,
+        /// Report every packet of the last 500 ms in each feedback, as libwebrtc does
+        /// after a retransmission with an old transport-wide number rewinds it.
+        rereport: bool,
+        sent: VecDeque<(f64, u16, Option<Duration>)>,
     }
 
     impl Path {
@@ -327,6 +370,8 @@ mod tests {
                 link_free_ms: 0.0,
                 pending: Vec::new(),
                 now_ms: 0.0,
+                rereport: false,
+                sent: VecDeque::new(),
             }
         }
 
@@ -350,11 +395,18 @@ mod tests {
                     ))
                 };
                 self.pending.push((seq, arrival));
+                self.sent.push_back((self.now_ms, seq, arrival));
+                while self.sent.front().is_some_and(|s| s.0 < self.now_ms - 500.0) {
+                    self.sent.pop_front();
+                }
                 self.now_ms += gap_ms;
                 if self.now_ms >= next_feedback {
                     let now = self.t0 + Duration::from_micros((self.now_ms * 1000.0) as u64);
-                    let acks = std::mem::take(&mut self.pending);
-                    self.estimator.on_feedback(&self.history, acks, now);
+                    let mut acks = std::mem::take(&mut self.pending);
+                    if self.rereport {
+                        acks = self.sent.iter().map(|&(_, seq, a)| (seq, a)).collect();
+                    }
+                    self.estimator.on_feedback(&mut self.history, acks, now);
                     next_feedback += 100.0;
                 }
             }
@@ -363,6 +415,133 @@ mod tests {
         fn now(&self) -> Instant {
             self.t0 + Duration::from_micros((self.now_ms * 1000.0) as u64)
         }
+    }
+
+    /// A token-bucket shaper (tc tbf): `rate_bps`, a bucket of `burst` bytes, and a queue
+    /// that drops what would wait longer than `latency_ms`.
+    struct Tbf {
+        rate_bps: f64,
+        burst: f64,
+        latency_ms: f64,
+        tokens: f64,
+        at_ms: f64,
+    }
+
+    impl Tbf {
+        fn new(rate_bps: f64) -> Tbf {
+            Tbf {
+                rate_bps,
+                burst: 4000.0,
+                latency_ms: 200.0,
+                tokens: 4000.0,
+                at_ms: 0.0,
+            }
+        }
+
+        /// When a packet of `size` bytes handed over at `now_ms` arrives, or `None`.
+        fn send(&mut self, size: f64, now_ms: f64) -> Option<f64> {
+            let per_ms = self.rate_bps / 8000.0;
+            self.tokens = (self.tokens + (now_ms - self.at_ms) * per_ms).min(self.burst);
+            self.at_ms = now_ms;
+            let wait_ms = (size - self.tokens).max(0.0) / per_ms;
+            if wait_ms > self.latency_ms {
+                return None;
+            }
+            self.tokens -= size;
+            Some(now_ms + wait_ms + 5.0)
+        }
+    }
+
+    /// A subscriber of two simulcast videos (q/h/f at 150k/500k/1M each) and two audio
+    /// tracks behind a tbf-shaped downlink: frames leave in bursts, as an SFU forwards
+    /// them, and a layer changes only `switch_lag_ms` after it is chosen (its keyframe).
+    /// Returns the estimate once a second.
+    fn simulcast_behind_tbf(link_bps: f64, secs: u64, switch_lag_ms: f64) -> Vec<u64> {
+        const LAYERS: [f64; 3] = [150_000.0, 500_000.0, 1_000_000.0];
+        let t0 = Instant::now();
+        let at = |ms: f64| t0 + Duration::from_micros((ms * 1000.0) as u64);
+        let mut history = SendHistory::default();
+        let mut e = Estimator::new(1_000_000);
+        let mut tbf = Tbf::new(link_bps);
+        let mut pending: VecDeque<(u16, Option<f64>)> = VecDeque::new();
+        let (mut layer, mut chosen, mut chosen_at) = (2usize, 2usize, 0.0);
+        let mut out = Vec::new();
+        let send = |history: &mut SendHistory,
+                    tbf: &mut Tbf,
+                    pending: &mut VecDeque<(u16, Option<f64>)>,
+                    size: f64,
+                    ms: f64| {
+            let seq = history.record(size as usize, None, at(ms));
+            pending.push_back((seq, tbf.send(size, ms)));
+        };
+        for ms in 0..secs * 1000 {
+            let ms = ms as f64;
+            if (ms as u64).is_multiple_of(20) {
+                for _ in 0..2 {
+                    send(&mut history, &mut tbf, &mut pending, 125.0, ms); // audio, 50 kbit/s each
+                }
+            }
+            if (ms as u64).is_multiple_of(50) {
+                for _ in 0..2 {
+                    let mut frame = LAYERS[layer] / 8.0 / 20.0;
+                    while frame > 0.0 {
+                        send(&mut history, &mut tbf, &mut pending, frame.min(1000.0), ms);
+                        frame -= 1000.0;
+                    }
+                }
+            }
+            if (ms as u64).is_multiple_of(60) {
+                // Feedback: everything up to the last packet that has arrived.
+                let now = at(ms);
+                let last = pending
+                    .iter()
+                    .rposition(|(_, a)| a.is_some_and(|a| a <= ms));
+                if let Some(last) = last {
+                    let acks: Vec<(u16, Option<Duration>)> = pending
+                        .drain(..=last)
+                        .map(|(seq, a)| {
+                            (seq, a.map(|a| Duration::from_micros((a * 1000.0) as u64)))
+                        })
+                        .collect();
+                    e.on_feedback(&mut history, acks, now);
+                }
+            }
+            if (ms as u64).is_multiple_of(250) {
+                // The allocator: 90 % of what may be spent, audio first.
+                let budget = if e.has_congested() {
+                    e.allocatable() as f64 * 0.9
+                } else {
+                    f64::MAX
+                };
+                let best = (0..LAYERS.len())
+                    .rev()
+                    .find(|&l| 2.0 * LAYERS[l] + 100_000.0 <= budget)
+                    .unwrap_or(0);
+                if best != chosen {
+                    (chosen, chosen_at) = (best, ms);
+                }
+            }
+            if layer != chosen && ms - chosen_at >= switch_lag_ms {
+                layer = chosen;
+            }
+            if (ms as u64) % 1000 == 999 {
+                out.push(e.bitrate());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn layers_that_come_down_late_do_not_drive_the_estimate_below_the_link() {
+        // 600 kbit/s carries both 'q' layers and audio (400k), not 'h' (1.1M). While the
+        // 'f' layers still flow after the first cut, loss goes on: that must not cut
+        // the estimate again and again down to the floor.
+        let estimates = simulcast_behind_tbf(600_000.0, 20, 500.0);
+        let settled = &estimates[3..];
+        assert!(
+            settled.iter().all(|&e| (350_000..900_000).contains(&e)),
+            "the estimate once a second: {estimates:?}"
+        );
     }
 
     #[test]
@@ -390,7 +569,7 @@ mod tests {
                 Some(Duration::from_micros((arrival_ms * 1000.0) as u64)),
             ));
         }
-        e.on_feedback(&history, acks, t0 + Duration::from_secs(1));
+        e.on_feedback(&mut history, acks, t0 + Duration::from_secs(1));
         let measured = e
             .finish_probe(9, t0 + Duration::from_secs(1))
             .expect("a result");
@@ -420,7 +599,7 @@ mod tests {
                     (seq, arrival)
                 })
                 .collect();
-            let bps = e.on_feedback(&history, acks, now);
+            let bps = e.on_feedback(&mut history, acks, now);
             assert!((MIN_BITRATE..=MAX_BITRATE).contains(&bps), "{bps}");
             let _ = e.finish_probe(round as u32, now);
         }
@@ -452,7 +631,7 @@ mod tests {
                 Some(Duration::from_micros((arrival_ms * 1000.0) as u64)),
             ));
             if i % 12 == 11 {
-                e.on_feedback(&history, std::mem::take(&mut pending), now);
+                e.on_feedback(&mut history, std::mem::take(&mut pending), now);
             }
         }
         assert!(
@@ -473,6 +652,20 @@ mod tests {
             "estimate {est} should fall below the 300 kbit/s link"
         );
         assert!(est >= MIN_BITRATE);
+    }
+
+    #[test]
+    fn packets_reported_again_are_not_counted_again() {
+        let mut p = Path::new(2_000_000);
+        p.rereport = true;
+        p.run(1_500_000.0, 600_000.0, 5.0, None);
+        let acked = p.estimator.acked_bitrate().unwrap_or(0.0);
+        assert!(
+            acked < 700_000.0,
+            "what arrived is the link (600k): {acked}"
+        );
+        assert!(p.estimator.bitrate() < 600_000, "{}", p.estimator.bitrate());
+        assert!(p.estimator.allocatable() < 600_000);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! candidate (the shard's shared port), and the SRTP profiles.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -26,13 +27,18 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::shared::error::Result;
 
 use super::feedback::KeyframeRequestForwarder;
+use super::retransmit::{RetransmissionLimiter, RetransmitBudget};
 use crate::config::SrtpPolicy;
+use crate::metrics::Metrics;
 
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// After the application-most default interceptor, so every interceptor has seen the
 /// inbound RTCP before keyframe requests are picked out of it.
 const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
+
+/// Just below the NACK responder (4 000) on the way out, so its resends pass through.
+const RETRANSMISSION_LIMITER_SLOT: usize = 3_500;
 
 /// A connection's ICE credentials: the ufrag is how the demux finds it.
 pub struct Credentials {
@@ -171,13 +177,21 @@ pub fn server_peer(
     credentials: &Credentials,
     candidate: SocketAddr,
     srtp: SrtpPolicy,
+    metrics: Arc<Metrics>,
+    retransmit_budget: RetransmitBudget,
     now: Instant,
 ) -> Result<RTCPeerConnection> {
     let mut engine = media_engine()?;
-    let registry = interceptor_registry(&mut engine)?.with(
-        Slot::from(KEYFRAME_FORWARDER_SLOT),
-        KeyframeRequestForwarder::default(),
-    );
+    let registry = interceptor_registry(&mut engine)?
+        .with(
+            Slot::from(KEYFRAME_FORWARDER_SLOT),
+            KeyframeRequestForwarder::default(),
+        )
+        // Resends spaced, and without their old transport-wide numbers.
+        .with(
+            Slot::from(RETRANSMISSION_LIMITER_SLOT),
+            RetransmissionLimiter::new(metrics, retransmit_budget),
+        );
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())

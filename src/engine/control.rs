@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::build::{server_peer, Credentials};
 use super::peer::Peer;
+use super::retransmit::RetransmitBudget;
 use super::routing::RoomHost;
 use super::shard::{touch, Shard, FIRST_OFFER_WAIT};
 use super::{Command, EngineError, PeerOutput, RoomSummary, ShardInfo};
@@ -112,20 +113,29 @@ impl Shard {
             }
         };
         let credentials = Credentials::random();
-        let result = server_peer(&credentials, self.candidate, self.settings.srtp, now)
-            .map_err(|e| {
-                SignalError::Engine(EngineError::Internal(format!(
-                    "cannot open a media connection: {e}"
-                )))
-            })
-            .and_then(|pc| {
-                let host = self.rooms.get_mut(&key).expect("room created above");
-                let snapshot = host.room.join(id, &name)?;
-                Ok((pc, snapshot))
-            });
+        let retransmit_budget = RetransmitBudget::default();
+        let result = server_peer(
+            &credentials,
+            self.candidate,
+            self.settings.srtp,
+            self.metrics.clone(),
+            retransmit_budget.clone(),
+            now,
+        )
+        .map_err(|e| {
+            SignalError::Engine(EngineError::Internal(format!(
+                "cannot open a media connection: {e}"
+            )))
+        })
+        .and_then(|pc| {
+            let host = self.rooms.get_mut(&key).expect("room created above");
+            let snapshot = host.room.join(id, &name)?;
+            Ok((pc, snapshot))
+        });
         match result {
             Ok((pc, snapshot)) => {
                 let mut peer = Peer::new(id, key, pc, events, now + FIRST_OFFER_WAIT);
+                peer.downlink.retransmit_budget = retransmit_budget;
                 self.demux.add(id, &credentials.ufrag);
                 touch(&mut self.touched, &mut peer);
                 self.peers.insert(id, peer);

@@ -15,6 +15,7 @@ use rtc::rtp;
 use rtc::rtp::header::{Extension, Header};
 use rtc::sansio::Protocol;
 
+use super::retransmit::RetransmitBudget;
 use super::shard::{touch, Shard};
 use super::{DownlinkInfo, PublicationInfo};
 use crate::bwe::{Estimator, ProbeController, SendHistory};
@@ -59,6 +60,8 @@ pub struct DownlinkState {
     pub estimator: Estimator,
     pub probe: ProbeController,
     pub padding_packets: u64,
+    /// What NACK resends may use, shared with the connection's interceptor.
+    pub retransmit_budget: RetransmitBudget,
     /// The last estimate cut the probe controller was told of.
     seen_decrease: Option<Instant>,
 }
@@ -102,6 +105,7 @@ impl Shard {
         };
         Metrics::inc(&self.metrics.twcc_feedback_in);
         let acks = convert_twcc(fb);
+        let _span = tracing::debug_span!("downlink", participant = %id).entered();
         let d = &mut peer.downlink;
         // A packet reported received without a time says nothing about delay, and it
         // is not lost either: left out.
@@ -109,7 +113,8 @@ impl Shard {
             .iter()
             .filter(|a| !a.arrived || a.arrival.is_some())
             .map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived)));
-        d.estimator.on_feedback(&d.history, reports, now);
+        let estimate = d.estimator.on_feedback(&mut d.history, reports, now);
+        d.retransmit_budget.set_from_estimate(estimate);
         if let Some(host) = self.rooms.get_mut(&peer.room) {
             if d.estimator.has_congested() {
                 host.room.set_estimate(id, d.estimator.allocatable(), now);
@@ -144,7 +149,9 @@ impl Shard {
                 }
             }
             if let Some(cluster) = d.probe.take_finished(now) {
+                let _span = tracing::debug_span!("downlink", participant = %id).entered();
                 d.estimator.finish_probe(cluster, now);
+                d.retransmit_budget.set_from_estimate(d.estimator.bitrate());
                 if d.estimator.has_congested() {
                     host.room.set_estimate(id, d.estimator.allocatable(), now);
                 }

@@ -166,7 +166,15 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
 fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
     let t0 = Instant::now();
     let creds = Credentials::random();
-    let mut server = server_peer(&creds, addr(SERVER), SrtpPolicy::Gcm, t0).unwrap();
+    let mut server = server_peer(
+        &creds,
+        addr(SERVER),
+        SrtpPolicy::Gcm,
+        Default::default(),
+        Default::default(),
+        t0,
+    )
+    .unwrap();
     let (mut client, sender) = client(t0);
     let offer = client.create_offer(None).unwrap();
     client.set_local_description(t0, offer.clone()).unwrap();

@@ -16,6 +16,7 @@ pub mod feedback;
 mod fuzz_tests;
 mod negotiate;
 pub mod peer;
+pub mod retransmit;
 pub mod rewrite;
 mod routing;
 pub mod shard;

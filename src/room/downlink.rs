@@ -103,6 +103,7 @@ impl Room {
             if current == layer {
                 continue;
             }
+            tracing::debug!(%subscriber, track = %track, ?current, ?layer, budget, "layer target");
             c.set_target(layer);
             if let Some(wanted) = c.awaited_keyframe() {
                 self.request_layer_keyframe(track, wanted, now);

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::codec::Codec;
 use super::dynacast::Dynacast;
+use crate::bitrate::BitrateMeter;
 use crate::id::{MediaKind, ParticipantId, TrackId};
 
 /// At most one keyframe request per producer per this interval; requests inside the window
@@ -149,52 +150,6 @@ impl Producer {
     }
 }
 
-/// Bits per second over the last 0.5-1 s, in two half-second buckets: O(1) per packet.
-#[derive(Debug, Default)]
-pub struct BitrateMeter {
-    bucket_start: Option<Instant>,
-    current: u64,
-    previous: u64,
-}
-
-const BUCKET: Duration = Duration::from_millis(500);
-
-impl BitrateMeter {
-    pub fn add(&mut self, bytes: usize, now: Instant) {
-        self.rotate(now);
-        self.current += bytes as u64;
-    }
-
-    fn rotate(&mut self, now: Instant) {
-        match self.bucket_start {
-            Some(start) if now.saturating_duration_since(start) < BUCKET => {}
-            Some(start) => {
-                let stale = now.saturating_duration_since(start) >= 2 * BUCKET;
-                self.previous = if stale { 0 } else { self.current };
-                self.current = 0;
-                self.bucket_start = Some(now);
-            }
-            None => self.bucket_start = Some(now),
-        }
-    }
-
-    pub fn bits_per_second(&self, now: Instant) -> u64 {
-        let Some(start) = self.bucket_start else {
-            return 0;
-        };
-        let in_current = now.saturating_duration_since(start);
-        if in_current >= 2 * BUCKET {
-            return 0;
-        }
-        let (bytes, span) = if in_current >= BUCKET {
-            (self.current, in_current)
-        } else {
-            (self.previous + self.current, BUCKET + in_current)
-        };
-        (bytes * 8 * 1000) / (span.as_millis().max(1) as u64)
-    }
-}
-
 /// Coalesces keyframe requests (PLI/FIR from subscribers, new subscribers) so a publisher
 /// sees at most one per [`KEYFRAME_REQUEST_INTERVAL`]. Time is an input.
 #[derive(Debug, Default)]
@@ -258,18 +213,6 @@ impl KeyframeThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bitrate_meter_measures_the_last_second() {
-        let t0 = Instant::now();
-        let mut m = BitrateMeter::default();
-        for i in 0..100u64 {
-            m.add(1250, t0 + Duration::from_millis(i * 10)); // 1 Mbit/s
-        }
-        let rate = m.bits_per_second(t0 + Duration::from_millis(1000));
-        assert!((900_000..=1_100_000).contains(&rate), "{rate}");
-        assert_eq!(m.bits_per_second(t0 + Duration::from_secs(3)), 0, "silence");
-    }
 
     #[test]
     fn layer_sizes_come_from_keyframes_or_a_known_neighbour() {

@@ -145,7 +145,12 @@ async function serverPublications() {
 async function logSample(label, sample, ids) {
   figures.serverDownlinks ??= {};
   figures.serverDownlinks[label] = { publications: await serverPublications() };
-  console.log(`[${label}] server receives: ${figures.serverDownlinks[label].publications}`);
+  const counters = await serverStats().catch(() => ({}));
+  figures.serverDownlinks[label].retransmissions = {
+    out: counters.retransmissions_out, suppressed: counters.retransmissions_suppressed,
+  };
+  console.log(`[${label}] server receives: ${figures.serverDownlinks[label].publications}; ` +
+    `retransmissions so far: ${counters.retransmissions_out} sent, ${counters.retransmissions_suppressed} held back`);
   for (const [page, remotes] of Object.entries(sample)) {
     const parts = Object.entries(remotes).map(([name, r]) =>
       `${name} ${r.frameWidth}x${r.frameHeight} ${r.fps} fps (${r.framesDecoded} frames, ${r.kbps} kbps)`);
@@ -294,6 +299,7 @@ test('a slow subscriber gets a lower layer and recovers; small tiles get small l
         () => remotesAt(slow, (w) => w > 0 && w < FULL_WIDTH, 2, figures.downswitchTimeline), 30000, 0);
       figures.downswitchMs = Date.now() - limitedAt;
       figures.during = await sampleVideo(pages, 8000);
+      figures.slowSendsDuring = await outboundVideo(slow.page);
     } finally {
       figures.qdiscDuring = qdiscStats(net);
       liftAtoB(net);
@@ -307,11 +313,16 @@ test('a slow subscriber gets a lower layer and recovers; small tiles get small l
       assert.ok(r.typicalWidth > 0 && r.typicalWidth < FULL_WIDTH,
         `Slow mostly receives ${name} at ${r.typicalWidth} px during the limit (${r.widths})`);
     }
+    // What Slow itself publishes is not judged: the limit also delays and drops the
+    // server's transport-cc feedback on Slow's upload (it travels A -> B), so Slow's own
+    // Chromium lowers and pauses its upper layers now and then (figures.slowSendsDuring).
+    console.log(`[during limit] Slow sends: ${JSON.stringify(figures.slowSendsDuring)}`);
     for (const p of fastPages) {
       for (const [name, r] of Object.entries(figures.during[p.name])) {
+        assert.ok(r.framesDecoded > 0, `${p.name} stopped decoding ${name}`);
+        if (name === 'Slow') continue;
         assert.equal(r.typicalWidth, FULL_WIDTH,
           `${p.name} mostly receives ${name} at ${r.typicalWidth} px while only Slow is limited (${r.widths})`);
-        assert.ok(r.framesDecoded > 0, `${p.name} stopped decoding ${name}`);
         const slowSees = figures.during.Slow[name];
         if (slowSees) assert.ok(slowSees.typicalWidth < r.typicalWidth, `Slow sees ${name} no smaller than ${p.name} does`);
       }
