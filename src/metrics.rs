@@ -17,6 +17,8 @@ pub struct Metrics {
     pub rtp_write_errors: AtomicU64,
     pub udp_datagrams_in: AtomicU64,
     pub udp_datagrams_out: AtomicU64,
+    pub udp_bytes_in: AtomicU64,
+    pub udp_bytes_out: AtomicU64,
     /// GSO sends (each carries several datagrams to one destination).
     pub udp_gso_sends: AtomicU64,
     /// `sendmmsg` calls (each carries single datagrams to many destinations).
@@ -57,6 +59,8 @@ pub struct MetricsSnapshot {
     pub rtp_write_errors: u64,
     pub udp_datagrams_in: u64,
     pub udp_datagrams_out: u64,
+    pub udp_bytes_in: u64,
+    pub udp_bytes_out: u64,
     pub udp_gso_sends: u64,
     pub udp_mmsg_sends: u64,
     pub udp_send_errors: u64,
@@ -101,6 +105,8 @@ impl Metrics {
             rtp_write_errors: self.rtp_write_errors.load(Relaxed),
             udp_datagrams_in: self.udp_datagrams_in.load(Relaxed),
             udp_datagrams_out: self.udp_datagrams_out.load(Relaxed),
+            udp_bytes_in: self.udp_bytes_in.load(Relaxed),
+            udp_bytes_out: self.udp_bytes_out.load(Relaxed),
             udp_gso_sends: self.udp_gso_sends.load(Relaxed),
             udp_mmsg_sends: self.udp_mmsg_sends.load(Relaxed),
             udp_send_errors: self.udp_send_errors.load(Relaxed),

@@ -222,6 +222,7 @@ impl Shard {
                     allocated_bps: d.map_or(0, |d| d.allocated_bps),
                     probes: p.downlink.probe.started,
                     twcc_feedbacks: p.downlink.estimator.feedbacks,
+                    loss: p.downlink.estimator.loss,
                     layer_switches: room.map_or(0, |r| r.layer_switches(p.id)),
                     legs: room.map_or_else(Vec::new, |r| r.leg_layers(p.id)),
                 }

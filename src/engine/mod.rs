@@ -143,6 +143,8 @@ pub struct DownlinkInfo {
     pub allocated_bps: u64,
     pub probes: u64,
     pub twcc_feedbacks: u64,
+    /// The share of packets the subscriber reported lost (smoothed over feedbacks).
+    pub loss: f64,
     /// Simulcast layer switches on its legs so far.
     pub layer_switches: u64,
     /// (track, layer being forwarded, layer chosen)

@@ -202,7 +202,9 @@ impl Shard {
     fn receive(&mut self) {
         for _ in 0..MAX_BATCHES_PER_WAKE {
             let received = &mut self.received;
+            let mut bytes = 0u64;
             let n = match self.udp.recv_batch(|from, datagram| {
+                bytes += datagram.len() as u64;
                 received.push((from, BytesMut::from(datagram)));
             }) {
                 Ok(n) => n,
@@ -217,6 +219,7 @@ impl Shard {
             }
             let now = Instant::now();
             Metrics::add(&self.metrics.udp_datagrams_in, n as u64);
+            Metrics::add(&self.metrics.udp_bytes_in, bytes);
             let mut received = std::mem::take(&mut self.received);
             for (from, datagram) in received.drain(..) {
                 self.deliver(from, datagram, now);

@@ -134,10 +134,12 @@ impl Udp {
                     self.gso_scratch.extend_from_slice(d);
                 }
                 let contents = std::mem::take(&mut self.gso_scratch);
+                let contents_len = contents.len();
                 self.send_one(to, &contents, Some(seg), metrics);
                 self.gso_scratch = contents;
                 Metrics::inc(&metrics.udp_gso_sends);
                 Metrics::add(&metrics.udp_datagrams_out, (end - i) as u64);
+                Metrics::add(&metrics.udp_bytes_out, contents_len as u64);
             } else {
                 self.singles.push((to, std::mem::take(&mut datagrams[i])));
             }
@@ -163,6 +165,8 @@ impl Udp {
                 }
             };
             Metrics::add(&metrics.udp_datagrams_out, sent as u64);
+            let bytes: usize = chunk[..sent].iter().map(|(_, d)| d.len()).sum();
+            Metrics::add(&metrics.udp_bytes_out, bytes as u64);
         }
         self.singles = singles;
         self.singles.clear();

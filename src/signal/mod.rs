@@ -1,6 +1,8 @@
 //! HTTP and WebSocket signaling (axum): the bundled web client, health, the room list,
-//! counters, and the `/ws` endpoint (docs/signaling.md).
+//! counters (JSON at /api/stats, Prometheus at /metrics), and the `/ws` endpoint
+//! (docs/signaling.md).
 
+pub mod prometheus;
 pub mod protocol;
 pub mod rate_limit;
 pub mod session;
@@ -41,6 +43,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{name}", get(one_room))
         .route("/api/stats", get(stats))
+        .route("/metrics", get(prometheus::metrics))
         .route("/ws", get(websocket))
         .with_state(app)
 }

@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.0 client for JSON endpoints (Switchyard's API, Janus's REST API), so
-//! the load tester and the tests need no HTTP client crate. Plain http only.
+//! A minimal HTTP/1.0 client for JSON endpoints (Switchyard's API, Janus's REST API,
+//! Prometheus's query API) and plain text (/metrics), so the load tester and the tests
+//! need no HTTP client crate. Plain http only.
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,13 +19,28 @@ pub async fn get(url: &str) -> Result<(u16, Value), String> {
     request(url, "GET", None).await
 }
 
+/// Fetches `http://host:port/path`: the status code and the body as text.
+pub async fn get_text(url: &str) -> Result<(u16, String), String> {
+    request_raw(url, "GET", None).await
+}
+
 /// Posts a JSON body; the status code and the body parsed as JSON.
 pub async fn post_json(url: &str, body: &Value) -> Result<(u16, Value), String> {
     request(url, "POST", Some(body.to_string())).await
 }
 
-// HTTP/1.0, so no server answers with a chunked body.
 async fn request(url: &str, method: &str, body: Option<String>) -> Result<(u16, Value), String> {
+    let (status, body) = request_raw(url, method, body).await?;
+    let body = serde_json::from_str(&body).map_err(|e| format!("{url}: bad JSON: {e}"))?;
+    Ok((status, body))
+}
+
+// HTTP/1.0, so no server answers with a chunked body.
+async fn request_raw(
+    url: &str,
+    method: &str,
+    body: Option<String>,
+) -> Result<(u16, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("not an http:// URL: {url}"))?;
@@ -53,6 +69,5 @@ async fn request(url: &str, method: &str, body: Option<String>) -> Result<(u16, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("{url}: no HTTP status"))?;
-    let body = serde_json::from_str(body).map_err(|e| format!("{url}: bad JSON: {e}"))?;
-    Ok((status, body))
+    Ok((status, body.to_string()))
 }

@@ -1,0 +1,341 @@
+//! `GET /metrics`: what /api/stats reports, in the Prometheus (OpenMetrics) text format,
+//! written with prometheus-client. The registry is built fresh on each scrape from the
+//! process-wide counters and one look at each shard, so the media path keeps its plain
+//! atomics and pays nothing for Prometheus. docs/metrics.md lists every series.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::AppState;
+use crate::engine::{RoomSummary, ShardInfo};
+use crate::metrics::MetricsSnapshot;
+
+/// Per-room series are written for at most this many rooms (the largest): label values
+/// are what Prometheus stores per series, and room names come from clients.
+pub const MAX_ROOM_SERIES: usize = 50;
+
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let snapshot = app.engine.metrics.snapshot();
+    let rooms = app.engine.rooms().await;
+    let shards = app.engine.inspect().await;
+    let body = render(&snapshot, &rooms, &shards);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Cause {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Room {
+    room: String,
+}
+
+/// A counter already holding `value`.
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+fn float_gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: f64) {
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(value);
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, g),
+        None => registry.register(name, help, g),
+    }
+}
+
+/// The text a scrape returns.
+pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) -> String {
+    let mut r = Registry::with_prefix("switchyard");
+
+    // What is going on now.
+    let participants: usize = rooms.iter().map(|room| room.participants.len()).sum();
+    gauge(&mut r, "rooms", "Open rooms", rooms.len() as i64);
+    gauge(
+        &mut r,
+        "participants",
+        "Participants in all rooms",
+        participants as i64,
+    );
+    let tracks = Family::<Kind, Gauge>::default();
+    let publications: usize = shards.iter().map(|s| s.publications.len()).sum();
+    let simulcast = shards
+        .iter()
+        .flat_map(|s| &s.publications)
+        .filter(|p| p.layers.len() > 1)
+        .count();
+    tracks
+        .get_or_create(&Kind { kind: "all" })
+        .set(publications as i64);
+    tracks
+        .get_or_create(&Kind { kind: "simulcast" })
+        .set(simulcast as i64);
+    r.register("published_tracks", "Tracks being published", tracks);
+    let mut by_size: Vec<&RoomSummary> = rooms.iter().collect();
+    by_size.sort_by_key(|room| std::cmp::Reverse(room.participants.len()));
+    let per_room = Family::<Room, Gauge>::default();
+    for room in by_size.into_iter().take(MAX_ROOM_SERIES) {
+        per_room
+            .get_or_create(&Room {
+                room: room.name.clone(),
+            })
+            .set(room.participants.len() as i64);
+    }
+    r.register(
+        "room_participants",
+        "Participants per room (the largest rooms only, see MAX_ROOM_SERIES)",
+        per_room,
+    );
+
+    // Media in and out.
+    counter(
+        &mut r,
+        "rtp_received_packets",
+        "RTP packets received from publishers",
+        m.rtp_in,
+    );
+    counter(
+        &mut r,
+        "rtp_forwarded_packets",
+        "RTP packets forwarded to subscribers",
+        m.rtp_forwarded,
+    );
+    counter(
+        &mut r,
+        "rtp_forwarded_bytes",
+        "Bytes of the forwarded RTP packets",
+        m.rtp_forwarded_bytes,
+    );
+    counter(
+        &mut r,
+        "udp_received_datagrams",
+        "UDP datagrams received on the media ports",
+        m.udp_datagrams_in,
+    );
+    counter(
+        &mut r,
+        "udp_sent_datagrams",
+        "UDP datagrams sent from the media ports",
+        m.udp_datagrams_out,
+    );
+    counter(
+        &mut r,
+        "udp_received_bytes",
+        "UDP payload bytes received on the media ports",
+        m.udp_bytes_in,
+    );
+    counter(
+        &mut r,
+        "udp_sent_bytes",
+        "UDP payload bytes sent from the media ports",
+        m.udp_bytes_out,
+    );
+    let drops = Family::<Cause, Counter>::default();
+    for (cause, n) in [
+        ("unknown_ufrag", m.udp_unknown_ufrag),
+        ("unknown_address", m.udp_unknown_address),
+        ("not_media", m.udp_garbage),
+        ("foreign_source", m.udp_foreign_source),
+        ("undecryptable", m.rtc_read_errors),
+        ("unrouted_rtp", m.rtp_in_unrouted),
+        ("udp_send_error", m.udp_send_errors),
+        ("udp_receive_error", m.udp_recv_errors),
+        ("leg_write_error", m.rtp_write_errors),
+    ] {
+        drops.get_or_create(&Cause { cause }).inc_by(n);
+    }
+    r.register("dropped_packets", "Packets dropped, by cause", drops);
+
+    // Feedback.
+    counter(
+        &mut r,
+        "keyframe_requests_received",
+        "PLI and FIR from subscribers",
+        m.keyframe_requests_from_subscribers,
+    );
+    counter(
+        &mut r,
+        "keyframe_requests_sent",
+        "Keyframe requests sent to publishers (after throttling)",
+        m.keyframe_requests_to_publishers,
+    );
+    counter(
+        &mut r,
+        "retransmissions",
+        "NACKed packets resent to subscribers",
+        m.retransmissions_out,
+    );
+    counter(
+        &mut r,
+        "retransmissions_suppressed",
+        "NACKed packets not resent (resent moments ago, or over the resend budget)",
+        m.retransmissions_suppressed,
+    );
+    counter(
+        &mut r,
+        "transport_feedbacks",
+        "transport-cc feedback packets from subscribers",
+        m.twcc_feedback_in,
+    );
+    counter(
+        &mut r,
+        "probe_clusters",
+        "Bandwidth probes started",
+        m.probe_clusters,
+    );
+    counter(
+        &mut r,
+        "padding_packets",
+        "Padding packets sent by probes",
+        m.padding_packets_out,
+    );
+    counter(
+        &mut r,
+        "dynacast_updates",
+        "Layer on/off messages sent to publishers",
+        m.dynacast_updates,
+    );
+
+    // Downlinks: loss as subscribers report it, and how many are held below what they want.
+    let downlinks: Vec<_> = shards.iter().flat_map(|s| &s.downlinks).collect();
+    let estimated: Vec<_> = downlinks
+        .iter()
+        .filter(|d| d.estimate_bps.is_some())
+        .collect();
+    let mean_loss = if estimated.is_empty() {
+        0.0
+    } else {
+        estimated.iter().map(|d| d.loss).sum::<f64>() / estimated.len() as f64
+    };
+    let max_loss = estimated.iter().map(|d| d.loss).fold(0.0, f64::max);
+    float_gauge(
+        &mut r,
+        "downlink_loss_ratio_mean",
+        "Mean reported loss over subscribers",
+        None,
+        mean_loss,
+    );
+    float_gauge(
+        &mut r,
+        "downlink_loss_ratio_max",
+        "Highest reported loss of any subscriber",
+        None,
+        max_loss,
+    );
+    let limited = downlinks
+        .iter()
+        .filter(|d| d.allocated_bps < d.wanted_bps)
+        .count();
+    gauge(
+        &mut r,
+        "downlinks_limited",
+        "Subscribers whose estimate holds them below the layers their tiles want",
+        limited as i64,
+    );
+
+    // The process.
+    if let Some(cpu) = m.process_cpu_seconds {
+        let c = Counter::<f64, AtomicU64>::default();
+        c.inc_by(cpu);
+        r.register_with_unit(
+            "process_cpu",
+            "CPU time used (user + system)",
+            Unit::Seconds,
+            c,
+        );
+    }
+    if let Some(rss) = m.process_rss_mb {
+        float_gauge(
+            &mut r,
+            "process_resident_memory",
+            "Resident memory",
+            Some(Unit::Bytes),
+            rss * 1024.0 * 1024.0,
+        );
+    }
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ParticipantId;
+    use crate::metrics::Metrics;
+    use crate::room::ParticipantInfo;
+
+    fn room(name: &str, people: usize) -> RoomSummary {
+        RoomSummary {
+            name: name.into(),
+            participants: (0..people)
+                .map(|i| ParticipantInfo::new(ParticipantId(i as u64), format!("p{i}")))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn renders_counters_gauges_and_bounded_room_labels() {
+        let metrics = Metrics::default();
+        Metrics::add(&metrics.rtp_forwarded, 1234);
+        Metrics::add(&metrics.udp_garbage, 5);
+        let rooms: Vec<RoomSummary> = (0..MAX_ROOM_SERIES + 20)
+            .map(|i| room(&format!("r{i}"), 1 + i % 7))
+            .collect();
+        let text = render(&metrics.snapshot(), &rooms, &[]);
+        assert!(
+            text.contains("switchyard_rtp_forwarded_packets_total 1234"),
+            "{text}"
+        );
+        assert!(text.contains("switchyard_dropped_packets_total{cause=\"not_media\"} 5"));
+        assert!(text.contains(&format!("switchyard_rooms {}", MAX_ROOM_SERIES + 20)));
+        let room_series = text
+            .lines()
+            .filter(|l| l.starts_with("switchyard_room_participants{"))
+            .count();
+        assert_eq!(room_series, MAX_ROOM_SERIES, "bounded");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn room_names_are_escaped_in_labels() {
+        let text = render(
+            &Metrics::default().snapshot(),
+            &[room("a\"b\\c\nd", 2)],
+            &[],
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("switchyard_room_participants{"))
+            .unwrap();
+        assert_eq!(line, r#"switchyard_room_participants{room="a\"b\\c\nd"} 2"#);
+    }
+}
