@@ -6,6 +6,7 @@
 //! - [`signal`]: HTTP and WebSocket signaling (axum).
 //! - [`synthetic`]: headless participants for the tests and the load tester.
 
+pub mod auth;
 pub mod bitrate;
 pub mod bwe;
 pub mod config;
