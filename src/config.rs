@@ -2,6 +2,7 @@
 //! flags (clap reads both; flags win). Defaults serve one machine on loopback only, the
 //! way `livekit-server --dev` does, so nothing is exposed until an operator says so.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -49,6 +50,72 @@ pub struct Cli {
     /// Most participants in one room.
     #[arg(long, env = "SWITCHYARD_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
+    /// API keys that sign access tokens, as KEY:SECRET pairs, comma separated (secrets
+    /// of at least 32 bytes). With none, the server runs in dev mode: open rooms.
+    #[arg(long, env = "SWITCHYARD_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Option<Vec<String>>,
+    /// Allow dev mode (open rooms, no tokens) on a listen address beyond loopback.
+    #[arg(long, env = "SWITCHYARD_DEV")]
+    pub dev: bool,
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CliCommand {
+    /// Print an access token and a join link for one participant of one room.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// The room it joins.
+    #[arg(long)]
+    pub room: String,
+    /// The participant's identity.
+    #[arg(long)]
+    pub identity: String,
+    /// The display name [default: the identity].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long it is valid: a number with s, m, h or d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: std::time::Duration,
+    /// What it may publish: camera, microphone (comma separated) [default: both].
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_publish")]
+    pub can_publish: Option<Vec<crate::auth::Source>>,
+    /// Subscribe only: publish nothing.
+    #[arg(long)]
+    pub no_publish: bool,
+    /// Publish only: receive nothing.
+    #[arg(long)]
+    pub no_subscribe: bool,
+    /// May use the room admin API on this room.
+    #[arg(long)]
+    pub admin: bool,
+    /// The API key to sign with [default: the first configured].
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+/// "90s", "30m", "1h", "7d".
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let unit = text.chars().last().unwrap_or('s');
+    let digits = &text[..text.len() - unit.len_utf8().min(text.len())];
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: a number followed by s, m, h or d"))?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.saturating_mul(60),
+        'h' => n.saturating_mul(3600),
+        'd' => n.saturating_mul(86_400),
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+    };
+    if secs == 0 || secs > 366 * 86_400 {
+        return Err(format!("{text:?}: between 1 s and a year"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Which SRTP protection profiles the server accepts (see engine/build.rs for why the
@@ -84,6 +151,9 @@ pub struct FileConfig {
     pub bwe: Option<bool>,
     pub ice_servers: Option<Vec<IceServer>>,
     pub max_participants: Option<usize>,
+    /// API key -> secret.
+    pub keys: Option<BTreeMap<String, String>>,
+    pub dev: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +189,10 @@ pub struct Config {
     pub max_participants: usize,
     /// Largest signaling frame accepted (SDP offers are a few KiB).
     pub max_message_bytes: usize,
+    /// (API key, secret) pairs that sign access tokens; none: dev mode.
+    pub api_keys: Vec<(String, String)>,
+    /// Dev mode allowed beyond loopback.
+    pub dev: bool,
 }
 
 impl Default for Config {
@@ -136,6 +210,8 @@ impl Default for Config {
             ice_servers: vec![],
             max_participants: 50,
             max_message_bytes: 64 * 1024,
+            api_keys: vec![],
+            dev: false,
         }
     }
 }
@@ -207,6 +283,12 @@ impl Config {
         if let Some(v) = f.max_participants {
             self.max_participants = v;
         }
+        if let Some(keys) = f.keys {
+            self.api_keys = keys.into_iter().collect();
+        }
+        if let Some(v) = f.dev {
+            self.dev = v;
+        }
     }
 
     fn apply_cli(&mut self, cli: &Cli) {
@@ -245,6 +327,24 @@ impl Config {
         if let Some(v) = cli.max_participants {
             self.max_participants = v;
         }
+        if let Some(pairs) = &cli.api_keys {
+            self.api_keys = pairs
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once(':') {
+                    Some((k, s)) => (k.to_string(), s.to_string()),
+                    None => (p.clone(), String::new()),
+                })
+                .collect();
+        }
+        if cli.dev {
+            self.dev = true;
+        }
+    }
+
+    /// Whether the server runs without tokens (open rooms).
+    pub fn dev_mode(&self) -> bool {
+        self.api_keys.is_empty()
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -270,6 +370,27 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "shards must be 1-256 and udp_port + shards - 1 a valid port".into(),
             ));
+        }
+        for (key, secret) in &self.api_keys {
+            if key.is_empty() || key.contains(':') || key.contains(',') {
+                return Err(ConfigError::Invalid(format!(
+                    "API key {key:?}: key names are non-empty, without ':' or ','"
+                )));
+            }
+            if secret.len() < crate::auth::MIN_SECRET_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "API key {key:?}: its secret must be at least {} bytes (KEY:SECRET)",
+                    crate::auth::MIN_SECRET_BYTES
+                )));
+            }
+        }
+        if self.dev_mode() && !self.listen.ip().is_loopback() && !self.dev {
+            return Err(ConfigError::Invalid(format!(
+                "listening on {} without API keys would let anyone who reaches it join any \
+                 room: configure keys (SWITCHYARD_API_KEYS=KEY:SECRET or [keys] in the file, \
+                 see docs/configuration.md) or pass --dev",
+                self.listen
+            )));
         }
         if self.max_participants == 0 {
             return Err(ConfigError::Invalid(
@@ -338,5 +459,39 @@ mod tests {
             ..Cli::default()
         };
         assert!(Config::load(&cli).is_err());
+    }
+
+    #[test]
+    fn beyond_loopback_needs_keys_or_dev() {
+        let open = Cli {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Cli::default()
+        };
+        let err = Config::load(&open).unwrap_err().to_string();
+        assert!(err.contains("--dev"), "{err}");
+        let dev = Cli { dev: true, ..open };
+        assert!(Config::load(&dev).unwrap().dev_mode());
+        let keyed = Cli {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            api_keys: Some(vec![format!("APIkey:{}", "s".repeat(32))]),
+            ..Cli::default()
+        };
+        let c = Config::load(&keyed).unwrap();
+        assert!(!c.dev_mode());
+        assert_eq!(c.api_keys[0].0, "APIkey");
+        let short = Cli {
+            api_keys: Some(vec!["APIkey:short".into()]),
+            ..Cli::default()
+        };
+        assert!(Config::load(&short).is_err());
+    }
+
+    #[test]
+    fn ttls_parse() {
+        assert_eq!(parse_ttl("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_ttl("2h").unwrap().as_secs(), 7200);
+        for bad in ["", "h", "5y", "0m", "1é", "99999999999999999999d"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
     }
 }

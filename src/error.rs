@@ -1,5 +1,6 @@
 //! Control-plane errors and the code each one has on the wire (docs/signaling.md).
 
+use crate::auth::AuthError;
 use crate::engine::EngineError;
 use crate::room::{NegotiationError, RoomError};
 
@@ -17,6 +18,8 @@ pub enum SignalError {
     AlreadyJoined,
     #[error("{0}")]
     InvalidName(&'static str),
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
     #[error(transparent)]
     Room(#[from] RoomError),
     #[error(transparent)]
@@ -32,6 +35,7 @@ impl SignalError {
             SignalError::NotJoined => "not_joined",
             SignalError::AlreadyJoined => "already_joined",
             SignalError::InvalidName(_) => "invalid_name",
+            SignalError::Unauthorized(_) => "unauthorized",
             SignalError::Room(RoomError::NameTaken(_)) => "name_taken",
             SignalError::Room(RoomError::RoomFull(_)) => "room_full",
             SignalError::Room(RoomError::UnknownParticipant(_)) => "internal",
@@ -41,6 +45,7 @@ impl SignalError {
             }
             SignalError::Engine(EngineError::Negotiation(NegotiationError::Glare)) => "glare",
             SignalError::Engine(EngineError::BadCandidate(_)) => "bad_candidate",
+            SignalError::Engine(EngineError::Forbidden(_)) => "forbidden",
             SignalError::Engine(EngineError::Internal(_)) => "internal",
         }
     }

@@ -1,7 +1,8 @@
 use std::io::Write;
 
 use clap::Parser;
-use switchyard::config::{Cli, Config};
+use switchyard::auth::cli::token_command;
+use switchyard::config::{Cli, CliCommand, Config};
 use switchyard::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +27,18 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(CliCommand::Token(args)) = &cli.command {
+        return match token_command(&config, args) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchyard token: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let server = match Server::bind(config).await {
         Ok(s) => s,
         Err(e) => {

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::auth::KeySet;
+
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -20,7 +22,18 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(Metrics::default());
         let engine = Engine::start(&config.media, config.max_participants, metrics)?;
-        let app = Arc::new(AppState { config, engine });
+        let keys = KeySet::new(&config.api_keys);
+        if keys.is_empty() {
+            tracing::warn!(
+                listen = %config.listen,
+                "dev mode: no API keys configured, every room is open to anyone who reaches this server"
+            );
+        }
+        let app = Arc::new(AppState {
+            config,
+            engine,
+            keys,
+        });
         Ok(Server { listener, app })
     }
 

@@ -14,6 +14,13 @@ pub enum Source {
 }
 
 impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Camera => "camera",
+            Source::Microphone => "microphone",
+        }
+    }
+
     /// The source a published track of `kind` comes from (screen sharing, when it
     /// exists, will be told apart by the client).
     pub fn of(kind: MediaKind) -> Source {

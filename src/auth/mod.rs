@@ -2,6 +2,7 @@
 //! and their grants. Without keys the server runs in dev mode: rooms are open to anyone
 //! who can reach it, which the server allows only on loopback (or with `--dev`).
 
+pub mod cli;
 mod grants;
 mod token;
 

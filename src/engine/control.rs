@@ -13,6 +13,7 @@ use super::retransmit::RetransmitBudget;
 use super::routing::RoomHost;
 use super::shard::{touch, Shard, FIRST_OFFER_WAIT};
 use super::{Command, EngineError, PeerOutput, RoomSummary, ShardInfo};
+use crate::auth::Grants;
 use crate::error::SignalError;
 use crate::id::ParticipantId;
 use crate::room::JoinSnapshot;
@@ -24,9 +25,10 @@ impl Shard {
                 id,
                 room,
                 name,
+                grants,
                 events,
                 reply,
-            } => self.join(id, room, name, events, reply, now),
+            } => self.join(id, room, name, grants, events, reply, now),
             Command::Offer { id, sdp } => {
                 self.on_peer(id, now, |peer| match peer.client_offer(sdp, now) {
                     Ok(Some(answer)) => peer.tell(PeerOutput::Answer(answer)),
@@ -93,11 +95,13 @@ impl Shard {
         self.offer_if_due(id, now);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn join(
         &mut self,
         id: ParticipantId,
         room: String,
         name: String,
+        grants: Grants,
         events: mpsc::Sender<PeerOutput>,
         reply: oneshot::Sender<Result<JoinSnapshot, SignalError>>,
         now: Instant,
@@ -129,13 +133,14 @@ impl Shard {
         })
         .and_then(|pc| {
             let host = self.rooms.get_mut(&key).expect("room created above");
-            let snapshot = host.room.join(id, &name)?;
+            let snapshot = host.room.join_as(id, &name, grants.can_subscribe)?;
             Ok((pc, snapshot))
         });
         match result {
             Ok((pc, snapshot)) => {
                 let mut peer = Peer::new(id, key, pc, events, now + FIRST_OFFER_WAIT);
                 peer.downlink.retransmit_budget = retransmit_budget;
+                peer.grants = grants;
                 self.demux.add(id, &credentials.ufrag);
                 touch(&mut self.touched, &mut peer);
                 self.peers.insert(id, peer);

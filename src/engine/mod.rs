@@ -50,6 +50,8 @@ pub enum Command {
         id: ParticipantId,
         room: String,
         name: String,
+        /// What the participant's token allows (everything in dev mode).
+        grants: crate::auth::Grants,
         events: mpsc::Sender<PeerOutput>,
         reply: oneshot::Sender<Result<JoinSnapshot, SignalError>>,
     },
@@ -111,6 +113,9 @@ pub enum EngineError {
     Negotiation(#[from] NegotiationError),
     #[error("invalid ICE candidate: {0}")]
     BadCandidate(String),
+    /// The participant's grants do not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Internal(String),
 }

@@ -108,6 +108,10 @@ pub struct Peer {
     pub doomed: Option<&'static str>,
     /// Transport-cc stamping and the bandwidth estimate of what the server sends it.
     pub downlink: DownlinkState,
+    /// What the participant's token allows.
+    pub grants: crate::auth::Grants,
+    /// Tracks refused for want of a publish grant (each is refused, and told, once).
+    pub refused_tracks: std::collections::HashSet<String>,
 }
 
 impl Peer {
@@ -134,6 +138,8 @@ impl Peer {
             touched: false,
             doomed: None,
             downlink: DownlinkState::default(),
+            grants: crate::auth::Grants::default(),
+            refused_tracks: std::collections::HashSet::new(),
         }
     }
 

@@ -13,13 +13,13 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::build::AUDIO_LEVEL_URI;
 use super::peer::{ExtensionMask, Published, RoomKey, TrackDesc};
 use super::rewrite::apply_rewrite;
 use super::shard::{touch, Shard};
-use super::PeerOutput;
+use super::{EngineError, PeerOutput};
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
 use crate::room::rewrite::FORWARDED_EXTENSIONS;
@@ -252,6 +252,18 @@ impl Shard {
             RtpCodecKind::Audio => MediaKind::Audio,
             _ => MediaKind::Video,
         };
+        if !peer.grants.may_publish(kind) {
+            // Not routed, and said once: the client's offer is answered (refusing the
+            // m-line would break its bundle), but nobody receives what it sends.
+            if peer.refused_tracks.insert(init.track_id.clone()) {
+                info!(participant = %id, %kind, "publish refused: not granted");
+                peer.tell(PeerOutput::Error(EngineError::Forbidden(format!(
+                    "your token does not allow publishing {kind} ({})",
+                    crate::auth::Source::of(kind).name()
+                ))));
+            }
+            return;
+        }
         let Some(codec) = receiver.track().codec(init.ssrc).cloned() else {
             return;
         };

@@ -141,6 +141,8 @@ pub struct Room {
     /// The forwarding table: producer -> its subscriber legs.
     routes: HashMap<TrackId, Vec<LegId>>,
     pub(super) downlinks: HashMap<ParticipantId, Downlink>,
+    /// Participants whose grants do not let them subscribe.
+    not_subscribing: std::collections::HashSet<ParticipantId>,
     pub(super) speakers: SpeakerDetector,
     pub(super) next_allocation: Option<Instant>,
     pub(super) outputs: VecDeque<Output>,
@@ -157,6 +159,7 @@ impl Room {
             consumers: HashMap::new(),
             routes: HashMap::new(),
             downlinks: HashMap::new(),
+            not_subscribing: std::collections::HashSet::new(),
             speakers: SpeakerDetector::new(),
             next_allocation: None,
             outputs: VecDeque::new(),
@@ -177,6 +180,17 @@ impl Room {
     }
 
     pub fn join(&mut self, id: ParticipantId, name: &str) -> Result<JoinSnapshot, RoomError> {
+        self.join_as(id, name, true)
+    }
+
+    /// Joins; a participant that may not subscribe (`subscribe` false, a publish-only
+    /// token) is never given a leg.
+    pub fn join_as(
+        &mut self,
+        id: ParticipantId,
+        name: &str,
+        subscribe: bool,
+    ) -> Result<JoinSnapshot, RoomError> {
         if self.participants.values().any(|p| p.name == name) {
             return Err(RoomError::NameTaken(name.to_string()));
         }
@@ -191,6 +205,10 @@ impl Room {
         self.notify_others(id, RoomEvent::ParticipantJoined(info.clone()));
         self.participants.insert(id, info);
         self.downlinks.insert(id, Downlink::default());
+        if !subscribe {
+            self.not_subscribing.insert(id);
+            return Ok(snapshot);
+        }
         for track in &snapshot.tracks {
             self.outputs.push_back(Output::Subscribe {
                 subscriber: id,
@@ -205,6 +223,7 @@ impl Room {
         if self.participants.remove(&id).is_none() {
             return;
         }
+        self.not_subscribing.remove(&id);
         let owned: Vec<TrackId> = self
             .producers
             .values()
@@ -244,6 +263,9 @@ impl Room {
         self.routes.entry(track).or_default();
         self.notify_others(owner, RoomEvent::TrackPublished(info.clone()));
         for subscriber in self.others(owner) {
+            if self.not_subscribing.contains(&subscriber) {
+                continue;
+            }
             self.outputs.push_back(Output::Subscribe {
                 subscriber,
                 track: info.clone(),

@@ -16,12 +16,15 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::auth::KeySet;
 use crate::config::Config;
 use crate::engine::{Engine, RoomSummary};
 
 pub struct AppState {
     pub config: Config,
     pub engine: Engine,
+    /// The API keys access tokens are checked with; empty in dev mode.
+    pub keys: KeySet,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");

@@ -11,9 +11,15 @@ pub use ::rtc::peer_connection::transport::RTCIceCandidateInit as IceCandidate;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
+    /// In dev mode `room` and `name` say where and who; with API keys configured the
+    /// `token` says both (a `room` given as well must match it).
     Join {
+        #[serde(default)]
         room: String,
+        #[serde(default)]
         name: String,
+        #[serde(default)]
+        token: Option<String>,
     },
     Offer {
         sdp: String,

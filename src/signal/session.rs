@@ -14,6 +14,7 @@ use super::protocol::{ClientMessage, ServerMessage};
 use super::rate_limit::RateLimit;
 use super::AppState;
 use crate::engine::{Command, EngineError, PeerOutput, ShardHandle, SESSION_QUEUE};
+use crate::auth::{AuthError, Grants};
 use crate::error::SignalError;
 use crate::id::ParticipantId;
 use crate::room::{valid_display_name, valid_room_name};
@@ -158,11 +159,12 @@ impl Session {
     }
 
     async fn on_message(&mut self, msg: ClientMessage) -> Result<Flow, SignalError> {
-        if let ClientMessage::Join { room, name } = msg {
+        if let ClientMessage::Join { room, name, token } = msg {
             if self.joined.is_some() {
                 return Err(SignalError::AlreadyJoined);
             }
-            self.join(room, name).await?;
+            let (room, name, grants) = self.admit(room, name, token)?;
+            self.join(room, name, grants).await?;
             return Ok(Flow::Continue);
         }
         let joined = self.joined.as_ref().ok_or(SignalError::NotJoined)?;
@@ -200,7 +202,41 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    async fn join(&mut self, room: String, name: String) -> Result<(), SignalError> {
+    /// Who joins where, with what grants: from the token when the server has API keys,
+    /// from the message in dev mode. A refused token is logged once, here.
+    fn admit(
+        &self,
+        room: String,
+        name: String,
+        token: Option<String>,
+    ) -> Result<(String, String, Grants), SignalError> {
+        if self.app.keys.is_empty() {
+            return Ok((room, name, Grants::default()));
+        }
+        let refuse = |reason: AuthError| {
+            info!(%reason, "token refused");
+            SignalError::Unauthorized(reason)
+        };
+        let token = token.ok_or_else(|| refuse(AuthError::Missing))?;
+        let claims = self.app.keys.verify(&token).map_err(refuse)?;
+        let granted = claims
+            .grants
+            .room
+            .clone()
+            .ok_or_else(|| refuse(AuthError::WrongRoom))?;
+        if !room.is_empty() && room != granted {
+            return Err(refuse(AuthError::WrongRoom));
+        }
+        let name = claims.display_name().to_string();
+        Ok((granted, name, claims.grants))
+    }
+
+    async fn join(
+        &mut self,
+        room: String,
+        name: String,
+        grants: Grants,
+    ) -> Result<(), SignalError> {
         if !valid_room_name(&room) {
             return Err(SignalError::InvalidName(
                 "room names are 1-64 characters of A-Z a-z 0-9 _ -",
@@ -219,6 +255,7 @@ impl Session {
             id,
             room: room.clone(),
             name: name.clone(),
+            grants,
             events: events_tx,
             reply: reply_tx,
         };
