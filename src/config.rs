@@ -52,7 +52,12 @@ pub struct Cli {
     pub max_participants: Option<usize>,
     /// API keys that sign access tokens, as KEY:SECRET pairs, comma separated (secrets
     /// of at least 32 bytes). With none, the server runs in dev mode: open rooms.
-    #[arg(long, env = "SWITCHYARD_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Option<Vec<String>>,
     /// Allow dev mode (open rooms, no tokens) on a listen address beyond loopback.
     #[arg(long, env = "SWITCHYARD_DEV")]

@@ -90,13 +90,15 @@ function validate(room, name) {
 
 // ---------- joining ----------
 
-async function startMeeting(room, name) {
+// `token`: an access token from a join link (the server checks it; the room and name
+// shown here are read from it).
+async function startMeeting(room, name, token = null) {
   showNotice('');
   ui.serverError.hidden = true;
   ui.formError.hidden = true;
   localStream = await getLocalMedia();
   if (!localStream) return; // getLocalMedia already said why
-  meeting = { room, name, audioMuted: false, videoMuted: false, attempt: 0, retryTimer: null };
+  meeting = { room, name, token, audioMuted: false, videoMuted: false, attempt: 0, retryTimer: null };
   ui.joinView.hidden = true;
   ui.meetingView.hidden = false;
   ui.roomLabel.textContent = room;
@@ -139,7 +141,7 @@ function connect() {
   s.ws.onopen = () => {
     clearTimeout(openTimer);
     s.opened = true;
-    send(s, { type: 'join', room: meeting.room, name: meeting.name });
+    send(s, { type: 'join', room: meeting.room, name: meeting.name, ...(meeting.token ? { token: meeting.token } : {}) });
   };
   s.ws.onmessage = (ev) => {
     let msg;
@@ -773,8 +775,30 @@ window.switchyard = {
   },
 };
 
+// The room and display name an access token carries (its payload, unverified: the server
+// verifies), or null when it cannot be read.
+function readToken(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '=')));
+    const room = claims.grants?.room;
+    const name = claims.name ?? claims.sub;
+    return typeof room === 'string' && typeof name === 'string' ? { room, name } : null;
+  } catch {
+    return null;
+  }
+}
+
 function init() {
   const params = new URLSearchParams(location.search);
+  const token = params.get('token');
+  if (token) {
+    const granted = readToken(token);
+    if (granted) return startMeeting(granted.room, granted.name, token);
+    ui.formError.textContent = 'The token in this link cannot be read; ask for a new link.';
+    ui.formError.hidden = false;
+    return;
+  }
   const room = params.get('room') ?? '';
   const name = params.get('name') ?? '';
   ui.room.value = room;

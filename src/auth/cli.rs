@@ -14,9 +14,11 @@ pub fn token_command(config: &Config, args: &TokenArgs) -> Result<String, String
         (Some(k), _) => k.clone(),
         (None, Some(first)) => first.to_string(),
         (None, None) => {
-            return Err("no API keys configured: set SWITCHYARD_API_KEYS=KEY:SECRET (or [keys] \
+            return Err(
+                "no API keys configured: set SWITCHYARD_API_KEYS=KEY:SECRET (or [keys] \
                         in the configuration file), the same keys the server uses"
-                .into())
+                    .into(),
+            )
         }
     };
     if !valid_room_name(&args.room) {
@@ -24,7 +26,9 @@ pub fn token_command(config: &Config, args: &TokenArgs) -> Result<String, String
     }
     let name = args.name.as_deref().unwrap_or(&args.identity);
     if !valid_display_name(&args.identity) || !valid_display_name(name) {
-        return Err("--identity and --name: 1-64 characters, not blank, no control characters".into());
+        return Err(
+            "--identity and --name: 1-64 characters, not blank, no control characters".into(),
+        );
     }
     let grants = Grants {
         room: Some(args.room.clone()),
@@ -58,7 +62,14 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> TokenArgs {
-        let mut argv = vec!["switchyard", "token", "--room", "standup", "--identity", "ada"];
+        let mut argv = vec![
+            "switchyard",
+            "token",
+            "--room",
+            "standup",
+            "--identity",
+            "ada",
+        ];
         argv.extend_from_slice(extra);
         match crate::config::Cli::parse_from(argv).command {
             Some(crate::config::CliCommand::Token(a)) => a,
@@ -69,7 +80,11 @@ mod tests {
     #[test]
     fn prints_a_token_the_server_accepts_and_a_join_link() {
         let c = config();
-        let out = token_command(&c, &args(&["--name", "Ada L", "--can-publish", "microphone"])).unwrap();
+        let out = token_command(
+            &c,
+            &args(&["--name", "Ada L", "--can-publish", "microphone"]),
+        )
+        .unwrap();
         let mut lines = out.lines();
         let token = lines.next().unwrap();
         assert_eq!(

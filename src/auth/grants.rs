@@ -133,9 +133,10 @@ mod tests {
 
     #[test]
     fn missing_grants_read_as_the_defaults() {
-        let c: Claims =
-            serde_json::from_str(r#"{"iss":"k","sub":"ada","nbf":0,"exp":1,"grants":{"room":"r"}}"#)
-                .unwrap();
+        let c: Claims = serde_json::from_str(
+            r#"{"iss":"k","sub":"ada","nbf":0,"exp":1,"grants":{"room":"r"}}"#,
+        )
+        .unwrap();
         assert!(c.grants.can_publish && c.grants.can_subscribe && !c.grants.room_admin);
         assert_eq!(c.display_name(), "ada");
     }

@@ -156,7 +156,10 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn keys() -> KeySet {
-        KeySet::new(&[("APIkey1".into(), SECRET.into()), ("APIkey2".into(), "z".repeat(40))])
+        KeySet::new(&[
+            ("APIkey1".into(), SECRET.into()),
+            ("APIkey2".into(), "z".repeat(40)),
+        ])
     }
 
     fn grants(room: &str) -> Grants {
@@ -218,9 +221,17 @@ mod tests {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let k = keys();
         let payload = serde_json::to_string(&claims(3600, 0)).unwrap();
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT","kid":"APIkey1"}"#), b64(&payload));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT","kid":"APIkey1"}"#),
+            b64(&payload)
+        );
         assert!(k.verify(&none).is_err());
-        let hs512 = format!("{}.{}.AAAA", b64(r#"{"alg":"HS512","kid":"APIkey1"}"#), b64(&payload));
+        let hs512 = format!(
+            "{}.{}.AAAA",
+            b64(r#"{"alg":"HS512","kid":"APIkey1"}"#),
+            b64(&payload)
+        );
         assert_eq!(k.verify(&hs512), Err(AuthError::BadAlgorithm));
 
         let good = k.issue("APIkey1", &claims(3600, 0)).unwrap();
@@ -246,6 +257,9 @@ mod tests {
                 .collect();
             assert!(k.verify(&s).is_err());
         }
-        assert_eq!(k.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)), Err(AuthError::Malformed));
+        assert_eq!(
+            k.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(AuthError::Malformed)
+        );
     }
 }

@@ -166,7 +166,7 @@ impl LiteParticipant {
         plan: MediaPlan,
         ip: IpAddr,
     ) -> Result<Self, SyntheticError> {
-        let (shared, id, mut ws_tx, mut ws_rx) = connect_and_join(ws_url, room, name).await?;
+        let (shared, id, mut ws_tx, mut ws_rx) = connect_and_join(ws_url, room, name, None).await?;
         let text = |v: Value| Message::text(v.to_string());
 
         let pc = build_pc(Instant::now())?;

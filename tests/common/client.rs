@@ -23,3 +23,16 @@ pub async fn join_with(ws_url: &str, room: &str, name: &str, codec: Video) -> Cl
         .await
         .unwrap_or_else(|e| panic!("{name} cannot join {room}: {e}"))
 }
+
+/// Joins with an access token (room and name are the token's), publishing as `join` does.
+pub async fn join_token(ws_url: &str, token: &str) -> Client {
+    let media = MediaPlan {
+        video: Some(Video::Vp8),
+        video_pps: 90,
+        video_packet_bytes: 1000,
+        ..MediaPlan::default()
+    };
+    SyntheticParticipant::join_with_token(ws_url, token, media)
+        .await
+        .unwrap_or_else(|e| panic!("cannot join with a token: {e}"))
+}

@@ -112,6 +112,23 @@ impl RawWs {
         }
     }
 
+    /// The next JSON message of any type, at most `secs`.
+    pub async fn next_json(&mut self, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no message within {secs} s"));
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str()).expect("server sends JSON")
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    }
+
     pub async fn expect_error(&mut self, code: &str) -> Value {
         let v = self.expect_type("error", 5).await;
         assert_eq!(v["code"], code, "error was {v}");
