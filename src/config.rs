@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct Cli {
     /// TOML configuration file (see docs/configuration.md).
-    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    #[arg(long, env = "SWITCHYARD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// HTTP/WebSocket listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    #[arg(long, env = "SWITCHYARD_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
     /// The IP the media UDP socket binds (one address) [default: 127.0.0.1].
     #[arg(long, env = "SWITCHYARD_MEDIA_IPS", value_delimiter = ',')]
@@ -56,7 +56,8 @@ pub struct Cli {
         long,
         env = "SWITCHYARD_API_KEYS",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        global = true
     )]
     pub api_keys: Option<Vec<String>>,
     /// Allow dev mode (open rooms, no tokens) on a listen address beyond loopback.

@@ -125,7 +125,9 @@ export async function serverStats(server) {
 
 // Where a page's console goes: target/e2e/<prefix><query>.console.log (emptied first).
 export function consoleLogFile(query, prefix = '') {
-  const file = path.join(E2E_OUT, `${prefix}${query.replace(/[^A-Za-z0-9=_-]/g, '_')}.console.log`);
+  // A token link's query is far longer than a file name may be: its end tells pages apart.
+  const name = query.replace(/[^A-Za-z0-9=_-]/g, '_');
+  const file = path.join(E2E_OUT, `${prefix}${name.length > 100 ? `${name.slice(0, 40)}-${name.slice(-40)}` : name}.console.log`);
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, '');
   return (type, text) => appendFileSync(file, `${new Date().toISOString()} ${type}: ${text}\n`);
