@@ -36,6 +36,8 @@ pub struct Producer {
     pub dynacast: Dynacast,
     pub packets_in: u64,
     pub keyframes_in: u64,
+    /// Muted by an administrator: counted, not forwarded.
+    pub silenced: bool,
 }
 
 /// One simulcast layer (or the only stream) of a producer.
@@ -77,6 +79,7 @@ impl Producer {
             dynacast: Dynacast::new(layer_count, now),
             packets_in: 0,
             keyframes_in: 0,
+            silenced: false,
         }
     }
 

@@ -143,6 +143,9 @@ pub struct Room {
     pub(super) downlinks: HashMap<ParticipantId, Downlink>,
     /// Participants whose grants do not let them subscribe.
     not_subscribing: std::collections::HashSet<ParticipantId>,
+    /// (participant, kind) an administrator muted: their tracks of that kind, present
+    /// and future, are not forwarded.
+    silenced: std::collections::HashSet<(ParticipantId, MediaKind)>,
     pub(super) speakers: SpeakerDetector,
     pub(super) next_allocation: Option<Instant>,
     pub(super) outputs: VecDeque<Output>,
@@ -160,6 +163,7 @@ impl Room {
             routes: HashMap::new(),
             downlinks: HashMap::new(),
             not_subscribing: std::collections::HashSet::new(),
+            silenced: std::collections::HashSet::new(),
             speakers: SpeakerDetector::new(),
             next_allocation: None,
             outputs: VecDeque::new(),
@@ -224,6 +228,7 @@ impl Room {
             return;
         }
         self.not_subscribing.remove(&id);
+        self.silenced.retain(|(p, _)| *p != id);
         let owned: Vec<TrackId> = self
             .producers
             .values()
@@ -254,7 +259,8 @@ impl Room {
         if !self.participants.contains_key(&owner) {
             return Err(RoomError::UnknownParticipant(owner));
         }
-        let producer = Producer::new(track, owner, kind, codec, layers, now);
+        let mut producer = Producer::new(track, owner, kind, codec, layers, now);
+        producer.silenced = self.silenced.contains(&(owner, kind));
         // The allocation tick runs once there is something to allocate.
         self.next_allocation
             .get_or_insert(now + ALLOCATION_INTERVAL);
@@ -316,7 +322,9 @@ impl Room {
             self.outputs.push_back(Output::LegClosed { leg });
             return;
         };
-        if !self.participants.contains_key(&subscriber) {
+        if !self.participants.contains_key(&subscriber) || self.not_subscribing.contains(&subscriber)
+        {
+            // Gone, or no longer allowed to subscribe, while the leg was negotiated.
             self.outputs.push_back(Output::LegClosed { leg });
             return;
         }
@@ -433,6 +441,66 @@ impl Room {
         );
     }
 
+    /// An administrator mutes (or unmutes) a participant's tracks of `kind`: they stop
+    /// being forwarded (the participant's own unmute does not bring them back), and
+    /// everyone, the participant included, is told. False: no such participant.
+    pub fn admin_mute(&mut self, id: ParticipantId, kind: MediaKind, muted: bool) -> bool {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return false;
+        };
+        p.set_muted(kind, muted);
+        if muted {
+            self.silenced.insert((id, kind));
+        } else {
+            self.silenced.remove(&(id, kind));
+        }
+        for producer in self.producers.values_mut() {
+            if producer.owner == id && producer.kind == kind {
+                producer.silenced = muted;
+            }
+        }
+        if kind == MediaKind::Audio {
+            self.speakers.set_muted(id, muted);
+        }
+        self.notify_all(RoomEvent::Mute {
+            participant_id: id,
+            kind,
+            muted,
+        });
+        true
+    }
+
+    /// Grants or revokes subscribing: revoking closes the participant's legs, granting
+    /// opens one per track. False: no such participant.
+    pub fn set_can_subscribe(&mut self, id: ParticipantId, subscribe: bool) -> bool {
+        if !self.participants.contains_key(&id) {
+            return false;
+        }
+        let was = !self.not_subscribing.contains(&id);
+        if was == subscribe {
+            return true;
+        }
+        if subscribe {
+            self.not_subscribing.remove(&id);
+            let tracks: Vec<TrackInfo> = self
+                .tracks()
+                .filter(|t| t.participant_id != id)
+                .collect();
+            for track in tracks {
+                self.outputs.push_back(Output::Subscribe {
+                    subscriber: id,
+                    track,
+                });
+            }
+        } else {
+            self.not_subscribing.insert(id);
+            for leg in self.legs_of(id) {
+                self.consumer_closed(leg);
+            }
+        }
+        true
+    }
+
     /// The hot path: decides, per subscriber leg, whether and how a packet is forwarded.
     /// Appends to `out` (reused by the caller, so no allocation per packet).
     pub fn route_rtp(
@@ -450,6 +518,9 @@ impl Room {
         };
         let bytes = rtp.payload.len() + RTP_HEADER_BYTES;
         let keyframe = producer.packet_in(rtp.layer, rtp.payload, bytes, now);
+        if producer.silenced {
+            return;
+        }
         let is_video = producer.codec.is_video();
         if let Some(level) = rtp.audio_level {
             self.speakers.audio_level(producer.owner, level, now);

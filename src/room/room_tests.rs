@@ -379,3 +379,58 @@ fn a_tile_of_an_unpublished_track_is_forgotten() {
     room.unpublish(CAM);
     assert!(room.downlink(BOB).unwrap().views.is_empty());
 }
+
+#[test]
+fn an_admin_mute_stops_forwarding_until_lifted_and_everyone_hears_of_it() {
+    let now = Instant::now();
+    let mut room = three_person_room(now);
+    let mut out = Vec::new();
+    assert!(room.admin_mute(ADA, MediaKind::Audio, true));
+    let told: Vec<ParticipantId> = drain(&mut room)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Notify {
+                to,
+                event: RoomEvent::Mute { muted: true, .. },
+            } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 3, "Ada too: {told:?}");
+    room.route_rtp(MIC, rtp(7, 480, &[1, 2, 3]), now, &mut out);
+    assert!(out.is_empty(), "silenced");
+    room.set_muted(ADA, MediaKind::Audio, false); // her own unmute does not lift it
+    room.route_rtp(MIC, rtp(8, 960, &[1, 2, 3]), now, &mut out);
+    assert!(out.is_empty());
+    assert!(room.admin_mute(ADA, MediaKind::Audio, false));
+    room.route_rtp(MIC, rtp(9, 1440, &[1, 2, 3]), now, &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(!room.admin_mute(ParticipantId(99), MediaKind::Audio, true));
+}
+
+#[test]
+fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
+    let now = Instant::now();
+    let mut room = three_person_room(now);
+    assert!(room.set_can_subscribe(BOB, false));
+    let closed: Vec<LegId> = drain(&mut room)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::LegClosed { leg } => Some(leg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed.len(), 2, "Bob's camera and mic legs: {closed:?}");
+    let mut out = Vec::new();
+    room.route_rtp(MIC, rtp(7, 480, &[1]), now, &mut out);
+    assert!(out.is_empty());
+    // A leg that was being negotiated meanwhile is closed on arrival.
+    room.consumer_ready(LegId(9), BOB, CAM, params(999, 96), (0, 0), now);
+    assert!(matches!(drain(&mut room)[..], [Output::LegClosed { leg: LegId(9) }]));
+    assert!(room.set_can_subscribe(BOB, true));
+    let subscribed = drain(&mut room)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Subscribe { subscriber: BOB, .. }))
+        .count();
+    assert_eq!(subscribed, 2);
+}
