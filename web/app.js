@@ -177,6 +177,7 @@ async function handleMessage(s, msg) {
     case 'error': return onServerError(s, msg);
     case 'layers': return onLayers(s, msg);
     case 'speakers': return onSpeakers(msg.participant_ids);
+    case 'removed': return onRemoved(msg.reason);
     case 'track_published': case 'left': return; // tracks arrive via ontrack; `left` acks our leave
     default: console.warn('unknown message', msg); // a newer server: ignore what we do not know
   }
@@ -380,6 +381,16 @@ function connectionLost(s) {
   setConnState('reconnecting');
   const delay = RETRY_DELAYS_MS[meeting.attempt++];
   meeting.retryTimer = setTimeout(() => meeting && !session && connect(), delay);
+}
+
+// The server removed us (an administrator, or the room closed): no reconnecting.
+function onRemoved(reason) {
+  const m = meeting;
+  endMeeting();
+  setConnState('failed');
+  showForm();
+  if (m) { ui.room.value = m.room; ui.name.value = m.name; }
+  showServerError('removed', reason);
 }
 
 // Stop everything this meeting owns; leaves the page where it is.

@@ -23,6 +23,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 struct Key {
     decoding: DecodingKey,
     encoding: EncodingKey,
+    secret: Vec<u8>,
 }
 
 /// The API keys tokens may be signed with.
@@ -55,6 +56,7 @@ impl KeySet {
                 let key = Key {
                     decoding: DecodingKey::from_secret(secret.as_bytes()),
                     encoding: EncodingKey::from_secret(secret.as_bytes()),
+                    secret: secret.as_bytes().to_vec(),
                 };
                 (id.clone(), key)
             })
@@ -71,6 +73,15 @@ impl KeySet {
 
     pub fn first_key(&self) -> Option<&str> {
         self.first.as_deref()
+    }
+
+    /// Whether `secret` is the secret of `key_id` (the admin API takes the key pair
+    /// itself too), compared in constant time.
+    pub fn check_secret(&self, key_id: &str, secret: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.keys
+            .get(key_id)
+            .is_some_and(|k| bool::from(k.secret.as_slice().ct_eq(secret.as_bytes())))
     }
 
     /// Signs `claims` with the key `key_id` (its `kid` header and `iss` claim name it).
@@ -179,6 +190,15 @@ mod tests {
             exp: (now + exp_from_now) as u64,
             grants: grants("standup"),
         }
+    }
+
+    #[test]
+    fn the_key_pair_itself_checks_out() {
+        let k = keys();
+        assert!(k.check_secret("APIkey1", SECRET));
+        assert!(!k.check_secret("APIkey1", "0123456789abcdef0123456789abcdeX"));
+        assert!(!k.check_secret("APIkey1", ""));
+        assert!(!k.check_secret("APInone", SECRET));
     }
 
     #[test]

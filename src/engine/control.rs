@@ -70,6 +70,9 @@ impl Shard {
                     .collect();
                 let _ = reply.send(rooms);
             }
+            Command::Admin { room, op, reply } => {
+                let _ = reply.send(self.admin(&room, op, now));
+            }
             Command::Inspect { reply } => {
                 let info = ShardInfo {
                     udp_addr: self.candidate,
@@ -134,6 +137,7 @@ impl Shard {
         .and_then(|pc| {
             let host = self.rooms.get_mut(&key).expect("room created above");
             let snapshot = host.room.join_as(id, &name, grants.can_subscribe)?;
+            host.empty_since = None;
             Ok((pc, snapshot))
         });
         match result {
@@ -150,7 +154,7 @@ impl Shard {
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
-                self.close_room_if_empty(key);
+                self.close_room_if_empty(key, now);
             }
         }
     }
@@ -225,15 +229,22 @@ impl Shard {
             host.room.leave(id);
         }
         self.drain_room_outputs(key, now);
-        self.close_room_if_empty(key);
+        self.close_room_if_empty(key, now);
         debug!(participant = %id, "removed: {why}");
     }
 
-    fn close_room_if_empty(&mut self, key: crate::engine::peer::RoomKey) {
-        if self.rooms.get(&key).is_some_and(|h| h.room.is_empty()) {
-            if let Some(host) = self.rooms.remove(&key) {
-                self.room_keys.remove(&host.name);
-            }
+    /// An empty room closes, unless an administrator gave it an empty timeout: then it
+    /// waits that long (`close_expired_rooms`).
+    fn close_room_if_empty(&mut self, key: crate::engine::peer::RoomKey, now: Instant) {
+        let Some(host) = self.rooms.get_mut(&key).filter(|h| h.room.is_empty()) else {
+            return;
+        };
+        if host.empty_timeout.is_some() {
+            host.empty_since.get_or_insert(now);
+            return;
+        }
+        if let Some(host) = self.rooms.remove(&key) {
+            self.room_keys.remove(&host.name);
         }
     }
 }

@@ -7,6 +7,7 @@
 //! talks to a shard only by message ([`Command`] in, [`PeerOutput`] out).
 //! docs/ARCHITECTURE.md has the threading and the packet path.
 
+pub mod admin;
 pub mod build;
 mod control;
 pub mod demux;
@@ -83,6 +84,11 @@ pub enum Command {
     Rooms {
         reply: oneshot::Sender<Vec<RoomSummary>>,
     },
+    Admin {
+        room: String,
+        op: admin::AdminOp,
+        reply: oneshot::Sender<admin::AdminReply>,
+    },
     /// Facts for tests and operators: the shard's sockets and connections.
     Inspect {
         reply: oneshot::Sender<ShardInfo>,
@@ -103,6 +109,9 @@ pub enum PeerOutput {
     Error(EngineError),
     /// The participant is gone from the shard (media failed, or removed); close signaling.
     Closed(&'static str),
+    /// An administrator removed the participant (or closed the room): tell the client
+    /// why, so it does not reconnect, then close.
+    Removed(&'static str),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +273,23 @@ impl Engine {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Carries out an administrator's `op` on `room`, on the room's shard.
+    pub async fn admin(&self, room: &str, op: admin::AdminOp) -> admin::AdminReply {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Admin {
+            room: room.to_string(),
+            op,
+            reply: tx,
+        };
+        if !self.shard_for(room).send(cmd).await {
+            return Err(admin::AdminError::Unavailable);
+        }
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .map_err(|_| admin::AdminError::Unavailable)?
+            .map_err(|_| admin::AdminError::Unavailable)?
     }
 
     pub async fn inspect(&self) -> Vec<ShardInfo> {

@@ -46,6 +46,10 @@ pub struct RoomHost {
     pub legs: HashMap<LegId, ParticipantId>,
     /// Reused for every packet: the core's per-leg decisions.
     forwards: Vec<crate::room::Forward>,
+    /// An administrator's option: how long the room stays open with nobody in it.
+    pub empty_timeout: Option<std::time::Duration>,
+    /// Since when it has been empty (with an `empty_timeout`).
+    pub empty_since: Option<Instant>,
 }
 
 impl RoomHost {
@@ -56,6 +60,8 @@ impl RoomHost {
             tracks: HashMap::new(),
             legs: HashMap::new(),
             forwards: Vec::with_capacity(64),
+            empty_timeout: None,
+            empty_since: None,
         }
     }
 }

@@ -445,6 +445,7 @@ impl Shard {
     /// otherwise scan every peer each time).
     fn housekeeping(&mut self, now: Instant) {
         self.remove_doomed(now);
+        self.close_expired_rooms(now);
         self.probe_tick(HOUSEKEEPING, now);
         let keys: Vec<RoomKey> = self.rooms.keys().copied().collect();
         for key in keys {

@@ -175,6 +175,11 @@ impl Room {
         self.participants.values()
     }
 
+    /// An administrator's limit (those already in stay).
+    pub fn set_max_participants(&mut self, max: usize) {
+        self.max_participants = max.max(1);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.participants.is_empty()
     }
@@ -322,7 +327,8 @@ impl Room {
             self.outputs.push_back(Output::LegClosed { leg });
             return;
         };
-        if !self.participants.contains_key(&subscriber) || self.not_subscribing.contains(&subscriber)
+        if !self.participants.contains_key(&subscriber)
+            || self.not_subscribing.contains(&subscriber)
         {
             // Gone, or no longer allowed to subscribe, while the leg was negotiated.
             self.outputs.push_back(Output::LegClosed { leg });
@@ -482,10 +488,7 @@ impl Room {
         }
         if subscribe {
             self.not_subscribing.remove(&id);
-            let tracks: Vec<TrackInfo> = self
-                .tracks()
-                .filter(|t| t.participant_id != id)
-                .collect();
+            let tracks: Vec<TrackInfo> = self.tracks().filter(|t| t.participant_id != id).collect();
             for track in tracks {
                 self.outputs.push_back(Output::Subscribe {
                     subscriber: id,

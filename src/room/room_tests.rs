@@ -426,11 +426,22 @@ fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
     assert!(out.is_empty());
     // A leg that was being negotiated meanwhile is closed on arrival.
     room.consumer_ready(LegId(9), BOB, CAM, params(999, 96), (0, 0), now);
-    assert!(matches!(drain(&mut room)[..], [Output::LegClosed { leg: LegId(9) }]));
+    assert!(matches!(
+        drain(&mut room)[..],
+        [Output::LegClosed { leg: LegId(9) }]
+    ));
     assert!(room.set_can_subscribe(BOB, true));
     let subscribed = drain(&mut room)
         .into_iter()
-        .filter(|o| matches!(o, Output::Subscribe { subscriber: BOB, .. }))
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Subscribe {
+                    subscriber: BOB,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(subscribed, 2);
 }

@@ -2,6 +2,7 @@
 //! counters (JSON at /api/stats, Prometheus at /metrics), and the `/ws` endpoint
 //! (docs/signaling.md).
 
+pub mod admin;
 pub mod prometheus;
 pub mod protocol;
 pub mod rate_limit;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -48,6 +49,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/api/stats", get(stats))
         .route("/metrics", get(prometheus::metrics))
         .route("/ws", get(websocket))
+        .merge(admin::routes())
         .with_state(app)
 }
 
@@ -64,11 +66,22 @@ async fn websocket(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Re
         .on_upgrade(move |socket| session::run(socket, app))
 }
 
-async fn list_rooms(State(app): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
-    Json(app.engine.rooms().await)
+async fn list_rooms(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = admin::authorize(&app, &headers, None) {
+        return e.into_response();
+    }
+    let rooms: Vec<RoomSummary> = app.engine.rooms().await;
+    Json(rooms).into_response()
 }
 
-async fn one_room(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+async fn one_room(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(e) = admin::authorize(&app, &headers, Some(&name)) {
+        return e.into_response();
+    }
     match app
         .engine
         .rooms()
@@ -90,8 +103,11 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "rooms": rooms.len(), "participants": participants}))
 }
 
-async fn stats(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+async fn stats(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = admin::authorize(&app, &headers, None) {
+        return e.into_response();
+    }
     let mut stats = serde_json::to_value(app.engine.metrics.snapshot()).unwrap_or_default();
     stats["shards"] = serde_json::to_value(app.engine.inspect().await).unwrap_or_default();
-    Json(stats)
+    Json(stats).into_response()
 }

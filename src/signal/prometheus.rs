@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,7 +25,12 @@ pub const MAX_ROOM_SERIES: usize = 50;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+pub async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    // With API keys configured, scrapes authenticate like the admin API (Prometheus:
+    // `basic_auth` with the key and secret; docs/metrics.md).
+    if let Err(e) = super::admin::authorize(&app, &headers, None) {
+        return e.into_response();
+    }
     let snapshot = app.engine.metrics.snapshot();
     let rooms = app.engine.rooms().await;
     let shards = app.engine.inspect().await;

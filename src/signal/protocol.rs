@@ -92,6 +92,11 @@ pub enum ServerMessage {
         participant_ids: Vec<ParticipantId>,
     },
     Left {},
+    /// An administrator removed the participant or closed the room; the socket closes
+    /// next, and the client should not rejoin on its own.
+    Removed {
+        reason: String,
+    },
     Error {
         code: &'static str,
         message: String,

@@ -295,6 +295,15 @@ impl Session {
                 self.joined = None;
                 return Flow::Close;
             }
+            PeerOutput::Removed(why) => {
+                info!("removed: {why}");
+                self.joined = None;
+                self.send(ServerMessage::Removed {
+                    reason: why.to_string(),
+                })
+                .await;
+                return Flow::Close;
+            }
         }
         Flow::Continue
     }

@@ -19,6 +19,23 @@ pub async fn get(url: &str) -> Result<(u16, Value), String> {
     request(url, "GET", None).await
 }
 
+/// Any method, an optional JSON body and an optional `Authorization` header value: the
+/// status code and the body parsed as JSON (`null` when empty).
+pub async fn call(
+    url: &str,
+    method: &str,
+    body: Option<&Value>,
+    authorization: Option<&str>,
+) -> Result<(u16, Value), String> {
+    let (status, text) =
+        request_full(url, method, body.map(Value::to_string), authorization).await?;
+    if text.trim().is_empty() {
+        return Ok((status, Value::Null));
+    }
+    let body = serde_json::from_str(&text).map_err(|e| format!("{url}: bad JSON: {e}: {text}"))?;
+    Ok((status, body))
+}
+
 /// Fetches `http://host:port/path`: the status code and the body as text.
 pub async fn get_text(url: &str) -> Result<(u16, String), String> {
     request_raw(url, "GET", None).await
@@ -35,11 +52,20 @@ async fn request(url: &str, method: &str, body: Option<String>) -> Result<(u16, 
     Ok((status, body))
 }
 
-// HTTP/1.0, so no server answers with a chunked body.
 async fn request_raw(
     url: &str,
     method: &str,
     body: Option<String>,
+) -> Result<(u16, String), String> {
+    request_full(url, method, body, None).await
+}
+
+// HTTP/1.0, so no server answers with a chunked body.
+async fn request_full(
+    url: &str,
+    method: &str,
+    body: Option<String>,
+    authorization: Option<&str>,
 ) -> Result<(u16, String), String> {
     let rest = url
         .strip_prefix("http://")
@@ -50,12 +76,13 @@ async fn request_raw(
     };
     let io = |e: std::io::Error| format!("{url}: {e}");
     let mut stream = TcpStream::connect(host).await.map_err(io)?;
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = match &body {
         Some(b) => format!(
-            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
             b.len()
         ),
-        None => format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n\r\n"),
+        None => format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n"),
     };
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     let mut buf = Vec::new();
