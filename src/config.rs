@@ -60,6 +60,9 @@ pub struct Cli {
         global = true
     )]
     pub api_keys: Option<Vec<String>>,
+    /// Webhook receivers (http://host:port/path), comma separated.
+    #[arg(long, env = "SWITCHYARD_WEBHOOKS", value_delimiter = ',')]
+    pub webhooks: Option<Vec<String>>,
     /// Allow dev mode (open rooms, no tokens) on a listen address beyond loopback.
     #[arg(long, env = "SWITCHYARD_DEV")]
     pub dev: bool,
@@ -159,6 +162,7 @@ pub struct FileConfig {
     pub max_participants: Option<usize>,
     /// API key -> secret.
     pub keys: Option<BTreeMap<String, String>>,
+    pub webhooks: Option<Vec<String>>,
     pub dev: Option<bool>,
 }
 
@@ -199,6 +203,8 @@ pub struct Config {
     pub api_keys: Vec<(String, String)>,
     /// Dev mode allowed beyond loopback.
     pub dev: bool,
+    /// Where webhooks go (http:// URLs).
+    pub webhooks: Vec<String>,
 }
 
 impl Default for Config {
@@ -218,6 +224,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             api_keys: vec![],
             dev: false,
+            webhooks: vec![],
         }
     }
 }
@@ -295,6 +302,9 @@ impl Config {
         if let Some(v) = f.dev {
             self.dev = v;
         }
+        if let Some(v) = f.webhooks {
+            self.webhooks = v;
+        }
     }
 
     fn apply_cli(&mut self, cli: &Cli) {
@@ -346,6 +356,9 @@ impl Config {
         if cli.dev {
             self.dev = true;
         }
+        if let Some(v) = &cli.webhooks {
+            self.webhooks = v.iter().filter(|u| !u.is_empty()).cloned().collect();
+        }
     }
 
     /// Whether the server runs without tokens (open rooms).
@@ -389,6 +402,11 @@ impl Config {
                     crate::auth::MIN_SECRET_BYTES
                 )));
             }
+        }
+        if let Some(bad) = self.webhooks.iter().find(|u| !crate::webhook::valid_url(u)) {
+            return Err(ConfigError::Invalid(format!(
+                "webhook URL {bad:?}: http://host:port/path (no TLS client here: put a relay in front of an https receiver)"
+            )));
         }
         if self.dev_mode() && !self.listen.ip().is_loopback() && !self.dev {
             return Err(ConfigError::Invalid(format!(

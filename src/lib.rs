@@ -18,3 +18,4 @@ pub mod room;
 pub mod server;
 pub mod signal;
 pub mod synthetic;
+pub mod webhook;

@@ -48,6 +48,11 @@ pub struct Metrics {
     /// NACK resends sent, and those held back (the packet was resent moments ago).
     pub retransmissions_out: AtomicU64,
     pub retransmissions_suppressed: AtomicU64,
+    /// Webhook POSTs answered 2xx; events given up after every retry; events dropped
+    /// because a queue was full.
+    pub webhooks_sent: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+    pub webhooks_dropped: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +85,9 @@ pub struct MetricsSnapshot {
     pub dynacast_updates: u64,
     pub retransmissions_out: u64,
     pub retransmissions_suppressed: u64,
+    pub webhooks_sent: u64,
+    pub webhooks_failed: u64,
+    pub webhooks_dropped: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -128,6 +136,9 @@ impl Metrics {
             dynacast_updates: self.dynacast_updates.load(Relaxed),
             retransmissions_out: self.retransmissions_out.load(Relaxed),
             retransmissions_suppressed: self.retransmissions_suppressed.load(Relaxed),
+            webhooks_sent: self.webhooks_sent.load(Relaxed),
+            webhooks_failed: self.webhooks_failed.load(Relaxed),
+            webhooks_dropped: self.webhooks_dropped.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

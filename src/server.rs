@@ -21,7 +21,13 @@ impl Server {
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(Metrics::default());
-        let engine = Engine::start(&config.media, config.max_participants, metrics)?;
+        // Signed with the first API key's secret (unsigned in dev mode).
+        let webhooks = crate::webhook::start(
+            config.webhooks.clone(),
+            config.api_keys.first().cloned(),
+            metrics.clone(),
+        );
+        let engine = Engine::start(&config.media, config.max_participants, metrics, webhooks)?;
         let keys = KeySet::new(&config.api_keys);
         if keys.is_empty() {
             tracing::warn!(

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::hooks::{events_of, receiver};
 use common::{client, start_server_with, wait_until};
 use serde_json::{json, Value};
 use switchyard::auth::{claims_for, Grants, KeySet};
@@ -43,7 +44,12 @@ async fn call(url: &str, method: &str, body: Option<Value>, auth: Option<&str>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_call_works_on_a_live_room_and_only_for_administrators() {
-    let server = start_server_with(|c| c.api_keys = vec![(KEY.into(), SECRET.into())]).await;
+    let (hook_url, hooks) = receiver(SECRET).await;
+    let server = start_server_with(|c| {
+        c.api_keys = vec![(KEY.into(), SECRET.into())];
+        c.webhooks = vec![hook_url];
+    })
+    .await;
     let api = format!("{}/api/admin/rooms", server.http);
     let board_admin = format!(
         "Bearer {}",
@@ -235,6 +241,33 @@ async fn every_admin_call_works_on_a_live_room_and_only_for_administrators() {
             .0,
         404
     );
+
+    // The webhooks told the room's story, signed, in order: created by the API, two
+    // joined, Bob removed, the room closed.
+    let story = || events_of(&hooks, "board");
+    assert!(
+        wait_until(10, || story().last().map(String::as_str)
+            == Some("room_finished"))
+        .await,
+        "{:?}",
+        story()
+    );
+    let story: Vec<String> = story()
+        .into_iter()
+        .filter(|e| !e.starts_with("track_"))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            "room_started",
+            "participant_joined",
+            "participant_joined",
+            "participant_left",
+            "participant_left",
+            "room_finished"
+        ]
+    );
+    assert!(hooks.lock().unwrap().iter().all(|(_, signed)| *signed));
 }
 
 async fn call_status(url: &str, auth: Option<&str>) -> u16 {

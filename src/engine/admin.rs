@@ -9,6 +9,7 @@ use super::shard::Shard;
 use super::{PeerOutput, RoomSummary};
 use crate::auth::Grants;
 use crate::id::{MediaKind, ParticipantId};
+use crate::webhook::{EventKind, WebhookEvent};
 
 #[derive(Debug)]
 pub enum AdminOp {
@@ -60,6 +61,9 @@ impl Shard {
                     self.room_keys.insert(room.to_string(), key);
                     let host = RoomHost::new(room.to_string(), self.settings.max_participants);
                     self.rooms.insert(key, host);
+                    self.settings
+                        .webhooks
+                        .emit(WebhookEvent::room(EventKind::RoomStarted, room));
                     key
                 }
             };
@@ -90,9 +94,7 @@ impl Shard {
                 for id in ids {
                     self.remove_by_admin(id, "the room was closed by an administrator", now);
                 }
-                if let Some(host) = self.rooms.remove(&key) {
-                    self.room_keys.remove(&host.name);
-                }
+                self.finish_room(key);
                 return Ok(None);
             }
             AdminOp::Remove { participant } => {
@@ -158,9 +160,7 @@ impl Shard {
             .map(|(k, _)| *k)
             .collect();
         for key in expired {
-            if let Some(host) = self.rooms.remove(&key) {
-                self.room_keys.remove(&host.name);
-            }
+            self.finish_room(key);
         }
     }
 }

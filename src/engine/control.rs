@@ -17,6 +17,7 @@ use crate::auth::Grants;
 use crate::error::SignalError;
 use crate::id::ParticipantId;
 use crate::room::JoinSnapshot;
+use crate::webhook::{EventKind, TrackRef, WebhookEvent};
 
 impl Shard {
     pub(super) fn command(&mut self, cmd: Command, now: Instant) {
@@ -116,6 +117,9 @@ impl Shard {
                 self.room_keys.insert(room.clone(), key);
                 let host = RoomHost::new(room.clone(), self.settings.max_participants);
                 self.rooms.insert(key, host);
+                self.settings
+                    .webhooks
+                    .emit(WebhookEvent::room(EventKind::RoomStarted, &room));
                 key
             }
         };
@@ -149,6 +153,12 @@ impl Shard {
                 touch(&mut self.touched, &mut peer);
                 self.peers.insert(id, peer);
                 info!(participant = %id, room = %room, name = %name, "joined");
+                self.settings.webhooks.emit(WebhookEvent::participant(
+                    EventKind::ParticipantJoined,
+                    &room,
+                    id,
+                    &name,
+                ));
                 let _ = reply.send(Ok(snapshot));
                 self.drain_room_outputs(key, now);
             }
@@ -226,6 +236,28 @@ impl Shard {
         let _ = peer.events.try_send(PeerOutput::Closed(why));
         let key = peer.room;
         if let Some(host) = self.rooms.get_mut(&key) {
+            // Its tracks go with it (rtc reports no track closing for a closed connection).
+            let tracks: Vec<_> = host
+                .tracks
+                .values()
+                .filter(|d| d.info.participant_id == id)
+                .map(|d| d.info.clone())
+                .collect();
+            for t in tracks {
+                host.tracks.remove(&t.track_id);
+                let track = TrackRef {
+                    track_id: t.track_id,
+                    participant_id: id,
+                    kind: t.kind,
+                };
+                let event = WebhookEvent::track(EventKind::TrackUnpublished, &host.name, track);
+                self.settings.webhooks.emit(event);
+            }
+            if let Some(p) = host.room.participants().find(|p| p.id == id) {
+                let event =
+                    WebhookEvent::participant(EventKind::ParticipantLeft, &host.name, id, &p.name);
+                self.settings.webhooks.emit(event);
+            }
             host.room.leave(id);
         }
         self.drain_room_outputs(key, now);
@@ -243,8 +275,16 @@ impl Shard {
             host.empty_since.get_or_insert(now);
             return;
         }
+        self.finish_room(key);
+    }
+
+    /// Removes a room (empty by now) and says so.
+    pub(super) fn finish_room(&mut self, key: crate::engine::peer::RoomKey) {
         if let Some(host) = self.rooms.remove(&key) {
             self.room_keys.remove(&host.name);
+            self.settings
+                .webhooks
+                .emit(WebhookEvent::room(EventKind::RoomFinished, &host.name));
         }
     }
 }

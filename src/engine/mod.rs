@@ -223,6 +223,7 @@ impl Engine {
         media: &MediaConfig,
         max_participants: usize,
         metrics: Arc<Metrics>,
+        webhooks: crate::webhook::WebhookSink,
     ) -> std::io::Result<Engine> {
         let ids = Arc::new(Ids::default());
         let mut shards = Vec::new();
@@ -240,6 +241,7 @@ impl Engine {
                 srtp: media.srtp,
                 bwe: media.bwe,
                 max_participants,
+                webhooks: webhooks.clone(),
             };
             shard::spawn(settings, rx, ids.clone(), metrics.clone())?;
             shards.push(ShardHandle { commands: tx });

@@ -24,6 +24,7 @@ use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
 use crate::room::rewrite::FORWARDED_EXTENSIONS;
 use crate::room::{Codec, Output, Room, RtpIn, TrackInfo};
+use crate::webhook::{EventKind, TrackRef, WebhookEvent};
 
 /// Counted per forwarded packet for the bitrate figure (extensions left out).
 const RTP_HEADER_BYTES: u64 = 12;
@@ -338,6 +339,15 @@ impl Shard {
             .is_ok()
         {
             host.tracks.insert(track_id, desc);
+            self.settings.webhooks.emit(WebhookEvent::track(
+                EventKind::TrackPublished,
+                &host.name,
+                TrackRef {
+                    track_id,
+                    participant_id: id,
+                    kind,
+                },
+            ));
         }
         self.drain_room_outputs(key, now);
     }
@@ -352,7 +362,17 @@ impl Shard {
         let key = peer.room;
         if let Some(host) = self.rooms.get_mut(&key) {
             host.room.unpublish(published.track);
-            host.tracks.remove(&published.track);
+            if let Some(desc) = host.tracks.remove(&published.track) {
+                self.settings.webhooks.emit(WebhookEvent::track(
+                    EventKind::TrackUnpublished,
+                    &host.name,
+                    TrackRef {
+                        track_id: published.track,
+                        participant_id: id,
+                        kind: desc.info.kind,
+                    },
+                ));
+            }
         }
         self.drain_room_outputs(key, now);
     }

@@ -59,6 +59,8 @@ pub struct ShardSettings {
     /// Stamp transport-cc and estimate each subscriber's downlink.
     pub bwe: bool,
     pub max_participants: usize,
+    /// Where room, participant and track events go.
+    pub webhooks: crate::webhook::WebhookSink,
 }
 
 /// Binds the shard's socket and starts its thread; fails when the socket cannot be bound.

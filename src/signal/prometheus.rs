@@ -44,6 +44,11 @@ struct Cause {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: &'static str,
 }
@@ -226,6 +231,16 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
         "Layer on/off messages sent to publishers",
         m.dynacast_updates,
     );
+
+    let hooks = Family::<Outcome, Counter>::default();
+    for (outcome, n) in [
+        ("sent", m.webhooks_sent),
+        ("failed", m.webhooks_failed),
+        ("dropped", m.webhooks_dropped),
+    ] {
+        hooks.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+    r.register("webhooks", "Webhook deliveries by outcome", hooks);
 
     // Downlinks: loss as subscribers report it, and how many are held below what they want.
     let downlinks: Vec<_> = shards.iter().flat_map(|s| &s.downlinks).collect();

@@ -1,0 +1,137 @@
+//! Webhooks from a real server to receivers on 127.0.0.1: every event of a room's life
+//! (started, joined, published, unpublished, left, finished), in order, with signatures
+//! checked against the API secret; and a dead receiver and a stalled one next to a good
+//! one: the room is not slowed, the good receiver still gets everything, failures are
+//! counted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::hooks::{events_of, receiver};
+use common::{client, start_server_with, wait_until};
+use serde_json::Value;
+use switchyard::auth::{claims_for, Grants, KeySet};
+use switchyard::synthetic::http;
+use tokio::net::TcpListener;
+
+const KEY: &str = "APIhooks";
+const SECRET: &str = "a webhook test secret of 32+ bytes!";
+
+/// A receiver that accepts connections and never answers.
+async fn stalled_receiver() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..1000 {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            held.push(s);
+        }
+    });
+    url
+}
+
+fn token(identity: &str, room: &str) -> String {
+    let grants = Grants {
+        room: Some(room.into()),
+        ..Grants::default()
+    };
+    let claims = claims_for(KEY, identity, None, Duration::from_secs(600), grants);
+    KeySet::new(&[(KEY.into(), SECRET.into())])
+        .issue(KEY, &claims)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_life_arrives_signed_and_in_order_and_dead_receivers_slow_nothing() {
+    let (good, got) = receiver(SECRET).await;
+    // A port nothing listens on, and one that never answers.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/", l.local_addr().unwrap())
+    };
+    let stalled = stalled_receiver().await;
+    let server = start_server_with(|c| {
+        c.api_keys = vec![(KEY.into(), SECRET.into())];
+        c.webhooks = vec![dead.clone(), stalled.clone(), good.clone()];
+    })
+    .await;
+
+    // Joining is not slowed by the receivers that fail.
+    let started = Instant::now();
+    let ada = client::join_token(&server.ws, &token("ada", "hooked")).await;
+    let bob = client::join_token(&server.ws, &token("bob", "hooked")).await;
+    let joined_in = started.elapsed();
+    assert!(wait_until(20, || ada.shared.packets_from(&bob.id, "video") > 50).await);
+    eprintln!("two joined in {joined_in:?}");
+    assert!(
+        joined_in < Duration::from_secs(5),
+        "joining took {joined_in:?}"
+    );
+
+    // Bob leaves; then Ada; the room finishes.
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(ada);
+
+    // The failing receivers retry on their own: the good one gets everything at once.
+    let expected_last = "room_finished";
+    let arrived = wait_until(15, || {
+        events_of(&got, "hooked").last().map(String::as_str) == Some(expected_last)
+    })
+    .await;
+    let events = events_of(&got, "hooked");
+    assert!(arrived, "events so far: {events:?}");
+    eprintln!("events: {events:?}");
+    assert_eq!(events.first().map(String::as_str), Some("room_started"));
+    let position = |e: &str| events.iter().position(|x| x == e).unwrap_or(usize::MAX);
+    assert!(position("participant_joined") < position("track_published"));
+    assert!(position("track_published") < position("track_unpublished"));
+    assert!(position("track_unpublished") < position("participant_left"));
+    assert_eq!(
+        events.iter().filter(|e| *e == "participant_joined").count(),
+        2
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "participant_left").count(),
+        2
+    );
+    assert_eq!(events.iter().filter(|e| *e == "track_published").count(), 4);
+    assert!(
+        got.lock().unwrap().iter().all(|(_, signed)| *signed),
+        "every signature checks out"
+    );
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{KEY}:{SECRET}")
+        )
+    );
+    // The dead receiver gives up on an event after 3.5 s of retries; the room did not wait.
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = http::call(
+            &format!("{}/api/stats", server.http),
+            "GET",
+            None,
+            Some(&auth),
+        )
+        .await
+        .unwrap()
+        .1;
+        if stats["webhooks_failed"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "webhooks sent {} failed {} dropped {}",
+        stats["webhooks_sent"], stats["webhooks_failed"], stats["webhooks_dropped"]
+    );
+    assert!(stats["webhooks_failed"].as_u64() >= Some(1), "{stats}");
+    assert!(stats["webhooks_sent"].as_u64() >= Some(events.len() as u64));
+}
