@@ -9,7 +9,6 @@ use super::shard::Shard;
 use super::{PeerOutput, RoomSummary};
 use crate::auth::Grants;
 use crate::id::{MediaKind, ParticipantId};
-use crate::webhook::{EventKind, WebhookEvent};
 
 #[derive(Debug)]
 pub enum AdminOp {
@@ -54,19 +53,7 @@ impl Shard {
             empty_timeout,
         } = op
         {
-            let key = match self.room_keys.get(room) {
-                Some(k) => *k,
-                None => {
-                    let key = self.next_room_key();
-                    self.room_keys.insert(room.to_string(), key);
-                    let host = RoomHost::new(room.to_string(), self.settings.max_participants);
-                    self.rooms.insert(key, host);
-                    self.settings
-                        .webhooks
-                        .emit(WebhookEvent::room(EventKind::RoomStarted, room));
-                    key
-                }
-            };
+            let key = self.open_room(room);
             let host = self.rooms.get_mut(&key).expect("inserted above");
             if let Some(max) = max_participants {
                 host.room.set_max_participants(max);

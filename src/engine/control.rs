@@ -110,19 +110,7 @@ impl Shard {
         reply: oneshot::Sender<Result<JoinSnapshot, SignalError>>,
         now: Instant,
     ) {
-        let key = match self.room_keys.get(&room) {
-            Some(k) => *k,
-            None => {
-                let key = self.next_room_key();
-                self.room_keys.insert(room.clone(), key);
-                let host = RoomHost::new(room.clone(), self.settings.max_participants);
-                self.rooms.insert(key, host);
-                self.settings
-                    .webhooks
-                    .emit(WebhookEvent::room(EventKind::RoomStarted, &room));
-                key
-            }
-        };
+        let key = self.open_room(&room);
         let credentials = Credentials::random();
         let retransmit_budget = RetransmitBudget::default();
         let result = server_peer(
@@ -276,6 +264,21 @@ impl Shard {
             return;
         }
         self.finish_room(key);
+    }
+
+    /// The room called `name` on this shard, opened (and announced) if it was not.
+    pub(super) fn open_room(&mut self, name: &str) -> crate::engine::peer::RoomKey {
+        if let Some(key) = self.room_keys.get(name) {
+            return *key;
+        }
+        let key = self.next_room_key();
+        self.room_keys.insert(name.to_string(), key);
+        let host = RoomHost::new(name.to_string(), self.settings.max_participants);
+        self.rooms.insert(key, host);
+        self.settings
+            .webhooks
+            .emit(WebhookEvent::room(EventKind::RoomStarted, name));
+        key
     }
 
     /// Removes a room (empty by now) and says so.
