@@ -2,6 +2,10 @@
 // RTCPeerConnection per "session"; a reconnect throws both away and joins again, so
 // no state from a broken connection can leak into the next one.
 
+import {
+  canChooseSpeaker, fillPicker, levelMeter, listDevices, loadPrefs, openStream, savePrefs, switchDevice,
+} from './devices.js';
+
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_MAX = 64;
 // Tests may shorten the backoff (window.SWITCHYARD_RETRY_DELAYS_MS) to see "failed" quickly.
@@ -43,7 +47,17 @@ const ui = {
   notice: $('notice'), serverError: $('server-error'), serverErrorText: $('server-error-text'),
   connState: $('conn-state'), roomLabel: $('room-label'),
   mic: $('mic-button'), cam: $('cam-button'), sound: $('sound-button'), leave: $('leave-button'),
+  preview: $('preview'), micLevel: $('mic-level'), prejoinCamera: $('prejoin-camera'), prejoinMic: $('prejoin-mic'),
+  prejoinSpeaker: $('prejoin-speaker'), prejoinSpeakerLabel: $('prejoin-speaker-label'),
+  joinMuted: $('join-muted'), joinCameraOff: $('join-camera-off'),
+  cameraSelect: $('camera-select'), micSelect: $('mic-select'),
 };
+
+// The devices chosen last time, and how to join (muted, camera off).
+const prefs = loadPrefs();
+let preview = null; // the pre-join screen's {stream, stopMeter} while it shows
+let previewGeneration = 0; // a newer startPreview (or a join) makes an older one give up
+let offersSent = 0; // for tests: switching a device must not renegotiate
 
 let localStream = null;
 let meeting = null; // from Join until Leave / final failure: {room, name, audioMuted, videoMuted, attempt, retryTimer}
@@ -77,6 +91,7 @@ function showForm() {
   ui.meetingView.hidden = true;
   ui.joinView.hidden = false;
   ui.roomLabel.textContent = '';
+  startPreview();
 }
 
 function validate(room, name) {
@@ -96,9 +111,14 @@ async function startMeeting(room, name, token = null) {
   showNotice('');
   ui.serverError.hidden = true;
   ui.formError.hidden = true;
-  localStream = await getLocalMedia();
+  // The pre-join preview's stream becomes the meeting's (no second camera prompt).
+  localStream = preview?.stream ?? await getLocalMedia();
+  stopPreview(false);
   if (!localStream) return; // getLocalMedia already said why
-  meeting = { room, name, token, audioMuted: false, videoMuted: false, attempt: 0, retryTimer: null };
+  meeting = { room, name, token, audioMuted: !!prefs.joinMuted, videoMuted: !!prefs.joinCameraOff,
+    attempt: 0, retryTimer: null };
+  for (const t of localStream.getTracks()) t.enabled = !(t.kind === 'audio' ? meeting.audioMuted : meeting.videoMuted);
+  fillMeetingPickers();
   ui.joinView.hidden = true;
   ui.meetingView.hidden = false;
   ui.roomLabel.textContent = room;
@@ -111,9 +131,7 @@ async function startMeeting(room, name, token = null) {
 async function getLocalMedia() {
   if (!navigator.mediaDevices?.getUserMedia) return showNotice(MSG.insecure), null;
   try {
-    // 640x480 keeps three simulcast layers affordable when several pages share a machine.
-    return await navigator.mediaDevices.getUserMedia({ audio: true,
-      video: { width: { ideal: 640 }, height: { ideal: 480 } } });
+    return await openStream(prefs);
   } catch (err) {
     console.warn('getUserMedia failed', err);
     const byName = { NotAllowedError: MSG.denied, SecurityError: MSG.denied, NotFoundError: MSG.noDevice,
@@ -294,7 +312,7 @@ function offerIfNeeded(s) {
   s.offering = (async () => {
     await pc.setLocalDescription();
     const { type, sdp } = pc.localDescription;
-    if (s === session) send(s, { type, sdp });
+    if (s === session) { send(s, { type, sdp }); offersSent++; }
   })()
     .catch((err) => console.warn('creating offer failed', err))
     .finally(() => { s.offering = null; });
@@ -427,6 +445,8 @@ function makeTile(name, kind) {
   const video = document.createElement('video');
   video.autoplay = true;
   video.playsInline = true;
+  // The speaker chosen before joining, where the browser lets a page choose.
+  if (kind === 'remote' && prefs.speakerId && canChooseSpeaker()) video.setSinkId(prefs.speakerId).catch(() => {});
   const placeholder = document.createElement('div');
   placeholder.className = 'placeholder';
   const avatar = document.createElement('span');
@@ -766,6 +786,8 @@ window.addEventListener('pagehide', () => session && send(session, { type: 'leav
 
 window.switchyard = {
   get pc() { return session?.pc ?? null; },
+  // Offers this page has sent (switching a device must not add one).
+  get offersSent() { return offersSent; },
   get state() { return connState; },
   get participantId() { return meeting?.participantId ?? null; },
   remoteTileCount() { return ui.grid.querySelectorAll('.tile.remote').length; },
@@ -800,7 +822,72 @@ function readToken(token) {
   }
 }
 
+// ---------- devices: the pre-join screen and switching in the meeting ----------
+
+// Shows the camera preview, the microphone level and the device pickers on the join form.
+async function startPreview() {
+  stopPreview(true);
+  const generation = ++previewGeneration;
+  const stream = await getLocalMedia();
+  if (!stream) return;
+  if (generation !== previewGeneration || meeting) {
+    stream.getTracks().forEach((t) => t.stop()); // joined, or asked again, meanwhile
+    return;
+  }
+  const stopMeter = levelMeter(stream, (level) => { ui.micLevel.value = level; });
+  preview = { stream, stopMeter };
+  ui.preview.srcObject = stream;
+  const track = (kind) => stream.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
+  prefs.cameraId = track('video') ?? prefs.cameraId;
+  prefs.micId = track('audio') ?? prefs.micId;
+  const devices = await listDevices();
+  fillPicker(ui.prejoinCamera, devices.cameras, prefs.cameraId);
+  fillPicker(ui.prejoinMic, devices.mics, prefs.micId);
+  ui.prejoinSpeakerLabel.hidden = !canChooseSpeaker() || devices.speakers.length === 0;
+  fillPicker(ui.prejoinSpeaker, devices.speakers, prefs.speakerId);
+}
+
+// `stopTracks`: false when the meeting takes the stream over.
+function stopPreview(stopTracks) {
+  previewGeneration++;
+  if (!preview) return;
+  preview.stopMeter();
+  if (stopTracks) preview.stream.getTracks().forEach((t) => t.stop());
+  ui.preview.srcObject = null;
+  preview = null;
+}
+
+async function fillMeetingPickers() {
+  const devices = await listDevices().catch(() => null);
+  if (!devices) return;
+  const current = (kind) => localStream?.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
+  fillPicker(ui.cameraSelect, devices.cameras, current('video'));
+  fillPicker(ui.micSelect, devices.mics, current('audio'));
+}
+
+// In the meeting: a new camera or microphone by replaceTrack, no renegotiation.
+async function changeDevice(kind, deviceId) {
+  if (!localStream) return;
+  try {
+    await switchDevice(session?.pc, localStream, kind, deviceId);
+    prefs[kind === 'video' ? 'cameraId' : 'micId'] = deviceId;
+    savePrefs(prefs);
+  } catch (err) {
+    showNotice(`Could not switch the ${kind === 'video' ? 'camera' : 'microphone'}: ${err?.message ?? err}`);
+  }
+}
+
+ui.prejoinCamera.addEventListener('change', () => { prefs.cameraId = ui.prejoinCamera.value; savePrefs(prefs); startPreview(); });
+ui.prejoinMic.addEventListener('change', () => { prefs.micId = ui.prejoinMic.value; savePrefs(prefs); startPreview(); });
+ui.prejoinSpeaker.addEventListener('change', () => { prefs.speakerId = ui.prejoinSpeaker.value; savePrefs(prefs); });
+ui.joinMuted.addEventListener('change', () => { prefs.joinMuted = ui.joinMuted.checked; savePrefs(prefs); });
+ui.joinCameraOff.addEventListener('change', () => { prefs.joinCameraOff = ui.joinCameraOff.checked; savePrefs(prefs); });
+ui.cameraSelect.addEventListener('change', () => changeDevice('video', ui.cameraSelect.value));
+ui.micSelect.addEventListener('change', () => changeDevice('audio', ui.micSelect.value));
+
 function init() {
+  ui.joinMuted.checked = !!prefs.joinMuted;
+  ui.joinCameraOff.checked = !!prefs.joinCameraOff;
   const params = new URLSearchParams(location.search);
   const token = params.get('token');
   if (token) {
@@ -821,8 +908,10 @@ function init() {
       ui.formError.hidden = false;
     } else {
       startMeeting(room, name);
+      return;
     }
   }
+  startPreview();
 }
 
 init();

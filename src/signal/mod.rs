@@ -30,6 +30,7 @@ pub struct AppState {
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
+const DEVICES_JS: &str = include_str!("../../web/devices.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -38,6 +39,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/devices.js",
+            get(|| async { asset("text/javascript; charset=utf-8", DEVICES_JS) }),
         )
         .route(
             "/style.css",
