@@ -5,6 +5,9 @@
 import {
   canChooseSpeaker, fillPicker, levelMeter, listDevices, loadPrefs, openStream, savePrefs, switchDevice,
 } from './devices.js';
+import { applyLayout, spotlightOf } from './layout.js';
+import { inviteLink, renderPeople } from './people.js';
+import { qualityByTrack } from './quality.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_MAX = 64;
@@ -51,7 +54,13 @@ const ui = {
   prejoinSpeaker: $('prejoin-speaker'), prejoinSpeakerLabel: $('prejoin-speaker-label'),
   joinMuted: $('join-muted'), joinCameraOff: $('join-camera-off'),
   cameraSelect: $('camera-select'), micSelect: $('mic-select'),
+  layoutButton: $('layout-button'), peopleButton: $('people-button'), inviteButton: $('invite-button'),
+  people: $('people'), peopleList: $('people-list'),
 };
+
+let layoutMode = 'grid'; // or 'speaker'
+// How often each received video's connection-quality hint is refreshed.
+const QUALITY_INTERVAL_MS = 2000;
 
 // The devices chosen last time, and how to join (muted, camera off).
 const prefs = loadPrefs();
@@ -119,6 +128,7 @@ async function startMeeting(room, name, token = null) {
     attempt: 0, retryTimer: null };
   for (const t of localStream.getTracks()) t.enabled = !(t.kind === 'audio' ? meeting.audioMuted : meeting.videoMuted);
   fillMeetingPickers();
+  ui.inviteButton.hidden = !!token; // a token joins one person: an invite needs a token of its own
   ui.joinView.hidden = true;
   ui.meetingView.hidden = false;
   ui.roomLabel.textContent = room;
@@ -190,8 +200,9 @@ async function handleMessage(s, msg) {
     case 'participant_left': return removeRemoteTile(msg.participant_id);
     case 'track_unpublished': return onTrackUnpublished(msg.participant_id, msg.track_id);
     case 'mute':
-      if (msg.participant_id !== meeting.participantId) setTileMuted(tiles.get(msg.participant_id)?.el, msg.kind, msg.muted);
-      return;
+      if (msg.participant_id === meeting.participantId) return onMutedByServer(msg.kind, msg.muted);
+      setTileMuted(tiles.get(msg.participant_id)?.el, msg.kind, msg.muted);
+      return refreshRoomViews();
     case 'error': return onServerError(s, msg);
     case 'layers': return onLayers(s, msg);
     case 'speakers': return onSpeakers(msg.participant_ids);
@@ -505,6 +516,7 @@ function ensureRemoteTile(p) {
   }
   if ('audio_muted' in p) setTileMuted(tile.el, 'audio', p.audio_muted);
   if ('video_muted' in p) setTileMuted(tile.el, 'video', p.video_muted);
+  refreshRoomViews();
   return tile;
 }
 
@@ -517,6 +529,7 @@ function removeRemoteTile(id) {
   tile.el.remove();
   tiles.delete(id);
   updateGrid();
+  refreshRoomViews();
 }
 
 // The server sends each publisher's tracks in a stream whose id is the participant id,
@@ -673,6 +686,7 @@ function onSpeakers(ids) {
     if (recentSpeakers.length > 64) recentSpeakers.pop();
     orderTiles();
   }
+  refreshRoomViews();
 }
 
 // The local tile stays first; remote tiles follow, recent dominant speakers first, the
@@ -750,7 +764,71 @@ function toggle(kind) {
   for (const t of localStream.getTracks()) if (t.kind === kind) t.enabled = !meeting[key];
   if (session?.joined) send(session, { type: 'mute', kind, muted: meeting[key] });
   updateControls();
+  refreshRoomViews();
 }
+
+// An administrator muted (or unmuted) us: the server stopped forwarding; show it.
+function onMutedByServer(kind, muted) {
+  const key = kind === 'audio' ? 'audioMuted' : 'videoMuted';
+  meeting[key] = muted;
+  for (const t of localStream?.getTracks() ?? []) if (t.kind === kind) t.enabled = !muted;
+  updateControls();
+  refreshRoomViews();
+}
+
+// ---------- layout, people, invite, quality ----------
+
+// The layout's spotlight and the participant list follow every change in the room.
+function refreshRoomViews() {
+  if (!meeting) return;
+  applyLayout(ui.grid, layoutMode, spotlightOf(speakers, recentSpeakers, [...tiles.keys()]));
+  ui.layoutButton.textContent = layoutMode === 'grid' ? 'Speaker view' : 'Grid view';
+  ui.layoutButton.setAttribute('aria-pressed', String(layoutMode === 'speaker'));
+  if (ui.people.hidden) return;
+  const people = [{ name: meeting.name, audioMuted: meeting.audioMuted, videoMuted: meeting.videoMuted, you: true }];
+  for (const t of tiles.values()) {
+    people.push({ name: t.el.querySelector('.name').textContent, audioMuted: t.el.dataset.audioMuted === 'true',
+      videoMuted: t.el.dataset.videoMuted === 'true' });
+  }
+  renderPeople(ui.peopleList, people);
+}
+
+async function copyInvite() {
+  if (!meeting) return;
+  const link = inviteLink(meeting.room);
+  try {
+    await navigator.clipboard.writeText(link);
+    showNotice(`Invite link copied: ${link}`);
+  } catch {
+    showNotice(`Invite link: ${link}`); // no clipboard access: show it to copy by hand
+  }
+}
+
+// Each received video's tile gets data-quality (good/fair/poor) and a tooltip with the figures.
+async function refreshQuality() {
+  const pc = session?.pc;
+  if (!pc || !meeting) return;
+  const byTrack = await qualityByTrack(pc).catch(() => new Map());
+  for (const tile of tiles.values()) {
+    const video = tile.stream.getVideoTracks()[0];
+    const q = video && byTrack.get(video.id);
+    if (!q) continue;
+    tile.el.dataset.quality = q.level;
+    const badge = tile.el.querySelector('.quality') ?? tile.el.appendChild(Object.assign(document.createElement('span'), { className: 'quality' }));
+    badge.textContent = q.level;
+    badge.title = `loss ${(q.loss * 100).toFixed(1)} %, jitter ${q.jitterMs.toFixed(0)} ms` +
+      (q.rttMs == null ? '' : `, round trip ${q.rttMs.toFixed(0)} ms`);
+  }
+}
+setInterval(refreshQuality, QUALITY_INTERVAL_MS);
+
+ui.layoutButton.addEventListener('click', () => { layoutMode = layoutMode === 'grid' ? 'speaker' : 'grid'; refreshRoomViews(); });
+ui.peopleButton.addEventListener('click', () => {
+  ui.people.hidden = !ui.people.hidden;
+  ui.peopleButton.setAttribute('aria-expanded', String(!ui.people.hidden));
+  refreshRoomViews();
+});
+ui.inviteButton.addEventListener('click', copyInvite);
 
 function updateControls() {
   const local = ui.grid.querySelector('.tile.local');
@@ -786,6 +864,7 @@ window.addEventListener('pagehide', () => session && send(session, { type: 'leav
 
 window.switchyard = {
   get pc() { return session?.pc ?? null; },
+  get layout() { return layoutMode; },
   // Offers this page has sent (switching a device must not add one).
   get offersSent() { return offersSent; },
   get state() { return connState; },

@@ -30,7 +30,13 @@ pub struct AppState {
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
-const DEVICES_JS: &str = include_str!("../../web/devices.js");
+/// The web client's ES modules besides app.js, by path.
+const MODULES: [(&str, &str); 4] = [
+    ("/devices.js", include_str!("../../web/devices.js")),
+    ("/layout.js", include_str!("../../web/layout.js")),
+    ("/people.js", include_str!("../../web/people.js")),
+    ("/quality.js", include_str!("../../web/quality.js")),
+];
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -39,10 +45,6 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/devices.js",
-            get(|| async { asset("text/javascript; charset=utf-8", DEVICES_JS) }),
         )
         .route(
             "/style.css",
@@ -55,7 +57,17 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/metrics", get(prometheus::metrics))
         .route("/ws", get(websocket))
         .merge(admin::routes())
+        .merge(web_modules())
         .with_state(app)
+}
+
+fn web_modules() -> Router<Arc<AppState>> {
+    MODULES.iter().fold(Router::new(), |router, (path, body)| {
+        router.route(
+            path,
+            get(move || async move { asset("text/javascript; charset=utf-8", body) }),
+        )
+    })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
