@@ -293,7 +293,7 @@ pub(crate) async fn connect_and_join(
     let (mut ws_tx, mut ws_rx) = ws.split();
     ws_tx
         .send(Message::text(
-            json!({"type":"join","room":room,"name":name,"token":token}).to_string(),
+            join_message(room, name, token).to_string(),
         ))
         .await
         .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
@@ -304,6 +304,16 @@ pub(crate) async fn connect_and_join(
         .to_string();
     lock(&shared.messages).push(joined);
     Ok((shared, id, ws_tx, ws_rx))
+}
+
+/// The `join` message; `token` only when there is one (a server older than tokens
+/// refuses unknown fields).
+fn join_message(room: &str, name: &str, token: Option<&str>) -> Value {
+    let mut msg = json!({"type": "join", "room": room, "name": name});
+    if let Some(token) = token {
+        msg["token"] = token.into();
+    }
+    msg
 }
 
 /// The next JSON message from the server; `None` when the socket ends. Other frames
