@@ -292,9 +292,7 @@ pub(crate) async fn connect_and_join(
         .map_err(|e| SyntheticError::Connect(format!("{ws_url}: {e}")))?;
     let (mut ws_tx, mut ws_rx) = ws.split();
     ws_tx
-        .send(Message::text(
-            join_message(room, name, token).to_string(),
-        ))
+        .send(Message::text(join_message(room, name, token).to_string()))
         .await
         .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
     let joined = wait_for_joined(&mut ws_rx).await?;
