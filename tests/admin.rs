@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::hooks::{events_of, receiver};
-use common::{client, start_server_with, wait_until};
+use common::{basic_auth, client, start_server_with, wait_until};
 use serde_json::{json, Value};
 use switchyard::auth::{claims_for, Grants, KeySet};
 use switchyard::synthetic::http;
@@ -31,11 +31,7 @@ fn member(room: &str) -> Grants {
 }
 
 fn basic() -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
-    )
+    basic_auth(KEY, SECRET)
 }
 
 async fn call(url: &str, method: &str, body: Option<Value>, auth: Option<&str>) -> (u16, Value) {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, start_server_with, wait_until, RawWs};
+use common::{basic_auth, client, start_server_with, wait_until, RawWs};
 use serde_json::json;
 use switchyard::auth::{claims_for, Claims, Grants, KeySet, Source};
 
@@ -149,13 +149,7 @@ async fn a_thousand_bad_tokens_are_refused_while_a_meeting_flows() {
     assert_eq!(refused.len(), 9, "every kind was tried: {refused:?}");
 
     // Nothing else happened: the room still holds the two, and media kept flowing.
-    let basic = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{KEY}:{SECRET}")
-        )
-    );
+    let basic = basic_auth(KEY, SECRET);
     let url = format!("{}/api/rooms/{ROOM}", server.http);
     let (_, room) = switchyard::synthetic::http::call(&url, "GET", None, Some(&basic))
         .await

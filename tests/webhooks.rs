@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::hooks::{events_of, receiver};
-use common::{client, start_server_with, wait_until};
+use common::{basic_auth, client, start_server_with, wait_until};
 use serde_json::Value;
 use switchyard::auth::{claims_for, Grants, KeySet};
 use switchyard::synthetic::http;
@@ -104,13 +104,7 @@ async fn a_rooms_life_arrives_signed_and_in_order_and_dead_receivers_slow_nothin
         got.lock().unwrap().iter().all(|(_, signed)| *signed),
         "every signature checks out"
     );
-    let auth = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{KEY}:{SECRET}")
-        )
-    );
+    let auth = basic_auth(KEY, SECRET);
     // The dead receiver gives up on an event after 3.5 s of retries; the room did not wait.
     let mut stats = Value::Null;
     for _ in 0..100 {

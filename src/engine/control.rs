@@ -17,7 +17,7 @@ use crate::auth::Grants;
 use crate::error::SignalError;
 use crate::id::ParticipantId;
 use crate::room::JoinSnapshot;
-use crate::webhook::{EventKind, TrackRef, WebhookEvent};
+use crate::webhook::{EventKind, WebhookEvent};
 
 impl Shard {
     pub(super) fn command(&mut self, cmd: Command, now: Instant) {
@@ -233,12 +233,7 @@ impl Shard {
                 .collect();
             for t in tracks {
                 host.tracks.remove(&t.track_id);
-                let track = TrackRef {
-                    track_id: t.track_id,
-                    participant_id: id,
-                    kind: t.kind,
-                };
-                let event = WebhookEvent::track(EventKind::TrackUnpublished, &host.name, track);
+                let event = WebhookEvent::for_track(EventKind::TrackUnpublished, &host.name, &t);
                 self.settings.webhooks.emit(event);
             }
             if let Some(p) = host.room.participants().find(|p| p.id == id) {

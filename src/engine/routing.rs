@@ -24,7 +24,7 @@ use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
 use crate::room::rewrite::FORWARDED_EXTENSIONS;
 use crate::room::{Codec, Output, Room, RtpIn, TrackInfo};
-use crate::webhook::{EventKind, TrackRef, WebhookEvent};
+use crate::webhook::{EventKind, WebhookEvent};
 
 /// Counted per forwarded packet for the bitrate figure (extensions left out).
 const RTP_HEADER_BYTES: u64 = 12;
@@ -338,16 +338,9 @@ impl Shard {
             .publish(id, track_id, kind, mime, layer_count, now)
             .is_ok()
         {
+            let event = WebhookEvent::for_track(EventKind::TrackPublished, &host.name, &desc.info);
+            self.settings.webhooks.emit(event);
             host.tracks.insert(track_id, desc);
-            self.settings.webhooks.emit(WebhookEvent::track(
-                EventKind::TrackPublished,
-                &host.name,
-                TrackRef {
-                    track_id,
-                    participant_id: id,
-                    kind,
-                },
-            ));
         }
         self.drain_room_outputs(key, now);
     }
@@ -363,15 +356,9 @@ impl Shard {
         if let Some(host) = self.rooms.get_mut(&key) {
             host.room.unpublish(published.track);
             if let Some(desc) = host.tracks.remove(&published.track) {
-                self.settings.webhooks.emit(WebhookEvent::track(
-                    EventKind::TrackUnpublished,
-                    &host.name,
-                    TrackRef {
-                        track_id: published.track,
-                        participant_id: id,
-                        kind: desc.info.kind,
-                    },
-                ));
+                let event =
+                    WebhookEvent::for_track(EventKind::TrackUnpublished, &host.name, &desc.info);
+                self.settings.webhooks.emit(event);
             }
         }
         self.drain_room_outputs(key, now);

@@ -76,6 +76,19 @@ impl WebhookEvent {
         }
     }
 
+    /// A track event for the track `info` describes.
+    pub fn for_track(event: EventKind, room: &str, info: &crate::room::TrackInfo) -> Self {
+        WebhookEvent::track(
+            event,
+            room,
+            TrackRef {
+                track_id: info.track_id,
+                participant_id: info.participant_id,
+                kind: info.kind,
+            },
+        )
+    }
+
     pub fn track(event: EventKind, room: &str, track: TrackRef) -> Self {
         WebhookEvent {
             track: Some(track),

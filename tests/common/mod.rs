@@ -63,6 +63,16 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     }
 }
 
+/// The `Authorization` value for an API key pair (the admin API takes it as HTTP Basic).
+pub fn basic_auth(key: &str, secret: &str) -> String {
+    use base64::Engine;
+    let pair = format!("{key}:{secret}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
 pub async fn http_get_json(url: &str) -> Value {
     switchyard::synthetic::http::get_json(url)
         .await
