@@ -46,6 +46,7 @@ impl SignalError {
             SignalError::Engine(EngineError::Negotiation(NegotiationError::Glare)) => "glare",
             SignalError::Engine(EngineError::BadCandidate(_)) => "bad_candidate",
             SignalError::Engine(EngineError::Forbidden(_)) => "forbidden",
+            SignalError::Engine(EngineError::Chat(_)) => "chat_refused",
             SignalError::Engine(EngineError::Internal(_)) => "internal",
         }
     }

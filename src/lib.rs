@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod id;
 pub mod metrics;
+pub mod rate_limit;
 pub mod room;
 pub mod server;
 pub mod signal;

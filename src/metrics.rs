@@ -48,6 +48,11 @@ pub struct Metrics {
     /// NACK resends sent, and those held back (the packet was resent moments ago).
     pub retransmissions_out: AtomicU64,
     pub retransmissions_suppressed: AtomicU64,
+    /// Chat messages relayed; refused (too long, too fast, not text); copies not sent
+    /// to a participant whose data channel was too far behind.
+    pub chat_messages: AtomicU64,
+    pub chat_refused: AtomicU64,
+    pub chat_dropped: AtomicU64,
     /// Webhook POSTs answered 2xx; events given up after every retry; events dropped
     /// because a queue was full.
     pub webhooks_sent: AtomicU64,
@@ -85,6 +90,9 @@ pub struct MetricsSnapshot {
     pub dynacast_updates: u64,
     pub retransmissions_out: u64,
     pub retransmissions_suppressed: u64,
+    pub chat_messages: u64,
+    pub chat_refused: u64,
+    pub chat_dropped: u64,
     pub webhooks_sent: u64,
     pub webhooks_failed: u64,
     pub webhooks_dropped: u64,
@@ -136,6 +144,9 @@ impl Metrics {
             dynacast_updates: self.dynacast_updates.load(Relaxed),
             retransmissions_out: self.retransmissions_out.load(Relaxed),
             retransmissions_suppressed: self.retransmissions_suppressed.load(Relaxed),
+            chat_messages: self.chat_messages.load(Relaxed),
+            chat_refused: self.chat_refused.load(Relaxed),
+            chat_dropped: self.chat_dropped.load(Relaxed),
             webhooks_sent: self.webhooks_sent.load(Relaxed),
             webhooks_failed: self.webhooks_failed.load(Relaxed),
             webhooks_dropped: self.webhooks_dropped.load(Relaxed),

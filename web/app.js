@@ -5,9 +5,11 @@
 import {
   canChooseSpeaker, fillPicker, levelMeter, listDevices, loadPrefs, openStream, savePrefs, switchDevice,
 } from './devices.js';
+import { CHAT_LABEL, createChat } from './chat.js';
 import { applyLayout, spotlightOf } from './layout.js';
 import { inviteLink, renderPeople } from './people.js';
 import { qualityByTrack } from './quality.js';
+import { pickScreen, publishScreen, screenSources, unpublishScreen } from './screen.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_MAX = 64;
@@ -16,6 +18,10 @@ const RETRY_DELAYS_MS = window.SWITCHYARD_RETRY_DELAYS_MS ?? [1000, 2000, 4000, 
 const WS_OPEN_TIMEOUT_MS = 10000;
 // A media connection that is not up by then is given up and the meeting joined again.
 const PC_CONNECT_TIMEOUT_MS = 15000;
+// A connection that went 'disconnected' gets this long to come back by itself before an
+// ICE restart; a restart that has not reconnected by the timeout ends in a full rejoin.
+const DISCONNECTED_GRACE_MS = window.SWITCHYARD_DISCONNECTED_GRACE_MS ?? 2000;
+const ICE_RESTART_TIMEOUT_MS = 15000;
 // The camera is published in three simulcast layers (160x120, 320x240, 640x480 from a
 // 640x480 capture); the server forwards each subscriber the one that fits its tile and
 // its bandwidth, and pauses layers nobody needs (`layers`, docs/signaling.md).
@@ -55,8 +61,10 @@ const ui = {
   joinMuted: $('join-muted'), joinCameraOff: $('join-camera-off'),
   cameraSelect: $('camera-select'), micSelect: $('mic-select'),
   layoutButton: $('layout-button'), peopleButton: $('people-button'), inviteButton: $('invite-button'),
-  people: $('people'), peopleList: $('people-list'),
+  people: $('people'), peopleList: $('people-list'), screenButton: $('screen-button'),
 };
+const chat = createChat({ panel: $('chat'), list: $('chat-list'), form: $('chat-form'), input: $('chat-input'),
+  button: $('chat-button'), badge: $('chat-badge'), error: $('chat-error') });
 
 let layoutMode = 'grid'; // or 'speaker'
 // How often each received video's connection-quality hint is refreshed.
@@ -67,12 +75,16 @@ const prefs = loadPrefs();
 let preview = null; // the pre-join screen's {stream, stopMeter} while it shows
 let previewGeneration = 0; // a newer startPreview (or a join) makes an older one give up
 let offersSent = 0; // for tests: switching a device must not renegotiate
+let joinsSent = 0; // for tests: an ICE restart must not join again
+const iceRestarts = []; // for tests and the curious: {ms} from restart to connected, each time
 
 let localStream = null;
 let meeting = null; // from Join until Leave / final failure: {room, name, audioMuted, videoMuted, attempt, retryTimer}
 let session = null; // the current ws + pc pair (see connect())
 let connState = 'connecting';
 const tiles = new Map(); // participant id -> remote tile {id, el, video, stream, tracks, unpublished, visible, fixedSize}
+const screens = new Map(); // server track id -> a remote screen share's tile {trackId, participantId, el, video, track, visible}
+const trackSources = new Map(); // server track id -> "camera" | "microphone" | "screen" (joined, track_published)
 let speakers = []; // the last `speakers` list: participant ids, dominant first
 const speakerHistory = []; // the last SPEAKER_HISTORY_MAX lists with their arrival time (for tests)
 const recentSpeakers = []; // participant ids, the latest dominant speaker first (grid order)
@@ -170,6 +182,7 @@ function connect() {
     clearTimeout(openTimer);
     s.opened = true;
     send(s, { type: 'join', room: meeting.room, name: meeting.name, ...(meeting.token ? { token: meeting.token } : {}) });
+    joinsSent++;
   };
   s.ws.onmessage = (ev) => {
     let msg;
@@ -198,6 +211,7 @@ async function handleMessage(s, msg) {
     case 'candidate': return onRemoteCandidate(s, msg.candidate);
     case 'participant_joined': return ensureRemoteTile(msg.participant);
     case 'participant_left': return removeRemoteTile(msg.participant_id);
+    case 'track_published': return void noteTrack(msg.track);
     case 'track_unpublished': return onTrackUnpublished(msg.participant_id, msg.track_id);
     case 'mute':
       if (msg.participant_id === meeting.participantId) return onMutedByServer(msg.kind, msg.muted);
@@ -207,12 +221,13 @@ async function handleMessage(s, msg) {
     case 'layers': return onLayers(s, msg);
     case 'speakers': return onSpeakers(msg.participant_ids);
     case 'removed': return onRemoved(msg.reason);
-    case 'track_published': case 'left': return; // tracks arrive via ontrack; `left` acks our leave
+    case 'left': return; // acks our leave
     default: console.warn('unknown message', msg); // a newer server: ignore what we do not know
   }
 }
 
 function onServerError(s, msg) {
+  if (msg.code === 'chat_refused') return chat.showError(msg.message); // shown where it was typed
   showServerError(msg.code, msg.message);
   if (s.joined) return;
   // A refused join (name taken, room full, bad name) will not get better by retrying.
@@ -230,6 +245,7 @@ function onJoined(s, msg) {
   if (local) local.dataset.participantId = msg.participant_id;
   showNotice('');
   for (const p of msg.participants) ensureRemoteTile(p);
+  for (const t of msg.tracks ?? []) noteTrack(t);
   s.pc = createPeerConnection(s, msg.ice_servers ?? []);
   s.connectTimer = setTimeout(() => {
     if (s.pc.connectionState === 'connected') return;
@@ -247,6 +263,10 @@ function onJoined(s, msg) {
 function createPeerConnection(s, iceServers) {
   const pc = new RTCPeerConnection({ iceServers });
   for (const track of localStream.getTracks()) addLocalTrack(pc, track);
+  // A screen shared before a rejoin goes on being shared.
+  if (meeting.screen) meeting.screen.transceiver = publishScreen(pc, meeting.screen.track, meeting.screen.stream);
+  // Created before the first offer, so the offer carries the SCTP m-section.
+  chat.attach(pc.createDataChannel(CHAT_LABEL), true);
   pc.onnegotiationneeded = () => {
     s.negotiationNeeded = true;
     offerIfNeeded(s);
@@ -262,16 +282,42 @@ function createPeerConnection(s, iceServers) {
     const st = pc.connectionState;
     if (st === 'connected') {
       clearTimeout(s.connectTimer);
+      clearTimeout(s.graceTimer);
       meeting.attempt = 0; // a healthy connection earns a fresh set of retries
       showNotice('');
       setConnState('connected');
+      if (s.restart) {
+        clearTimeout(s.restart.timer);
+        iceRestarts.push({ ms: Math.round(performance.now() - s.restart.startedAt) });
+        console.info(`ICE restart reconnected in ${iceRestarts.at(-1).ms} ms`);
+        s.restart = null;
+      }
     } else if (st === 'disconnected') {
-      setConnState('reconnecting'); // ICE often recovers by itself; wait for 'failed'
+      // ICE often recovers by itself from a blip; if not, restart it on this connection.
+      setConnState('reconnecting');
+      clearTimeout(s.graceTimer);
+      s.graceTimer = setTimeout(() => pc.connectionState !== 'connected' && restartIce(s), DISCONNECTED_GRACE_MS);
     } else if (st === 'failed') {
-      connectionLost(s); // the server drops us too; join again from scratch
+      setConnState('reconnecting');
+      restartIce(s);
     }
   };
   return pc;
+}
+
+// The media path broke but signaling still works: new ICE credentials on the same
+// connection (the server's demux follows its new ufrag), keeping our participant, tiles,
+// subscriptions and chat. Without signaling, or if it does not reconnect in time, the
+// meeting is joined again from scratch.
+function restartIce(s) {
+  if (s !== session || s.restart) return;
+  if (!s.joined || s.ws.readyState !== WebSocket.OPEN) return connectionLost(s);
+  console.info('media path lost; restarting ICE');
+  s.restart = { startedAt: performance.now(), offered: false, timer: setTimeout(() => {
+    if (s === session && s.pc.connectionState !== 'connected') connectionLost(s);
+  }, ICE_RESTART_TIMEOUT_MS) };
+  s.pc.restartIce();
+  offerIfNeeded(s);
 }
 
 // Video goes out as simulcast layers; a browser that refuses the encodings sends one.
@@ -318,12 +364,15 @@ async function onLayers(s, msg) {
 function offerIfNeeded(s) {
   const pc = s.pc;
   if (!pc || s.offering || pc.signalingState !== 'stable' || s !== session) return;
-  if (!s.negotiationNeeded && !unpublishedLocalTracks(pc)) return;
+  const restarting = s.restart && !s.restart.offered;
+  if (!s.negotiationNeeded && !unpublishedLocalTracks(pc) && !restarting) return;
   s.negotiationNeeded = false;
+  if (s.restart) s.restart.offered = true;
   s.offering = (async () => {
     await pc.setLocalDescription();
     const { type, sdp } = pc.localDescription;
-    if (s === session) { send(s, { type, sdp }); offersSent++; }
+    const sources = screenSources(meeting?.screen?.transceiver ? [meeting.screen.transceiver] : []);
+    if (s === session) { send(s, { type, sdp, sources }); offersSent++; }
   })()
     .catch((err) => console.warn('creating offer failed', err))
     .finally(() => { s.offering = null; });
@@ -387,6 +436,8 @@ function closeSession(s) {
   if (!s) return;
   s.closing = true;
   clearTimeout(s.connectTimer);
+  clearTimeout(s.graceTimer);
+  clearTimeout(s.restart?.timer);
   clearTimeout(s.viewTimer);
   try { s.pc?.close(); } catch { /* already closed */ }
   try { s.ws.close(); } catch { /* already closed */ }
@@ -394,6 +445,8 @@ function closeSession(s) {
 
 function clearRemoteTiles() {
   for (const id of [...tiles.keys()]) removeRemoteTile(id);
+  for (const id of [...screens.keys()]) removeScreenTile(id);
+  trackSources.clear();
 }
 
 function connectionLost(s) {
@@ -431,6 +484,8 @@ function endMeeting() {
   clearRemoteTiles();
   onSpeakers([]);
   recentSpeakers.length = 0;
+  stopScreenShare();
+  chat.reset();
   localStream?.getTracks().forEach((t) => t.stop());
   localStream = null;
   ui.sound.hidden = true;
@@ -521,6 +576,7 @@ function ensureRemoteTile(p) {
 }
 
 function removeRemoteTile(id) {
+  for (const [trackId, screen] of screens) if (screen.participantId === id) removeScreenTile(trackId);
   const tile = tiles.get(id);
   if (!tile) return;
   tile.video.srcObject = null;
@@ -540,6 +596,10 @@ function removeRemoteTile(id) {
 // not used either: Chrome fires them whenever RTP pauses briefly.
 function onRemoteTrack(track, stream) {
   if (!stream) return console.warn('remote track without a stream', track.id);
+  const serverId = session?.pc ? serverTrackId(session.pc, track) : track.id;
+  // A receiver the server reuses for another track brings the same track object back.
+  for (const [id, screen] of screens) if (screen.track === track && id !== serverId) removeScreenTile(id);
+  if (trackSources.get(serverId) === 'screen') return showScreenTile(stream.id, serverId, track);
   for (const other of tiles.values()) {
     if (other.id !== stream.id && other.tracks.delete(track)) syncTile(other);
   }
@@ -552,6 +612,8 @@ function onRemoteTrack(track, stream) {
 }
 
 function onTrackUnpublished(participantId, trackId) {
+  trackSources.delete(trackId);
+  if (screens.has(trackId)) return removeScreenTile(trackId);
   const tile = tiles.get(participantId);
   if (!tile) return;
   tile.unpublished.add(trackId);
@@ -600,7 +662,7 @@ const tileObservers = {
   resize: new ResizeObserver(() => session && scheduleViews(session)),
   intersection: new IntersectionObserver((entries) => {
     for (const entry of entries) {
-      const tile = [...tiles.values()].find((t) => t.el === entry.target);
+      const tile = [...tiles.values(), ...screens.values()].find((t) => t.el === entry.target);
       if (tile) tile.visible = entry.isIntersecting;
     }
     if (session) scheduleViews(session);
@@ -635,6 +697,12 @@ function currentViews(pc) {
   const pageVisible = document.visibilityState === 'visible';
   const dpr = window.devicePixelRatio || 1;
   const out = [];
+  for (const screen of screens.values()) {
+    const box = screen.el.getBoundingClientRect();
+    const width = Math.round(box.width * dpr);
+    const height = Math.round(box.height * dpr);
+    out.push({ track_id: screen.trackId, width, height, visible: pageVisible && screen.visible && width > 0 && height > 0 });
+  }
   for (const tile of tiles.values()) {
     const track = [...tile.tracks].find((t) => t.kind === 'video' && t.readyState !== 'ended');
     if (!track) continue;
@@ -781,7 +849,11 @@ function onMutedByServer(kind, muted) {
 // The layout's spotlight and the participant list follow every change in the room.
 function refreshRoomViews() {
   if (!meeting) return;
-  applyLayout(ui.grid, layoutMode, spotlightOf(speakers, recentSpeakers, [...tiles.keys()]));
+  // A shared screen takes the spotlight (the latest, with several), cameras the strip.
+  const screen = [...screens.values()].at(-1)?.el;
+  const speaker = spotlightOf(speakers, recentSpeakers, [...tiles.keys()]);
+  applyLayout(ui.grid, screen ? 'speaker' : layoutMode, (el) => (screen ? el === screen
+    : el.classList.contains('remote') && !el.classList.contains('screen') && el.dataset.participantId === speaker));
   ui.layoutButton.textContent = layoutMode === 'grid' ? 'Speaker view' : 'Grid view';
   ui.layoutButton.setAttribute('aria-pressed', String(layoutMode === 'speaker'));
   if (ui.people.hidden) return;
@@ -829,6 +901,94 @@ ui.peopleButton.addEventListener('click', () => {
   refreshRoomViews();
 });
 ui.inviteButton.addEventListener('click', copyInvite);
+ui.screenButton.addEventListener('click', () => (meeting?.screen ? stopScreenShare() : startScreenShare()));
+
+// ---------- screen sharing ----------
+
+// What a track is, from `joined` and `track_published`. A screen that arrived before
+// its `track_published` (not the server's order, but cheap to allow) moves to its tile.
+function noteTrack(t) {
+  if (!t?.track_id) return;
+  trackSources.set(t.track_id, t.source ?? (t.kind === 'audio' ? 'microphone' : 'camera'));
+  if (t.source !== 'screen') return;
+  const tile = tiles.get(t.participant_id);
+  const track = tile && [...tile.tracks].find((x) => session?.pc && serverTrackId(session.pc, x) === t.track_id);
+  if (!track) return;
+  tile.tracks.delete(track);
+  syncTile(tile);
+  showScreenTile(t.participant_id, t.track_id, track);
+}
+
+function showScreenTile(participantId, trackId, track) {
+  removeScreenTile(trackId);
+  const owner = tiles.get(participantId);
+  const name = owner ? owner.el.querySelector('.name').textContent : participantId;
+  const { el, video } = makeTile(`${name} (screen)`, 'remote');
+  el.classList.add('screen');
+  el.dataset.participantId = participantId;
+  el.dataset.source = 'screen';
+  el.dataset.trackId = trackId;
+  const screen = { trackId, participantId, el, video, track, visible: true };
+  screens.set(trackId, screen);
+  video.muted = true; // video only
+  video.srcObject = new MediaStream([track]);
+  video.play().catch(() => {});
+  track.addEventListener('ended', () => screens.get(trackId) === screen && removeScreenTile(trackId), { once: true });
+  ui.grid.append(el);
+  tileObservers.resize.observe(el);
+  tileObservers.intersection.observe(el);
+  updateGrid();
+  refreshRoomViews();
+  if (session) scheduleViews(session);
+}
+
+function removeScreenTile(trackId) {
+  const screen = screens.get(trackId);
+  if (!screen) return;
+  screens.delete(trackId);
+  screen.video.srcObject = null;
+  tileObservers.resize.unobserve(screen.el);
+  tileObservers.intersection.unobserve(screen.el);
+  screen.el.remove();
+  updateGrid();
+  refreshRoomViews();
+}
+
+async function startScreenShare() {
+  if (!meeting || meeting.screen) return;
+  let stream;
+  try {
+    stream = await pickScreen();
+  } catch (err) {
+    return showNotice(`Cannot share the screen: ${err?.message ?? err}`);
+  }
+  const track = stream?.getVideoTracks()[0];
+  if (!track || !meeting || meeting.screen) return void stream?.getTracks().forEach((t) => t.stop());
+  const { el, video } = makeTile(`${meeting.name} (your screen)`, 'local');
+  el.classList.add('screen');
+  el.dataset.source = 'screen';
+  video.muted = true;
+  video.srcObject = stream;
+  ui.grid.append(el);
+  meeting.screen = { stream, track, el, transceiver: session?.pc ? publishScreen(session.pc, track, stream) : null };
+  // The browser's own "Stop sharing" ends the track.
+  track.addEventListener('ended', stopScreenShare, { once: true });
+  ui.screenButton.textContent = 'Stop sharing';
+  ui.screenButton.setAttribute('aria-pressed', 'true');
+  updateGrid();
+}
+
+function stopScreenShare() {
+  const screen = meeting?.screen;
+  if (!screen) return;
+  meeting.screen = null;
+  if (screen.transceiver) unpublishScreen(session?.pc, screen.transceiver);
+  screen.track.stop();
+  screen.el.remove();
+  ui.screenButton.textContent = 'Share screen';
+  ui.screenButton.setAttribute('aria-pressed', 'false');
+  updateGrid();
+}
 
 function updateControls() {
   const local = ui.grid.querySelector('.tile.local');
@@ -867,6 +1027,15 @@ window.switchyard = {
   get layout() { return layoutMode; },
   // Offers this page has sent (switching a device must not add one).
   get offersSent() { return offersSent; },
+  // Joins sent by this page, and each ICE restart's time to reconnect ({ms}).
+  get joinsSent() { return joinsSent; },
+  iceRestarts() { return iceRestarts.map((r) => ({ ...r })); },
+  chat,
+  // The remote screen shares shown: [{trackId, participantId, spotlight}].
+  screens() {
+    return [...screens.values()].map((x) => ({ trackId: x.trackId, participantId: x.participantId,
+      spotlight: x.el.classList.contains('spotlight') }));
+  },
   get state() { return connState; },
   get participantId() { return meeting?.participantId ?? null; },
   remoteTileCount() { return ui.grid.querySelectorAll('.tile.remote').length; },

@@ -9,9 +9,10 @@ export function spotlightOf(speakers, recentSpeakers, remoteIds) {
   return [...speakers, ...recentSpeakers, ...remoteIds].find((id) => present.has(id)) ?? null;
 }
 
-export function applyLayout(grid, mode, spotlightId) {
+// `isSpotlight(tileElement)`: whether that tile is the large one (speaker view only).
+export function applyLayout(grid, mode, isSpotlight) {
   grid.dataset.layout = mode;
-  for (const tile of grid.querySelectorAll('.tile.remote')) {
-    tile.classList.toggle('spotlight', mode === 'speaker' && tile.dataset.participantId === spotlightId);
+  for (const tile of grid.querySelectorAll('.tile')) {
+    tile.classList.toggle('spotlight', mode === 'speaker' && isSpotlight(tile));
   }
 }

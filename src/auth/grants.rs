@@ -11,6 +11,8 @@ use crate::id::MediaKind;
 pub enum Source {
     Camera,
     Microphone,
+    /// A shared screen, window or tab (the client names it; see `Offer.sources`).
+    Screen,
 }
 
 impl Source {
@@ -18,11 +20,12 @@ impl Source {
         match self {
             Source::Camera => "camera",
             Source::Microphone => "microphone",
+            Source::Screen => "screen",
         }
     }
 
-    /// The source a published track of `kind` comes from (screen sharing, when it
-    /// exists, will be told apart by the client).
+    /// The source a published track of `kind` comes from when the client does not name
+    /// one: its microphone or its camera.
     pub fn of(kind: MediaKind) -> Source {
         match kind {
             MediaKind::Audio => Source::Microphone,
@@ -67,10 +70,9 @@ impl Default for Grants {
 }
 
 impl Grants {
-    pub fn may_publish(&self, kind: MediaKind) -> bool {
+    pub fn may_publish(&self, source: Source) -> bool {
         self.can_publish
-            && (self.can_publish_sources.is_empty()
-                || self.can_publish_sources.contains(&Source::of(kind)))
+            && (self.can_publish_sources.is_empty() || self.can_publish_sources.contains(&source))
     }
 
     /// Whether these grants administer `room`.
@@ -109,12 +111,13 @@ mod tests {
     #[test]
     fn sources_limit_what_may_be_published() {
         let mut g = Grants::default();
-        assert!(g.may_publish(MediaKind::Audio) && g.may_publish(MediaKind::Video));
-        g.can_publish_sources = vec![Source::Microphone];
-        assert!(g.may_publish(MediaKind::Audio));
-        assert!(!g.may_publish(MediaKind::Video));
+        assert!(g.may_publish(Source::Microphone) && g.may_publish(Source::Screen));
+        g.can_publish_sources = vec![Source::Microphone, Source::Camera];
+        assert!(g.may_publish(Source::of(MediaKind::Audio)));
+        assert!(g.may_publish(Source::Camera));
+        assert!(!g.may_publish(Source::Screen));
         g.can_publish = false;
-        assert!(!g.may_publish(MediaKind::Audio));
+        assert!(!g.may_publish(Source::Microphone));
     }
 
     #[test]

@@ -107,9 +107,12 @@ impl Shard {
                     .get_mut(&participant)
                     .ok_or(AdminError::UnknownParticipant)?;
                 // Publishing revoked silences what is published of that kind (as an
-                // administrator's mute would); granted again, it is heard again.
+                // administrator's mute would); granted again, it is heard again. (By
+                // kind: a camera and a screen share are silenced together.)
                 for kind in [MediaKind::Audio, MediaKind::Video] {
-                    let (before, after) = (peer.grants.may_publish(kind), grants.may_publish(kind));
+                    let source = crate::auth::Source::of(kind);
+                    let (before, after) =
+                        (peer.grants.may_publish(source), grants.may_publish(source));
                     if before != after {
                         host.room.admin_mute(participant, kind, !after);
                     }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::distr::{Alphanumeric, SampleString};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder};
 use rtc::interceptor::{Registry, Slot};
@@ -39,23 +38,6 @@ const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
 
 /// Just below the NACK responder (4 000) on the way out, so its resends pass through.
 const RETRANSMISSION_LIMITER_SLOT: usize = 3_500;
-
-/// A connection's ICE credentials: the ufrag is how the demux finds it.
-pub struct Credentials {
-    pub ufrag: String,
-    pub pwd: String,
-}
-
-impl Credentials {
-    pub fn random() -> Credentials {
-        let mut rng = rand::rng();
-        Credentials {
-            // 16 of 62 symbols: collisions between live connections are not a concern.
-            ufrag: Alphanumeric.sample_string(&mut rng, 16),
-            pwd: Alphanumeric.sample_string(&mut rng, 32),
-        }
-    }
-}
 
 fn video_feedback() -> Vec<RTCPFeedback> {
     [
@@ -172,9 +154,10 @@ fn srtp_profiles(policy: SrtpPolicy) -> Vec<SrtpProtectionProfile> {
 }
 
 /// A server-side connection: ICE-lite on `candidate` (the shard's shared address as
-/// clients reach it), DTLS server, no gathering of its own.
+/// clients reach it), DTLS server, no gathering of its own. Its ICE credentials are
+/// rtc's random ones, new on every ICE restart: the demux learns each ufrag from the
+/// local description (`Peer::new_local_ufrag`).
 pub fn server_peer(
-    credentials: &Credentials,
     candidate: SocketAddr,
     srtp: SrtpPolicy,
     metrics: Arc<Metrics>,
@@ -194,7 +177,6 @@ pub fn server_peer(
         );
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
         // mDNS would hide the one address we serve on behind a name.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         // We answer the browser's offers, so this makes us the DTLS server, which is

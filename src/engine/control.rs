@@ -7,7 +7,7 @@ use rtc::sansio::Protocol;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::build::{server_peer, Credentials};
+use super::build::server_peer;
 use super::peer::Peer;
 use super::retransmit::RetransmitBudget;
 use super::routing::RoomHost;
@@ -30,8 +30,8 @@ impl Shard {
                 events,
                 reply,
             } => self.join(id, room, name, grants, events, reply, now),
-            Command::Offer { id, sdp } => {
-                self.on_peer(id, now, |peer| match peer.client_offer(sdp, now) {
+            Command::Offer { id, sdp, sources } => {
+                self.on_peer(id, now, |peer| match peer.client_offer(sdp, sources, now) {
                     Ok(Some(answer)) => peer.tell(PeerOutput::Answer(answer)),
                     Ok(None) => {}
                     Err(e) => peer.tell(PeerOutput::Error(e)),
@@ -111,10 +111,8 @@ impl Shard {
         now: Instant,
     ) {
         let key = self.open_room(&room);
-        let credentials = Credentials::random();
         let retransmit_budget = RetransmitBudget::default();
         let result = server_peer(
-            &credentials,
             self.candidate,
             self.settings.srtp,
             self.metrics.clone(),
@@ -137,7 +135,6 @@ impl Shard {
                 let mut peer = Peer::new(id, key, pc, events, now + FIRST_OFFER_WAIT);
                 peer.downlink.retransmit_budget = retransmit_budget;
                 peer.grants = grants;
-                self.demux.add(id, &credentials.ufrag);
                 touch(&mut self.touched, &mut peer);
                 self.peers.insert(id, peer);
                 info!(participant = %id, room = %room, name = %name, "joined");
@@ -194,6 +191,9 @@ impl Shard {
             Ok(None) => {}
             Ok(Some((sdp, closed))) => {
                 peer.tell(PeerOutput::Offer(sdp));
+                // Flushed this round: the demux must know its ufrag before the browser's
+                // first connectivity check, which may come before its answer.
+                touch(&mut self.touched, peer);
                 let key = peer.room;
                 if let Some(host) = self.rooms.get_mut(&key) {
                     for leg in closed {
@@ -242,6 +242,7 @@ impl Shard {
                 self.settings.webhooks.emit(event);
             }
             host.room.leave(id);
+            host.chat.forget(id);
         }
         self.drain_room_outputs(key, now);
         self.close_room_if_empty(key, now);

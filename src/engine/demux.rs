@@ -101,6 +101,13 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.addrs_of.entry(key).or_default();
     }
 
+    /// The connection's ufrag is now `ufrag` (an ICE restart): STUN naming the old one
+    /// no longer reaches it. The addresses it uses stay its own.
+    pub fn follow(&mut self, key: K, ufrag: &str) {
+        self.by_ufrag.retain(|_, k| *k != key);
+        self.add(key, ufrag);
+    }
+
     /// Forgets a connection: its ufrag and every address it used.
     pub fn remove(&mut self, key: K) {
         self.by_ufrag.retain(|_, k| *k != key);

@@ -22,7 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::build::{server_peer, Credentials};
+use super::build::server_peer;
 use super::demux::Demux;
 use crate::config::SrtpPolicy;
 
@@ -165,9 +165,7 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
 #[test]
 fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
     let t0 = Instant::now();
-    let creds = Credentials::random();
     let mut server = server_peer(
-        &creds,
         addr(SERVER),
         SrtpPolicy::Gcm,
         Default::default(),
@@ -181,6 +179,13 @@ fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
     server.set_remote_description(t0, offer).unwrap();
     let answer = server.create_answer(None).unwrap();
     server.set_local_description(t0, answer.clone()).unwrap();
+    let ufrag = answer
+        .sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .trim()
+        .to_string();
     client.set_remote_description(t0, answer).unwrap();
 
     let mut connected = false;
@@ -240,7 +245,7 @@ fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
     };
     let mut rng = StdRng::seed_from_u64(7);
     let mut demux = Demux::default();
-    demux.add(1u32, &creds.ufrag);
+    demux.add(1u32, &ufrag);
     let (mut routed, mut refused) = (0u64, 0u64);
     let now = Instant::now();
     for i in 0..iterations {

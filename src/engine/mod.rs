@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod build;
+mod chat;
 mod control;
 pub mod demux;
 mod downlink;
@@ -59,6 +60,8 @@ pub enum Command {
     Offer {
         id: ParticipantId,
         sdp: String,
+        /// mid -> source for what the offer publishes besides camera and microphone.
+        sources: std::collections::HashMap<String, crate::auth::Source>,
     },
     Answer {
         id: ParticipantId,
@@ -125,6 +128,9 @@ pub enum EngineError {
     /// The participant's grants do not allow it.
     #[error("{0}")]
     Forbidden(String),
+    /// A chat message (or a data channel) refused; the room carries on.
+    #[error("{0}")]
+    Chat(String),
     #[error("{0}")]
     Internal(String),
 }

@@ -4,6 +4,7 @@
 //!
 //! [`Negotiator`]: crate::room::Negotiator
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use rtc::media_stream::MediaStreamTrack;
@@ -17,6 +18,7 @@ use tracing::{debug, warn};
 
 use super::peer::{Peer, SubscribedLeg};
 use super::{EngineError, Ids};
+use crate::auth::Source;
 use crate::id::{LegId, MediaKind, TrackId};
 use crate::room::{ExtMap, LegParams, NegotiationError};
 
@@ -44,12 +46,15 @@ impl Peer {
     pub fn client_offer(
         &mut self,
         sdp: String,
+        sources: HashMap<String, Source>,
         now: Instant,
     ) -> Result<Option<String>, EngineError> {
         if let Err(NegotiationError::Glare) = self.negotiator.client_offer_received() {
             debug!("client offer ignored: server offer outstanding");
             return Ok(None);
         }
+        // Read when its tracks open, which setting this offer may do.
+        self.sources = sources;
         let result = self.answer_client_offer(sdp, now);
         self.negotiator.client_offer_done(result.is_ok());
         result.map(Some)
@@ -61,6 +66,7 @@ impl Peer {
         self.pc
             .set_local_description(now, answer.clone())
             .map_err(internal)?;
+        self.local_description_changed = true; // an ICE restart changes our ufrag
         Ok(answer.sdp)
     }
 
@@ -148,6 +154,7 @@ impl Peer {
             .create_offer(None)
             .and_then(|offer| {
                 self.pc.set_local_description(now, offer.clone())?;
+                self.local_description_changed = true;
                 Ok(offer)
             })
             .map_err(internal);

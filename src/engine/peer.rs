@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rtc::data_channel::RTCDataChannelId;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
@@ -14,7 +15,8 @@ use tokio::sync::mpsc;
 
 use super::downlink::DownlinkState;
 use super::PeerOutput;
-use crate::id::{LegId, ParticipantId, TrackId};
+use crate::auth::Source;
+use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::room::{Negotiator, TrackInfo};
 
 /// A shard's key for a room (rooms are named by strings only at the edges).
@@ -79,6 +81,15 @@ impl ExtensionMask {
     }
 }
 
+/// Where a track comes from: what the client `named` for its m-section, when that fits
+/// the track's kind (a screen is video), else its camera or microphone.
+pub fn source_of(named: Option<Source>, kind: MediaKind) -> Source {
+    match (named, kind) {
+        (Some(s @ (Source::Screen | Source::Camera)), MediaKind::Video) => s,
+        _ => Source::of(kind),
+    }
+}
+
 /// A track this participant receives: one send-only transceiver.
 pub struct SubscribedLeg {
     pub leg: LegId,
@@ -112,6 +123,15 @@ pub struct Peer {
     pub grants: crate::auth::Grants,
     /// Tracks refused for want of a publish grant (each is refused, and told, once).
     pub refused_tracks: std::collections::HashSet<String>,
+    /// What the client's last offer said its m-sections (by mid) carry; a track of a
+    /// mid not named here is its camera or microphone.
+    pub sources: HashMap<String, Source>,
+    /// Its open "chat" data channel, once the browser has opened one.
+    pub chat_channel: Option<RTCDataChannelId>,
+    /// The ICE ufrag the demux knows this connection by (it changes with an ICE restart).
+    pub ufrag: Option<String>,
+    /// A local description was set since the last look at its ufrag.
+    pub local_description_changed: bool,
 }
 
 impl Peer {
@@ -140,6 +160,10 @@ impl Peer {
             downlink: DownlinkState::default(),
             grants: crate::auth::Grants::default(),
             refused_tracks: std::collections::HashSet::new(),
+            sources: HashMap::new(),
+            chat_channel: None,
+            ufrag: None,
+            local_description_changed: false,
         }
     }
 
@@ -161,6 +185,21 @@ impl Peer {
     pub fn unsubscribe(&mut self, track: TrackId) {
         self.wanted.remove(&track);
         self.negotiator.unwant(track);
+    }
+
+    /// The ICE ufrag of the current local description, when it differs from the one
+    /// the demux knows (the first description, or an ICE restart).
+    pub fn new_local_ufrag(&mut self) -> Option<String> {
+        if !std::mem::take(&mut self.local_description_changed) {
+            return None;
+        }
+        let sdp = self.pc.local_description()?.sdp;
+        let ufrag = sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))?
+            .trim()
+            .to_string();
+        (self.ufrag.as_deref() != Some(&ufrag)).then_some(ufrag)
     }
 
     /// The published track that carries `track`, by the room's id.

@@ -16,7 +16,7 @@ use rtc::sansio::Protocol;
 use tracing::{debug, info};
 
 use super::build::AUDIO_LEVEL_URI;
-use super::peer::{ExtensionMask, Published, RoomKey, TrackDesc};
+use super::peer::{source_of, ExtensionMask, Published, RoomKey, TrackDesc};
 use super::rewrite::apply_rewrite;
 use super::shard::{touch, Shard};
 use super::{EngineError, PeerOutput};
@@ -51,6 +51,8 @@ pub struct RoomHost {
     pub empty_timeout: Option<std::time::Duration>,
     /// Since when it has been empty (with an `empty_timeout`).
     pub empty_since: Option<Instant>,
+    /// Its chat: the history and each sender's rate limit.
+    pub chat: crate::room::chat::Chat,
 }
 
 impl RoomHost {
@@ -63,6 +65,7 @@ impl RoomHost {
             forwards: Vec::with_capacity(64),
             empty_timeout: None,
             empty_since: None,
+            chat: Default::default(),
         }
     }
 }
@@ -252,6 +255,7 @@ impl Shard {
                     .then(|| t.mid().clone().unwrap_or_default())
             })
             .unwrap_or_default();
+        let named = peer.sources.get(&mid).copied();
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
             return;
         };
@@ -259,14 +263,15 @@ impl Shard {
             RtpCodecKind::Audio => MediaKind::Audio,
             _ => MediaKind::Video,
         };
-        if !peer.grants.may_publish(kind) {
+        let source = source_of(named, kind);
+        if !peer.grants.may_publish(source) {
             // Not routed, and said once: the client's offer is answered (refusing the
             // m-line would break its bundle), but nobody receives what it sends.
             if peer.refused_tracks.insert(init.track_id.clone()) {
-                info!(participant = %id, %kind, "publish refused: not granted");
+                info!(participant = %id, %kind, source = source.name(), "publish refused: not granted");
                 peer.tell(PeerOutput::Error(EngineError::Forbidden(format!(
                     "your token does not allow publishing {kind} ({})",
-                    crate::auth::Source::of(kind).name()
+                    source.name()
                 ))));
             }
             return;
@@ -327,6 +332,7 @@ impl Shard {
                 track_id,
                 participant_id: id,
                 kind,
+                source,
             },
             codec,
             extensions,
@@ -335,7 +341,7 @@ impl Shard {
         let mime = Codec::from_mime(&desc.codec.mime_type);
         if host
             .room
-            .publish(id, track_id, kind, mime, layer_count, now)
+            .publish_from(id, track_id, kind, source, mime, layer_count, now)
             .is_ok()
         {
             let event = WebhookEvent::for_track(EventKind::TrackPublished, &host.name, &desc.info);

@@ -322,6 +322,7 @@ impl Shard {
     fn settle(&mut self, id: ParticipantId, now: Instant) {
         let mut events = Vec::new();
         let mut feedback = Vec::new();
+        let mut chat = Vec::new();
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -372,8 +373,14 @@ impl Shard {
                         }
                     }
                 }
+                RTCMessage::DataChannelMessage(channel, message) => {
+                    chat.push((channel, message));
+                }
                 _ => {}
             }
+        }
+        for (channel, message) in chat {
+            self.data_channel_message(id, channel, message, now);
         }
         for fb in &feedback {
             self.transport_feedback(id, fb, now);
@@ -406,6 +413,7 @@ impl Shard {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track)) => {
                 self.unpublish(id, &track, now)
             }
+            RTCPeerConnectionEvent::OnDataChannel(event) => self.data_channel_event(id, event, now),
             _ => {}
         }
     }
@@ -416,6 +424,11 @@ impl Shard {
             return;
         };
         peer.touched = false;
+        if let Some(ufrag) = peer.new_local_ufrag() {
+            debug!(participant = %id, "ICE ufrag {ufrag}");
+            self.demux.follow(id, &ufrag);
+            peer.ufrag = Some(ufrag);
+        }
         let mut dest: Option<SocketAddr> = None;
         while let Some(msg) = peer.pc.poll_write() {
             let to = msg.transport.peer_addr;

@@ -3,6 +3,7 @@
 //! so all of it is unit-tested on simulated time.
 
 pub mod allocator;
+pub mod chat;
 pub mod codec;
 pub mod consumer;
 mod downlink;

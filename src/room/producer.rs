@@ -29,6 +29,7 @@ pub struct Producer {
     pub id: TrackId,
     pub owner: ParticipantId,
     pub kind: MediaKind,
+    pub source: crate::auth::Source,
     pub codec: Codec,
     /// How many layers the publisher sends (1 without simulcast).
     pub layer_count: usize,
@@ -73,6 +74,7 @@ impl Producer {
             id,
             owner,
             kind,
+            source: crate::auth::Source::of(kind),
             codec,
             layer_count,
             layers: Default::default(),

@@ -15,6 +15,7 @@ use super::participant::ParticipantInfo;
 use super::producer::{Producer, MAX_LAYERS};
 use super::rewrite::RewrittenHeader;
 use super::speaker::SpeakerDetector;
+use crate::auth::Source;
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 
 /// A published track as the participants see it.
@@ -23,6 +24,8 @@ pub struct TrackInfo {
     pub track_id: TrackId,
     pub participant_id: ParticipantId,
     pub kind: MediaKind,
+    /// Camera, microphone or screen: how clients show it.
+    pub source: Source,
 }
 
 /// Something a participant must be told.
@@ -252,6 +255,7 @@ impl Room {
     }
 
     /// `layers`: how many simulcast layers the publisher sends (1 without simulcast).
+    /// The track comes from the camera or the microphone, by its kind.
     pub fn publish(
         &mut self,
         owner: ParticipantId,
@@ -261,10 +265,27 @@ impl Room {
         layers: usize,
         now: Instant,
     ) -> Result<(), RoomError> {
+        let source = Source::of(kind);
+        self.publish_from(owner, track, kind, source, codec, layers, now)
+    }
+
+    /// [`Room::publish`] for a track whose source the client named (a screen share).
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish_from(
+        &mut self,
+        owner: ParticipantId,
+        track: TrackId,
+        kind: MediaKind,
+        source: Source,
+        codec: Codec,
+        layers: usize,
+        now: Instant,
+    ) -> Result<(), RoomError> {
         if !self.participants.contains_key(&owner) {
             return Err(RoomError::UnknownParticipant(owner));
         }
         let mut producer = Producer::new(track, owner, kind, codec, layers, now);
+        producer.source = source;
         producer.silenced = self.silenced.contains(&(owner, kind));
         // The allocation tick runs once there is something to allocate.
         self.next_allocation
@@ -645,6 +666,7 @@ fn track_info(p: &Producer) -> TrackInfo {
         track_id: p.id,
         participant_id: p.owner,
         kind: p.kind,
+        source: p.source,
     }
 }
 

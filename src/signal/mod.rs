@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod prometheus;
 pub mod protocol;
-pub mod rate_limit;
 pub mod session;
 
 use std::sync::Arc;
@@ -31,11 +30,13 @@ pub struct AppState {
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 /// The web client's ES modules besides app.js, by path.
-const MODULES: [(&str, &str); 4] = [
+const MODULES: [(&str, &str); 6] = [
+    ("/chat.js", include_str!("../../web/chat.js")),
     ("/devices.js", include_str!("../../web/devices.js")),
     ("/layout.js", include_str!("../../web/layout.js")),
     ("/people.js", include_str!("../../web/people.js")),
     ("/quality.js", include_str!("../../web/quality.js")),
+    ("/screen.js", include_str!("../../web/screen.js")),
 ];
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 

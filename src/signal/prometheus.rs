@@ -209,6 +209,24 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     );
     counter(
         &mut r,
+        "chat_messages",
+        "Chat messages relayed",
+        m.chat_messages,
+    );
+    counter(
+        &mut r,
+        "chat_refused",
+        "Chat messages refused (too long, too fast, not text)",
+        m.chat_refused,
+    );
+    counter(
+        &mut r,
+        "chat_dropped",
+        "Chat message copies not sent: the receiver's data channel was too far behind",
+        m.chat_dropped,
+    );
+    counter(
+        &mut r,
         "transport_feedbacks",
         "transport-cc feedback packets from subscribers",
         m.twcc_feedback_in,

@@ -23,6 +23,10 @@ pub enum ClientMessage {
     },
     Offer {
         sdp: String,
+        /// The source of each m-section (by mid) that is not a camera or microphone:
+        /// `{"3": "screen"}` for a screen share.
+        #[serde(default)]
+        sources: std::collections::HashMap<String, crate::auth::Source>,
     },
     Answer {
         sdp: String,

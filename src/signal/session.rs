@@ -11,12 +11,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, field, info, info_span, Instrument, Span};
 
 use super::protocol::{ClientMessage, ServerMessage};
-use super::rate_limit::RateLimit;
 use super::AppState;
 use crate::auth::{AuthError, Grants};
 use crate::engine::{Command, EngineError, PeerOutput, ShardHandle, SESSION_QUEUE};
 use crate::error::SignalError;
 use crate::id::ParticipantId;
+use crate::rate_limit::RateLimit;
 use crate::room::{valid_display_name, valid_room_name};
 
 /// The server pings this often; browsers answer pings on their own.
@@ -27,6 +27,8 @@ const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// answers and a few dozen trickled candidates stay far below; a flood does not.
 const MESSAGES_PER_SECOND: u32 = 50;
 const MESSAGE_BURST: u32 = 200;
+/// A browser sends one screen share, perhaps a few: more is a misbehaving client.
+const MAX_NAMED_SOURCES: usize = 16;
 
 pub async fn run(ws: WebSocket, app: Arc<AppState>) {
     let span = info_span!("session", room = field::Empty, participant = field::Empty);
@@ -171,7 +173,14 @@ impl Session {
         let id = joined.id;
         let cmd = match msg {
             ClientMessage::Join { .. } => unreachable!("handled above"),
-            ClientMessage::Offer { sdp } => Command::Offer { id, sdp },
+            ClientMessage::Offer { sdp, sources } => {
+                if sources.len() > MAX_NAMED_SOURCES {
+                    return Err(SignalError::BadJson(format!(
+                        "an offer names at most {MAX_NAMED_SOURCES} sources"
+                    )));
+                }
+                Command::Offer { id, sdp, sources }
+            }
             ClientMessage::Answer { sdp } => Command::Answer { id, sdp },
             ClientMessage::Candidate { candidate } => Command::Candidate { id, candidate },
             ClientMessage::Mute { kind, muted } => Command::Mute { id, kind, muted },

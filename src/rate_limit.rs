@@ -1,4 +1,4 @@
-//! A token bucket per signaling client. Pure: time is an argument.
+//! A token bucket (signaling clients, chat senders). Pure: time is an argument.
 //!
 //! One client's flood (say, thousands of `mute` toggles a second, each fanned out to
 //! everyone in the room) must not fill the other participants' queues or the shard's:
