@@ -31,11 +31,18 @@ impl Shard {
                 reply,
             } => self.join(id, room, name, grants, events, reply, now),
             Command::Offer { id, sdp, sources } => {
+                let mut stopped = Vec::new();
                 self.on_peer(id, now, |peer| match peer.client_offer(sdp, sources, now) {
-                    Ok(Some(answer)) => peer.tell(PeerOutput::Answer(answer)),
+                    Ok(Some(answer)) => {
+                        peer.tell(PeerOutput::Answer(answer));
+                        stopped = peer.stopped_publications();
+                    }
                     Ok(None) => {}
                     Err(e) => peer.tell(PeerOutput::Error(e)),
-                })
+                });
+                for track in stopped {
+                    self.unpublish(id, &track, now);
+                }
             }
             Command::Answer { id, sdp } => self.answer(id, sdp, now),
             Command::Candidate { id, candidate } => self.on_peer(id, now, |peer| {

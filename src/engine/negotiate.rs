@@ -70,6 +70,31 @@ impl Peer {
         Ok(answer.sdp)
     }
 
+    /// Published tracks (by rtc's track id) whose m-section the client's last offer
+    /// stopped receiving on: `removeTrack` made it inactive, or it was stopped. rtc
+    /// reports no track closing for these, so the shard unpublishes them.
+    pub fn stopped_publications(&mut self) -> Vec<String> {
+        let receiving: Vec<String> = self
+            .pc
+            .get_transceivers()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|t| {
+                let t = self.pc.rtp_transceiver(t)?;
+                let on = matches!(
+                    t.current_direction(),
+                    RTCRtpTransceiverDirection::Recvonly | RTCRtpTransceiverDirection::Sendrecv
+                );
+                on.then(|| t.mid().clone()).flatten()
+            })
+            .collect();
+        self.published
+            .iter()
+            .filter(|(_, p)| !receiving.contains(&p.mid))
+            .map(|(track, _)| track.clone())
+            .collect()
+    }
+
     /// The client's answer to the server's outstanding offer: returns the legs to start.
     pub fn client_answer(
         &mut self,
