@@ -129,3 +129,24 @@ export function fetchJsonIn(ns, url) {
       });
   });
 }
+
+// Drops every UDP datagram leaving either namespace over the veth (the media path), while
+// TCP (the page, the signaling WebSocket) goes on: an htb root whose UDP class ends in a
+// blackhole qdisc, classified by u32 (no iptables or nftables needed).
+export function blockUdp(net) {
+  for (const [ns, veth] of [[net.a, net.vethA], [net.b, net.vethB]]) {
+    const tc = (...args) => ip('netns', 'exec', ns, 'tc', ...args);
+    tc('qdisc', 'replace', 'dev', veth, 'root', 'handle', '1:', 'htb', 'default', '1', 'r2q', '100000');
+    tc('class', 'add', 'dev', veth, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', '10gbit');
+    tc('class', 'add', 'dev', veth, 'parent', '1:', 'classid', '1:2', 'htb', 'rate', '10gbit');
+    tc('qdisc', 'add', 'dev', veth, 'parent', '1:2', 'handle', '20:', 'blackhole');
+    tc('filter', 'add', 'dev', veth, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
+      'match', 'ip', 'protocol', '17', '0xff', 'flowid', '1:2');
+  }
+}
+
+export function unblockUdp(net) {
+  for (const [ns, veth] of [[net.a, net.vethA], [net.b, net.vethB]]) {
+    ip('netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', veth, 'root');
+  }
+}
