@@ -90,7 +90,7 @@ pub struct TokenArgs {
     /// How long it is valid: a number with s, m, h or d.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: std::time::Duration,
-    /// What it may publish: camera, microphone (comma separated) [default: both].
+    /// What it may publish: camera, microphone, screen (comma separated) [default: all].
     #[arg(long, value_delimiter = ',', conflicts_with = "no_publish")]
     pub can_publish: Option<Vec<crate::auth::Source>>,
     /// Subscribe only: publish nothing.

@@ -9,7 +9,11 @@ import { CHAT_LABEL, createChat } from './chat.js';
 import { applyLayout, spotlightOf } from './layout.js';
 import { inviteLink, renderPeople } from './people.js';
 import { qualityByTrack } from './quality.js';
+import {
+  addLocalTrack, offerIfNeeded, onLayers, onRemoteAnswer, onRemoteCandidate, onRemoteOffer, serverTrackId,
+} from './negotiation.js';
 import { pickScreen, publishScreen, screenSources, unpublishScreen } from './screen.js';
+import { fitGrid, makeTile, setTileMuted, setTileName, showSizeButton } from './tiles.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_MAX = 64;
@@ -22,21 +26,6 @@ const PC_CONNECT_TIMEOUT_MS = 15000;
 // ICE restart; a restart that has not reconnected by the timeout ends in a full rejoin.
 const DISCONNECTED_GRACE_MS = window.SWITCHYARD_DISCONNECTED_GRACE_MS ?? 2000;
 const ICE_RESTART_TIMEOUT_MS = 15000;
-// The camera is published in three simulcast layers (160x120, 320x240, 640x480 from a
-// 640x480 capture); the server forwards each subscriber the one that fits its tile and
-// its bandwidth, and pauses layers nobody needs (`layers`, docs/signaling.md).
-// scaleResolutionDownTo (a box, either orientation) is there for Chromium: given only
-// scaleResolutionDownBy it sends at most two layers of a 640x480 source (libwebrtc's
-// layer limit by resolution, which it skips for explicit sizes), so 'f' would never go
-// out. Where scaleResolutionDownTo is known it wins; elsewhere (Firefox) it is ignored
-// and scaleResolutionDownBy applies.
-const SIMULCAST_ENCODINGS = [
-  { rid: 'q', scaleResolutionDownBy: 4, scaleResolutionDownTo: { maxWidth: 160, maxHeight: 120 }, maxBitrate: 150000 },
-  { rid: 'h', scaleResolutionDownBy: 2, scaleResolutionDownTo: { maxWidth: 320, maxHeight: 240 }, maxBitrate: 500000 },
-  { rid: 'f', scaleResolutionDownBy: 1, scaleResolutionDownTo: { maxWidth: 640, maxHeight: 480 }, maxBitrate: 1500000 },
-];
-// Tests may turn simulcast off (window.SWITCHYARD_SIMULCAST = false) to compare.
-const SIMULCAST = window.SWITCHYARD_SIMULCAST ?? true;
 // `view` messages go out at most this often (only the tiles whose size or visibility changed).
 const VIEW_INTERVAL_MS = 250;
 const SPEAKER_HISTORY_MAX = 500;
@@ -175,6 +164,11 @@ function connect() {
   const s = { ws: new WebSocket(wsUrl()), pc: null, opened: false, closing: false, joined: false,
     offering: null, negotiationNeeded: false, localCandidates: 0, pendingCandidates: [], connectTimer: null, chain: Promise.resolve(),
     views: new Map(), viewTimer: null, lastViewFlush: 0 };
+  // What negotiation.js needs of the meeting.
+  s.isCurrent = () => s === session;
+  s.send = (msg) => send(s, msg);
+  s.sources = () => screenSources(meeting?.screen?.transceiver ? [meeting.screen.transceiver] : []);
+  s.onOfferSent = () => { offersSent++; };
   session = s;
   setConnState(meeting.attempt === 0 ? 'connecting' : 'reconnecting');
   const openTimer = setTimeout(() => s.ws.readyState !== WebSocket.OPEN && s.ws.close(), WS_OPEN_TIMEOUT_MS);
@@ -258,11 +252,11 @@ function onJoined(s, msg) {
   scheduleViews(s);
 }
 
-// ---------- WebRTC: perfect negotiation, browser is the polite peer ----------
+// ---------- WebRTC: the connection (negotiation.js does offer/answer) ----------
 
 function createPeerConnection(s, iceServers) {
   const pc = new RTCPeerConnection({ iceServers });
-  for (const track of localStream.getTracks()) addLocalTrack(pc, track);
+  for (const track of localStream.getTracks()) addLocalTrack(pc, track, localStream);
   // A screen shared before a rejoin goes on being shared.
   if (meeting.screen) meeting.screen.transceiver = publishScreen(pc, meeting.screen.track, meeting.screen.stream);
   // Created before the first offer, so the offer carries the SCTP m-section.
@@ -318,116 +312,6 @@ function restartIce(s) {
   }, ICE_RESTART_TIMEOUT_MS) };
   s.pc.restartIce();
   offerIfNeeded(s);
-}
-
-// Video goes out as simulcast layers; a browser that refuses the encodings sends one.
-function addLocalTrack(pc, track) {
-  const init = { direction: 'sendonly', streams: [localStream] };
-  if (track.kind === 'video' && SIMULCAST) {
-    try {
-      return pc.addTransceiver(track, { ...init,
-        sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e, scaleResolutionDownTo: { ...e.scaleResolutionDownTo } })) });
-    } catch (err) {
-      console.warn('simulcast refused; sending one layer', err);
-    }
-  }
-  return pc.addTransceiver(track, init);
-}
-
-// Dynacast: the server says which of our layers of one track anyone receives; the others
-// are paused so the browser neither encodes nor sends them. An empty list pauses all.
-async function onLayers(s, msg) {
-  try {
-    const active = Array.isArray(msg.active) ? msg.active : [];
-    const transceiver = s.pc?.getTransceivers().find((t) => t.mid != null && t.mid === String(msg.mid));
-    if (!transceiver?.sender.track) return console.warn('layers for an unknown mid', msg.mid);
-    const params = transceiver.sender.getParameters();
-    if (!params.encodings?.length) return;
-    let changed = false;
-    for (const e of params.encodings) {
-      // One encoding without a rid (no simulcast): it runs while any layer is wanted.
-      const want = e.rid ? active.includes(e.rid) : active.length > 0;
-      if (e.active !== want) { e.active = want; changed = true; }
-    }
-    if (!changed) return;
-    console.debug('layers', msg.mid, active.join(',') || '(none)');
-    await transceiver.sender.setParameters(params);
-  } catch (err) {
-    console.warn('applying layers failed', msg, err);
-  }
-}
-
-// Publishes (or republishes) by sending an offer, unless one is under way or the
-// connection is mid-negotiation. Also called after each completed exchange: Chromium does
-// not always fire negotiationneeded again after its offer was rolled back in a glare, and
-// then our own tracks would never be negotiated.
-function offerIfNeeded(s) {
-  const pc = s.pc;
-  if (!pc || s.offering || pc.signalingState !== 'stable' || s !== session) return;
-  const restarting = s.restart && !s.restart.offered;
-  if (!s.negotiationNeeded && !unpublishedLocalTracks(pc) && !restarting) return;
-  s.negotiationNeeded = false;
-  if (s.restart) s.restart.offered = true;
-  s.offering = (async () => {
-    await pc.setLocalDescription();
-    const { type, sdp } = pc.localDescription;
-    const sources = screenSources(meeting?.screen?.transceiver ? [meeting.screen.transceiver] : []);
-    if (s === session) { send(s, { type, sdp, sources }); offersSent++; }
-  })()
-    .catch((err) => console.warn('creating offer failed', err))
-    .finally(() => { s.offering = null; });
-}
-
-// True while one of our own sending transceivers has not been negotiated yet.
-function unpublishedLocalTracks(pc) {
-  return pc.getTransceivers().some((t) => t.sender.track && !t.stopped && t.direction === 'sendonly'
-    && t.currentDirection !== 'sendonly' && t.currentDirection !== 'sendrecv');
-}
-
-async function onRemoteOffer(s, sdp) {
-  await s.offering; // let an offer being made settle first, so the collision is visible
-  if (s.pc.signalingState === 'have-local-offer') await firstLocalCandidate(s, 1000);
-  // Polite: a colliding local offer is rolled back implicitly by setRemoteDescription.
-  await s.pc.setRemoteDescription({ type: 'offer', sdp });
-  await flushCandidates(s);
-  await s.pc.setLocalDescription();
-  send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
-  offerIfNeeded(s);
-}
-
-// Chromium bug: rolling back the first offer before ICE gathering has produced a
-// candidate sometimes leaves the new transport gathering forever, with no candidates
-// (about 1 in 25 tries here). Waiting for the first candidate (~10 ms) avoids it.
-function firstLocalCandidate(s, timeoutMs) {
-  if (s.localCandidates > 0 || s.pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      s.pc.removeEventListener('icecandidate', done);
-      resolve();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    s.pc.addEventListener('icecandidate', done);
-  });
-}
-
-async function onRemoteAnswer(s, sdp) {
-  if (s.pc.signalingState !== 'have-local-offer') {
-    return console.warn('answer ignored in state', s.pc.signalingState);
-  }
-  await s.pc.setRemoteDescription({ type: 'answer', sdp });
-  await flushCandidates(s);
-  offerIfNeeded(s);
-}
-
-async function onRemoteCandidate(s, candidate) {
-  if (!s.pc || !s.pc.remoteDescription) return void s.pendingCandidates.push(candidate);
-  try { await s.pc.addIceCandidate(candidate); } catch (err) { console.warn('addIceCandidate', err); }
-}
-
-async function flushCandidates(s) {
-  const queued = s.pendingCandidates.splice(0);
-  for (const c of queued) await onRemoteCandidate(s, c);
 }
 
 // ---------- reconnecting and leaving ----------
@@ -501,50 +385,6 @@ function leave() {
 
 // ---------- tiles ----------
 
-const MIC_OFF_SVG = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11z"/><path d="M3 3l18 18" stroke="currentColor" stroke-width="2.2"/></svg>';
-
-function makeTile(name, kind) {
-  const el = document.createElement('div');
-  el.className = `tile ${kind}`;
-  el.dataset.audioMuted = 'false';
-  el.dataset.videoMuted = 'false';
-  const video = document.createElement('video');
-  video.autoplay = true;
-  video.playsInline = true;
-  // The speaker chosen before joining, where the browser lets a page choose.
-  if (kind === 'remote' && prefs.speakerId && canChooseSpeaker()) video.setSinkId(prefs.speakerId).catch(() => {});
-  const placeholder = document.createElement('div');
-  placeholder.className = 'placeholder';
-  const avatar = document.createElement('span');
-  avatar.className = 'avatar';
-  const caption = document.createElement('span');
-  caption.textContent = 'camera off';
-  placeholder.append(avatar, caption);
-  const label = document.createElement('div');
-  label.className = 'label';
-  const mic = document.createElement('span');
-  mic.className = 'mic-off';
-  mic.title = 'Microphone muted';
-  mic.innerHTML = `${MIC_OFF_SVG}<span class="sr">muted</span>`;
-  const nameEl = document.createElement('span');
-  nameEl.className = 'name';
-  label.append(mic, nameEl);
-  el.append(video, placeholder, label);
-  setTileName(el, name);
-  return { el, video };
-}
-
-function setTileName(el, name) {
-  el.querySelector('.name').textContent = name;
-  el.querySelector('.avatar').textContent = (name.trim()[0] ?? '?').toUpperCase();
-}
-
-function setTileMuted(el, kind, muted) {
-  if (!el) return;
-  if (kind === 'audio') el.dataset.audioMuted = String(!!muted);
-  if (kind === 'video') el.dataset.videoMuted = String(!!muted);
-}
-
 function makeLocalTile(name) {
   const { el, video } = makeTile(`${name} (you)`, 'local');
   video.muted = true; // never play our own microphone back
@@ -555,7 +395,7 @@ function makeLocalTile(name) {
 function ensureRemoteTile(p) {
   let tile = tiles.get(p.id);
   if (!tile) {
-    const { el, video } = makeTile(p.name ?? p.id, 'remote');
+    const { el, video } = makeTile(p.name ?? p.id, 'remote', canChooseSpeaker() ? prefs.speakerId : null);
     el.dataset.participantId = p.id;
     tile = { id: p.id, el, video, stream: new MediaStream(), tracks: new Set(), unpublished: new Set(),
       visible: true, fixedSize: null };
@@ -715,22 +555,6 @@ function currentViews(pc) {
   return out;
 }
 
-// The server's id of a received track: the second half of the msid of its m-section in
-// the current remote description (`a=msid:p3 t7`), which stays right when the server
-// reuses a transceiver for another track; the track's own id otherwise.
-function serverTrackId(pc, track) {
-  const mid = pc.getTransceivers().find((t) => t.receiver.track === track)?.mid;
-  const sdp = pc.remoteDescription?.sdp;
-  if (mid != null && sdp) {
-    for (const section of sdp.split(/\r?\nm=/).slice(1)) {
-      if (!new RegExp(`^a=mid:${mid.replace(/[^\w-]/g, '\\$&')}\r?$`, 'm').test(section)) continue;
-      const msid = section.match(/^a=msid:\S+ (\S+?)\r?$/m);
-      if (msid) return msid[1];
-    }
-  }
-  return track.id;
-}
-
 // ---------- active speakers ----------
 
 // `participant_ids`: who is speaking now, the dominant speaker first. Every speaking tile
@@ -786,16 +610,6 @@ function setTileSize(participantId, width, height) {
   return true;
 }
 
-const MINIMIZE_SVG = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M5 17h14" stroke="currentColor" stroke-width="2.2"/></svg>';
-const RESTORE_SVG = '<svg viewBox="0 0 24 24" aria-hidden="true"><rect x="5" y="6" width="14" height="12" rx="1.5" fill="none" stroke="currentColor" stroke-width="2"/></svg>';
-
-function showSizeButton(button, small) {
-  button.setAttribute('aria-pressed', String(small));
-  button.title = small ? 'Restore' : 'Minimize';
-  button.setAttribute('aria-label', button.title);
-  button.innerHTML = small ? RESTORE_SVG : MINIMIZE_SVG;
-}
-
 function addSizeButton(tile) {
   const button = document.createElement('button');
   button.type = 'button';
@@ -805,20 +619,8 @@ function addSizeButton(tile) {
   tile.el.append(button);
 }
 
-// Pick the column count that gives the biggest 16:9 tiles in the grid's current box,
-// so a phone in portrait stacks tiles and a wide window lays them side by side.
 function updateGrid() {
-  const n = Math.max(1, ui.grid.children.length);
-  const w = ui.grid.clientWidth || 16;
-  const h = ui.grid.clientHeight || 9;
-  let best = { cols: 1, rows: n, size: 0 };
-  for (let cols = 1; cols <= n; cols++) {
-    const rows = Math.ceil(n / cols);
-    const size = Math.min(w / cols, (h / rows) * 16 / 9);
-    if (size > best.size) best = { cols, rows, size };
-  }
-  ui.grid.style.setProperty('--cols', String(best.cols));
-  ui.grid.style.setProperty('--rows', String(best.rows));
+  fitGrid(ui.grid);
 }
 new ResizeObserver(updateGrid).observe(ui.grid);
 

@@ -4,7 +4,7 @@
 //
 //   SWITCHYARD_BIN   server binary (default: target/release/switchyard)
 //   CHROMIUM_PATH    browser binary (default: /usr/bin/chromium)
-//   E2E_WEB_DIR      development only: Chromium pages load app.js and style.css from
+//   E2E_WEB_DIR      development only: Chromium pages load the scripts and style.css from
 //                    this folder instead of the copies built into the server, so a web
 //                    change can be tried without a release build
 
@@ -158,10 +158,10 @@ export async function openChromiumPage(browser, server, query, initScript, conte
 // counts as public to Chromium's local network access checks, which then block its
 // WebSocket to the server.
 async function serveWebFromDisk(context, dir) {
-  const types = { 'app.js': 'text/javascript', 'style.css': 'text/css' };
-  await context.route(/\/(app\.js|style\.css)$/, (route) => {
+  await context.route(/\/(\w+\.js|style\.css)$/, (route) => {
     const name = new URL(route.request().url()).pathname.slice(1);
-    route.fulfill({ contentType: `${types[name]}; charset=utf-8`, body: readFileSync(path.join(dir, name), 'utf8') });
+    const type = name.endsWith('.css') ? 'text/css' : 'text/javascript';
+    route.fulfill({ contentType: `${type}; charset=utf-8`, body: readFileSync(path.join(dir, name), 'utf8') });
   });
 }
 

@@ -29,9 +29,9 @@ after(async () => {
 });
 
 // The join link the CLI prints (its second line), for the server under test.
-function cliLink(identity, name, keys = `${KEY}:${SECRET}`) {
+function cliLink(identity, name, keys = `${KEY}:${SECRET}`, extra = []) {
   const out = execFileSync(SERVER_BIN, ['token', '--room', 'tokens', '--identity', identity, '--name', name,
-    '--ttl', '10m', '--api-keys', keys, '--listen', new URL(server.url).host], { timeout: 10000 }).toString();
+    '--ttl', '10m', '--api-keys', keys, '--listen', new URL(server.url).host, ...extra], { timeout: 10000 }).toString();
   const [token, link] = out.trim().split('\n');
   assert.ok(token.split('.').length === 3, `a JWT: ${token}`);
   assert.equal(new URL(link).origin, server.url);
@@ -67,4 +67,27 @@ test('pages join with links made by `switchyard token`; a forged one is refused'
   const s = await pageState(pages[0].page);
   assert.equal(s.remoteTiles, 1, 'Eve never appeared to the others');
   for (const p of [...pages, eve]) await p.context.close();
+});
+
+test('a token without the screen source cannot share a screen', { timeout: 120000 }, async () => {
+  const ada = await openChromiumPage(browser, server, new URL(cliLink('ada2', 'Ada')).search.slice(1));
+  const cam = cliLink('cy', 'Cy', `${KEY}:${SECRET}`, ['--can-publish', 'camera,microphone']);
+  const cy = await openChromiumPage(browser, server, new URL(cam).search.slice(1));
+  for (const p of [ada, cy]) {
+    await waitFor('connected with one remote tile', async () => {
+      const st = await pageState(p.page);
+      return st.state === 'connected' && st.remoteTiles === 1;
+    }, 30000);
+  }
+  await cy.page.click('#screen-button');
+  const shown = await waitFor('Cy: the refusal is shown', () => cy.page.evaluate(() => {
+    const box = document.getElementById('server-error');
+    return !box.hidden && document.getElementById('server-error-text').textContent;
+  }), 15000);
+  assert.match(shown, /^forbidden: .*\(screen\)/);
+  // Ada never gets it, and Cy's camera still reaches her.
+  await new Promise((r) => setTimeout(r, 2000));
+  assert.deepEqual(await ada.page.evaluate(() => window.switchyard.screens()), []);
+  assert.equal((await pageState(ada.page)).remoteTiles, 1);
+  for (const p of [ada, cy]) await p.context.close();
 });
