@@ -308,7 +308,9 @@ function restartIce(s) {
   if (!s.joined || s.ws.readyState !== WebSocket.OPEN) return connectionLost(s);
   console.info('media path lost; restarting ICE');
   s.restart = { startedAt: performance.now(), offered: false, timer: setTimeout(() => {
-    if (s === session && s.pc.connectionState !== 'connected') connectionLost(s);
+    if (s !== session) return;
+    if (s.pc.connectionState === 'connected') s.restart = null; // it never looked down
+    else connectionLost(s);
   }, ICE_RESTART_TIMEOUT_MS) };
   s.pc.restartIce();
   offerIfNeeded(s);
@@ -832,6 +834,8 @@ window.switchyard = {
   // Joins sent by this page, and each ICE restart's time to reconnect ({ms}).
   get joinsSent() { return joinsSent; },
   iceRestarts() { return iceRestarts.map((r) => ({ ...r })); },
+  // Restart ICE now, as the page does when the media path breaks.
+  restartIce() { if (session?.pc) restartIce(session); },
   chat,
   // The remote screen shares shown: [{trackId, participantId, spotlight}].
   screens() {

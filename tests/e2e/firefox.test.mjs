@@ -144,6 +144,50 @@ test('two Chromium pages and one Firefox page hold a meeting', { timeout: 180000
   console.log(`server: udp_unknown_address ${stats.udp_unknown_address}, udp_unknown_ufrag ${stats.udp_unknown_ufrag}, ` +
     `rtp_forwarded ${stats.rtp_forwarded}, srtp ${JSON.stringify(stats.shards?.flatMap((s) => s.srtp))}`);
 
+  // Chat both ways over each page's data channel (Firefox's SCTP stack against ours).
+  await F.page.click('#chat-button');
+  await F.page.type('#chat-input', 'from <i>Firefox</i>');
+  await F.page.keyboard.press('Enter');
+  await waitFor("Firefox's chat message at Ada's", () => A.page.evaluate(() =>
+    window.switchyard.chat.messages().some((m) => m.text === 'from <i>Firefox</i>' && m.name === 'Fox')), 15000);
+  await A.page.evaluate(() => window.switchyard.chat.send('hello Fox'));
+  await waitFor("Ada's chat message in Firefox's panel", () => F.page.evaluate(() =>
+    [...document.querySelectorAll('#chat-list .chat-text')].some((e) => e.textContent === 'hello Fox')), 15000);
+
+  // Ada shares her screen: Firefox shows it in the spotlight and decodes it.
+  await A.page.click('#screen-button');
+  // (Headless Firefox composites nothing, so its <video> counts no frames: the receiver's
+  // stats say what it decoded. It cannot capture a screen itself headless either: its
+  // getDisplayMedia finds no source, which the page reports.)
+  const screen = await waitFor("Ada's screen in Firefox's spotlight, decoding", () => F.page.evaluate(async () => {
+    const s = window.switchyard.screens()[0];
+    const track = document.querySelector('.tile.screen video')?.srcObject?.getVideoTracks()[0];
+    const t = track && window.switchyard.pc.getTransceivers().find((x) => x.receiver.track === track);
+    let frames = 0;
+    let width = 0;
+    if (t) (await t.receiver.getStats()).forEach((r) => { if (r.type === 'inbound-rtp') { frames = r.framesDecoded; width = r.frameWidth; } });
+    return s?.spotlight && frames > 10 && { ...s, width, frames };
+  }), 20000);
+  console.log(`Firefox shows Ada's screen: ${JSON.stringify(screen)}`);
+
+  // An ICE restart from Firefox: new credentials both sides, same participant, media on.
+  const ufrags = () => F.page.evaluate(() => {
+    const u = (d) => d?.sdp.match(/^a=ice-ufrag:(\S+)/m)?.[1];
+    return { server: u(window.switchyard.pc.remoteDescription), page: u(window.switchyard.pc.localDescription),
+      id: window.switchyard.participantId, joins: window.switchyard.joinsSent };
+  });
+  const before = await ufrags();
+  await F.page.evaluate(() => window.switchyard.restartIce());
+  const after = await waitFor('Firefox restarted ICE', async () => {
+    const u = await ufrags();
+    return u.server !== before.server && u.page !== before.page && u;
+  }, 15000);
+  console.log(`Firefox ICE restart: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+  assert.equal(after.id, before.id);
+  assert.equal(after.joins, before.joins);
+  await expectMediaFlowing(F, { video: 2, audio: 2 }, 30000);
+  await expectMediaFlowing(A, { video: 2, audio: 2 }, 30000);
+
   await F.page.screenshot({ path: SCREENSHOT });
   console.log(`screenshot: ${SCREENSHOT}`);
 
