@@ -93,5 +93,7 @@ export function createChat(ui) {
     get unread() { return unread; },
     messages() { return received.map((m) => ({ ...m })); },
     send(text) { if (channel?.readyState !== 'open') return false; channel.send(text); return true; },
+    // For tests of the server's refusals: bytes as a binary message.
+    sendBinary(bytes) { if (channel?.readyState !== 'open') return false; channel.send(bytes); return true; },
   };
 }

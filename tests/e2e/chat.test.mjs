@@ -107,6 +107,10 @@ test('chat: messages, unread badge, history for late joiners, refusals', { timeo
   assert.ok(tooLong, 'sent (the page does not check when asked directly)');
   await waitFor('Bob is told the message is too long', () => bob.page.evaluate(() =>
     /at most 2000 characters/.test(document.getElementById('chat-error').textContent)), 10000);
+  // A binary message (bytes that are not UTF-8 text) on the chat channel.
+  await bob.page.evaluate(() => window.switchyard.chat.sendBinary(new Uint8Array([0xff, 0xfe, 0x3c])));
+  await waitFor('Bob is told chat is text', () => bob.page.evaluate(() =>
+    /binary messages are refused/.test(document.getElementById('chat-error').textContent)), 10000);
   await bob.page.evaluate(() => { for (let i = 0; i < 40; i++) window.switchyard.chat.send(`flood ${i}`); });
   await waitFor('Bob is told to slow down', () => bob.page.evaluate(() =>
     /too many chat messages/.test(document.getElementById('chat-error').textContent)), 10000);
