@@ -66,6 +66,15 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     ws.send_json(json!({"type":"mute","kind":"smell","muted":true}))
         .await;
     ws.expect_error("bad_json").await;
+    // An offer naming an unknown source, or far too many sources.
+    ws.send_json(json!({"type":"offer","sdp":"v=0\r\n","sources":{"0":"hologram"}}))
+        .await;
+    ws.expect_error("bad_json").await;
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..100).map(|i| (i.to_string(), json!("screen"))).collect();
+    ws.send_json(json!({"type":"offer","sdp":"v=0\r\n","sources":many}))
+        .await;
+    ws.expect_error("bad_json").await;
     ws.send_json(json!({"type":"candidate","candidate":{"candidate":"candidate:nonsense","sdpMid":"0","sdpMLineIndex":0}})).await;
     // Before any remote description candidates are queued; this one is refused when
     // applied or accepted as queued, but never crashes anything.
