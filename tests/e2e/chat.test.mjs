@@ -4,42 +4,25 @@
 // and a data channel of another label, each with an error to that page only, and the
 // room carries on. Loopback only.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, pageState, serverStats, startServer, stopServer, waitFor,
+  E2E_OUT, openChromiumPage, serverStats, waitFor, waitConnected, withServerAndChromium,
 } from './harness.mjs';
 
-const SERVER_LOG = path.join(E2E_OUT, 'chat-server.log');
 const CHAT_PANEL = path.join(E2E_OUT, 'chat-panel.png');
 const PHONE_CHAT = path.join(E2E_OUT, 'phone-chat.png');
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await stopServer(server, SERVER_LOG);
-});
+const env = withServerAndChromium('chat');
 
 const messages = (page) => page.evaluate(() => window.switchyard.chat.messages());
-const connected = (p, remote) => waitFor(`${p.query}: connected`, async () => {
-  const s = await pageState(p.page);
-  return s.state === 'connected' && s.remoteTiles === remote && s;
-}, 30000);
 
 test('chat: messages, unread badge, history for late joiners, refusals', { timeout: 150000 }, async () => {
-  const ada = await openChromiumPage(browser, server, 'room=chat&name=Ada');
-  const bob = await openChromiumPage(browser, server, 'room=chat&name=Bob');
-  await connected(ada, 1);
-  await connected(bob, 1);
+  const ada = await openChromiumPage(env.browser, env.server, 'room=chat&name=Ada');
+  const bob = await openChromiumPage(env.browser, env.server, 'room=chat&name=Bob');
+  await waitConnected(ada, 1);
+  await waitConnected(bob, 1);
 
   // Ada types in the panel; Bob's panel is closed, so his badge counts it.
   await ada.page.click('#chat-button');
@@ -70,8 +53,8 @@ test('chat: messages, unread badge, history for late joiners, refusals', { timeo
   await waitFor("Bob's reply at Ada's", async () => (await messages(ada.page)).some((m) => m.text === 'hi Ada 👋'), 10000);
 
   // Cy joins later and reads both from the history, in order.
-  const cy = await openChromiumPage(browser, server, 'room=chat&name=Cy');
-  await connected(cy, 2);
+  const cy = await openChromiumPage(env.browser, env.server, 'room=chat&name=Cy');
+  await waitConnected(cy, 2);
   const history = await waitFor('the history at Cy', async () => {
     const m = await messages(cy.page);
     return m.length === 2 && m;
@@ -102,7 +85,7 @@ test('chat: messages, unread badge, history for late joiners, refusals', { timeo
   await cy.page.setViewportSize({ width: 1280, height: 720 });
 
   // Refusals reach the sender only, in its chat panel.
-  const before = await serverStats(server);
+  const before = await serverStats(env.server);
   const tooLong = await bob.page.evaluate(() => window.switchyard.chat.send('x'.repeat(2001)));
   assert.ok(tooLong, 'sent (the page does not check when asked directly)');
   await waitFor('Bob is told the message is too long', () => bob.page.evaluate(() =>
@@ -122,7 +105,7 @@ test('chat: messages, unread badge, history for late joiners, refusals', { timeo
   });
   await waitFor("Ada's 'files' channel refused", () => ada.page.evaluate(() =>
     window.otherChannel.closed && /"files" refused/.test(document.getElementById('chat-error').textContent)), 15000);
-  const after = await serverStats(server);
+  const after = await serverStats(env.server);
   console.log(`[chat] relayed ${after.chat_messages - before.chat_messages}, refused ${after.chat_refused - before.chat_refused}`);
   assert.ok(after.chat_refused - before.chat_refused >= 2, 'the server counted the refusals');
   const flood = (await messages(cy.page)).filter((m) => m.text.startsWith('flood ')).length;
@@ -136,7 +119,7 @@ test('chat: messages, unread badge, history for late joiners, refusals', { timeo
     await bob.page.evaluate(() => window.switchyard.chat.send('still here'));
     return (await messages(ada.page)).some((m) => m.text === 'still here');
   }, 15000, 1500);
-  for (const p of [ada, bob, cy]) await connected(p, 2);
+  for (const p of [ada, bob, cy]) await waitConnected(p, 2);
 
   for (const p of [ada, bob, cy]) await p.context.close();
 });

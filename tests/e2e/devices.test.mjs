@@ -3,40 +3,26 @@
 // the devices; "join muted" is honoured and remembered; switching cameras mid-call goes
 // by replaceTrack (no new offer) and the other page keeps decoding. Loopback only.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, consoleLogFile, openChromiumPage, pageState, remoteVideoStats, sleep,
-  startServer, stopServer, waitFor,
+  CHROMIUM_ARGS, E2E_OUT, consoleLogFile, openChromiumPage, pageState, remoteVideoStats, sleep, waitFor, withServerAndChromium,
 } from './harness.mjs';
 
-const SERVER_LOG = path.join(E2E_OUT, 'devices-server.log');
 const PREJOIN_SCREENSHOT = path.join(E2E_OUT, 'prejoin.png');
 // Chromium's fake capture makes as many cameras as device-count says.
 const ARGS = CHROMIUM_ARGS.map((a) => (a === '--use-fake-device-for-media-stream'
   ? '--use-fake-device-for-media-stream=device-count=2' : a));
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30000 });
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await stopServer(server, SERVER_LOG);
-});
+const env = withServerAndChromium('devices', { chromiumArgs: ARGS });
 
 test('pre-join preview, pickers and join muted; a camera switch without renegotiating', { timeout: 120000 }, async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 800 }, permissions: ['camera', 'microphone'] });
   const ada = await context.newPage();
   const log = consoleLogFile('devices-ada');
   ada.on('console', (m) => log(m.type(), m.text()));
-  await ada.goto(`${server.url}/`, { timeout: 15000 });
+  await ada.goto(`${env.server.url}/`, { timeout: 15000 });
 
   // The pre-join screen.
   const prejoin = await waitFor('the preview plays and both cameras are listed', () => ada.evaluate(() => {
@@ -53,7 +39,7 @@ test('pre-join preview, pickers and join muted; a camera switch without renegoti
   await ada.screenshot({ path: PREJOIN_SCREENSHOT });
   await ada.click('#join-button');
 
-  const bob = await openChromiumPage(browser, server, 'room=devices&name=Bob');
+  const bob = await openChromiumPage(env.browser, env.server, 'room=devices&name=Bob');
   for (const [name, page] of [['Ada', ada], ['Bob', bob.page]]) {
     await waitFor(`${name}: connected with one remote tile`, async () => {
       const s = await pageState(page);
@@ -92,7 +78,7 @@ test('pre-join preview, pickers and join muted; a camera switch without renegoti
 
   // Remembered: a new visit preselects the camera and "join muted".
   await ada.click('#leave-button');
-  await ada.goto(`${server.url}/`, { timeout: 15000 });
+  await ada.goto(`${env.server.url}/`, { timeout: 15000 });
   const remembered = await waitFor('the choices come back', () => ada.evaluate(() => {
     const cams = document.getElementById('prejoin-camera');
     return cams.options.length === 2 && { camera: cams.value, muted: document.getElementById('join-muted').checked };

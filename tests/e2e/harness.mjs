@@ -9,9 +9,11 @@
 //                    change can be tried without a release build
 
 import { spawn } from 'node:child_process';
+import { after, before } from 'node:test';
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '../..');
@@ -270,3 +272,28 @@ export function transportInfo(page) {
 
 // True for an IPv4 address in 127.0.0.0/8, where everything in these tests stays.
 export const inLoopbackNet = (address) => typeof address === 'string' && /^127\.\d+\.\d+\.\d+$/.test(address);
+
+// ---------- one test file's server and browser ----------
+
+// Starts the server and a headless Chromium before the file's tests and stops both after
+// them, keeping the server's log in target/e2e/<name>-server.log. Returns an object whose
+// `server` and `browser` are set once the tests run.
+export function withServerAndChromium(name, { serverArgs = [], chromiumArgs = CHROMIUM_ARGS } = {}) {
+  const env = { server: null, browser: null };
+  before(async () => {
+    env.server = await startServer('127.0.0.1:0', { args: serverArgs });
+    env.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs, timeout: 30000 });
+  });
+  after(async () => {
+    await within(15000, env.browser?.close().catch(() => {}));
+    await stopServer(env.server, path.join(E2E_OUT, `${name}-server.log`));
+  });
+  return env;
+}
+
+// Waits until page `p` ({page, query}) is connected and shows `remoteTiles` others.
+export const waitConnected = (p, remoteTiles, timeoutMs = 30000) =>
+  waitFor(`${p.query.slice(0, 40)}: connected with ${remoteTiles} remote tiles`, async () => {
+    const s = await pageState(p.page);
+    return s.state === 'connected' && s.remoteTiles === remoteTiles ? s : { ok: false, ...s };
+  }, timeoutMs);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, openChromiumPage, pageState, startServer, stopServer,
-  waitFor, within,
+  waitConnected, waitFor, within,
 } from './harness.mjs';
 import { ADDR_A, blockUdp, createNamespacePair, removeNamespacePair, unblockUdp, wrapperInNamespace } from './netns.mjs';
 
@@ -55,10 +55,7 @@ test('ICE restart: media returns after a blocked path, same participant, no new 
   const ada = await openChromiumPage(browserA, server, 'room=restart&name=Ada');
   const bob = await openChromiumPage(browserB, server, 'room=restart&name=Bob');
   for (const p of [ada, bob]) {
-    await waitFor(`${p.query}: connected`, async () => {
-      const s = await pageState(p.page);
-      return s.state === 'connected' && s.remoteTiles === 1;
-    }, 30000);
+    await waitConnected(p, 1);
     await expectMediaFlowing(p, { video: 1, audio: 1 });
   }
   // The ICE ufrags of both ends, from the page's descriptions.

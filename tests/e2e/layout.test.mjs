@@ -3,43 +3,25 @@
 // participant list (names and mute states, which follow a mute), copies an invite link,
 // and sees a connection-quality hint on each received video. Loopback only.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, pageState, startServer, stopServer, waitFor,
+  E2E_OUT, openChromiumPage, waitFor, waitConnected, withServerAndChromium,
 } from './harness.mjs';
 
-const SERVER_LOG = path.join(E2E_OUT, 'layout-server.log');
 const SPEAKER_VIEW = path.join(E2E_OUT, 'speaker-view.png');
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await stopServer(server, SERVER_LOG);
-});
+const env = withServerAndChromium('layout');
 
 test('speaker view, participant list, invite link and quality hints', { timeout: 120000 }, async () => {
   const names = ['Ada', 'Bob', 'Cy'];
   const pages = [];
   for (const name of names) {
-    pages.push(await openChromiumPage(browser, server, `room=layout&name=${name}`, undefined,
+    pages.push(await openChromiumPage(env.browser, env.server, `room=layout&name=${name}`, undefined,
       { permissions: ['camera', 'microphone', 'clipboard-read', 'clipboard-write'] }));
   }
-  for (const [i, p] of pages.entries()) {
-    await waitFor(`${names[i]}: connected with two remote tiles`, async () => {
-      const s = await pageState(p.page);
-      return s.state === 'connected' && s.remoteTiles === 2 && s;
-    }, 30000);
-  }
+  for (const p of pages) await waitConnected(p, 2);
   const ada = pages[0].page;
 
   // Speaker view: exactly one remote tile is the spotlight, and it is larger.

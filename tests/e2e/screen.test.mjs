@@ -5,29 +5,16 @@
 // share (the track's `ended`, as its "Stop sharing" bar does) and Bob presses his
 // button: both screens leave every page. Loopback only.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, pageState, startServer, stopServer, waitFor,
+  E2E_OUT, openChromiumPage, waitFor, waitConnected, withServerAndChromium,
 } from './harness.mjs';
 
-const SERVER_LOG = path.join(E2E_OUT, 'screen-server.log');
 const SCREEN_SHARE = path.join(E2E_OUT, 'screen-share.png');
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await stopServer(server, SERVER_LOG);
-});
+const env = withServerAndChromium('screen');
 
 // The page's remote screens with the frames their receivers decoded.
 const screenStats = (page) => page.evaluate(async () => {
@@ -72,13 +59,8 @@ async function expectScreens(name, page, owners, spotlight) {
 
 test('screen share: spotlight, two sharers, stopping ends it for everyone', { timeout: 150000 }, async () => {
   const pages = {};
-  for (const name of ['Ada', 'Bob', 'Cy']) pages[name] = await openChromiumPage(browser, server, `room=screens&name=${name}`);
-  for (const p of Object.values(pages)) {
-    await waitFor(`${p.query}: connected`, async () => {
-      const s = await pageState(p.page);
-      return s.state === 'connected' && s.remoteTiles === 2;
-    }, 30000);
-  }
+  for (const name of ['Ada', 'Bob', 'Cy']) pages[name] = await openChromiumPage(env.browser, env.server, `room=screens&name=${name}`);
+  for (const p of Object.values(pages)) await waitConnected(p, 2);
   const id = {};
   for (const [name, p] of Object.entries(pages)) id[name] = await p.page.evaluate(() => window.switchyard.participantId);
 
