@@ -74,20 +74,13 @@ impl Peer {
     /// stopped receiving on: `removeTrack` made it inactive, or it was stopped. rtc
     /// reports no track closing for these, so the shard unpublishes them.
     pub fn stopped_publications(&mut self) -> Vec<String> {
-        let receiving: Vec<String> = self
-            .pc
-            .get_transceivers()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|t| {
-                let t = self.pc.rtp_transceiver(t)?;
-                let on = matches!(
-                    t.current_direction(),
-                    RTCRtpTransceiverDirection::Recvonly | RTCRtpTransceiverDirection::Sendrecv
-                );
-                on.then(|| t.mid().clone()).flatten()
-            })
-            .collect();
+        let receiving = self.read_transceivers(|t| {
+            let on = matches!(
+                t.current_direction(),
+                RTCRtpTransceiverDirection::Recvonly | RTCRtpTransceiverDirection::Sendrecv
+            );
+            on.then(|| t.mid().clone()).flatten()
+        });
         self.published
             .iter()
             .filter(|(_, p)| !receiving.contains(&p.mid))

@@ -10,7 +10,7 @@ use rtc::data_channel::RTCDataChannelId;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiver};
 use tokio::sync::mpsc;
 
 use super::downlink::DownlinkState;
@@ -185,6 +185,18 @@ impl Peer {
     pub fn unsubscribe(&mut self, track: TrackId) {
         self.wanted.remove(&track);
         self.negotiator.unwant(track);
+    }
+
+    /// What `read` finds in each of the connection's transceivers (rtc lends one at a
+    /// time, by id).
+    pub fn read_transceivers<T>(
+        &mut self,
+        mut read: impl FnMut(&RTCRtpTransceiver<'_>) -> Option<T>,
+    ) -> Vec<T> {
+        let ids: Vec<_> = self.pc.get_transceivers().collect();
+        ids.into_iter()
+            .filter_map(|id| read(&self.pc.rtp_transceiver(id)?))
+            .collect()
     }
 
     /// The ICE ufrag of the current local description, when it differs from the one

@@ -245,15 +245,11 @@ impl Shard {
         }
         let track_id = self.ids.track();
         let mid = peer
-            .pc
-            .get_transceivers()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .find_map(|t| {
-                let t = peer.pc.rtp_transceiver(t)?;
+            .read_transceivers(|t| {
                 (t.receiver() == Some(init.receiver_id))
                     .then(|| t.mid().clone().unwrap_or_default())
             })
+            .pop()
             .unwrap_or_default();
         let named = peer.sources.get(&mid).copied();
         let Some(mut receiver) = peer.pc.rtp_receiver(init.receiver_id) else {
