@@ -13,13 +13,13 @@ import {
   addLocalTrack, offerIfNeeded, onLayers, onRemoteAnswer, onRemoteCandidate, onRemoteOffer, serverTrackId,
 } from './negotiation.js';
 import { pickScreen, publishScreen, screenSources, unpublishScreen } from './screen.js';
+import { openSignaling, signalingUrl } from './signaling.js';
 import { fitGrid, makeTile, setTileMuted, setTileName, showSizeButton } from './tiles.js';
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const NAME_MAX = 64;
 // Tests may shorten the backoff (window.SWITCHYARD_RETRY_DELAYS_MS) to see "failed" quickly.
 const RETRY_DELAYS_MS = window.SWITCHYARD_RETRY_DELAYS_MS ?? [1000, 2000, 4000, 8000, 8000];
-const WS_OPEN_TIMEOUT_MS = 10000;
 // A media connection that is not up by then is given up and the meeting joined again.
 const PC_CONNECT_TIMEOUT_MS = 15000;
 // A connection that went 'disconnected' gets this long to come back by itself before an
@@ -152,17 +152,11 @@ async function getLocalMedia() {
   }
 }
 
-function wsUrl() {
-  // Tests point the client at a dead port with window.SWITCHYARD_WS_URL.
-  if (window.SWITCHYARD_WS_URL) return window.SWITCHYARD_WS_URL;
-  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-}
-
 // One connection attempt. Every callback checks `s === session` so events from a
 // torn-down attempt are ignored.
 function connect() {
-  const s = { ws: new WebSocket(wsUrl()), pc: null, opened: false, closing: false, joined: false,
-    offering: null, negotiationNeeded: false, localCandidates: 0, pendingCandidates: [], connectTimer: null, chain: Promise.resolve(),
+  const s = { signaling: null, pc: null, closing: false, joined: false,
+    offering: null, negotiationNeeded: false, localCandidates: 0, pendingCandidates: [], connectTimer: null,
     views: new Map(), viewTimer: null, lastViewFlush: 0 };
   // What negotiation.js needs of the meeting.
   s.isCurrent = () => s === session;
@@ -171,30 +165,23 @@ function connect() {
   s.onOfferSent = () => { offersSent++; };
   session = s;
   setConnState(meeting.attempt === 0 ? 'connecting' : 'reconnecting');
-  const openTimer = setTimeout(() => s.ws.readyState !== WebSocket.OPEN && s.ws.close(), WS_OPEN_TIMEOUT_MS);
-  s.ws.onopen = () => {
-    clearTimeout(openTimer);
-    s.opened = true;
-    send(s, { type: 'join', room: meeting.room, name: meeting.name, ...(meeting.token ? { token: meeting.token } : {}) });
-    joinsSent++;
-  };
-  s.ws.onmessage = (ev) => {
-    let msg;
-    try { msg = JSON.parse(ev.data); } catch { return console.warn('non-JSON from server', ev.data); }
-    // Apply messages strictly in arrival order: SDP and candidates depend on each other.
-    s.chain = s.chain.then(() => s === session && handleMessage(s, msg))
-      .catch((err) => console.warn(`handling ${msg.type} failed`, err));
-  };
-  s.ws.onclose = () => {
-    clearTimeout(openTimer);
-    if (s.closing || s !== session) return;
-    if (!s.opened) showNotice(`${MSG.unreachable} (${wsUrl()}). Retrying…`);
-    connectionLost(s);
-  };
+  const url = signalingUrl();
+  s.signaling = openSignaling(url, {
+    onOpen() {
+      send(s, { type: 'join', room: meeting.room, name: meeting.name, ...(meeting.token ? { token: meeting.token } : {}) });
+      joinsSent++;
+    },
+    onMessage: (msg) => s === session && handleMessage(s, msg),
+    onClose(opened) {
+      if (s.closing || s !== session) return;
+      if (!opened) showNotice(`${MSG.unreachable} (${url}). Retrying…`);
+      connectionLost(s);
+    },
+  });
 }
 
 function send(s, msg) {
-  if (s.ws.readyState === WebSocket.OPEN) s.ws.send(JSON.stringify(msg));
+  s.signaling.send(msg);
 }
 
 async function handleMessage(s, msg) {
@@ -305,7 +292,7 @@ function createPeerConnection(s, iceServers) {
 // meeting is joined again from scratch.
 function restartIce(s) {
   if (s !== session || s.restart) return;
-  if (!s.joined || s.ws.readyState !== WebSocket.OPEN) return connectionLost(s);
+  if (!s.joined || !s.signaling.open) return connectionLost(s);
   console.info('media path lost; restarting ICE');
   s.restart = { startedAt: performance.now(), offered: false, timer: setTimeout(() => {
     if (s !== session) return;
@@ -326,7 +313,7 @@ function closeSession(s) {
   clearTimeout(s.restart?.timer);
   clearTimeout(s.viewTimer);
   try { s.pc?.close(); } catch { /* already closed */ }
-  try { s.ws.close(); } catch { /* already closed */ }
+  s.signaling.close();
 }
 
 function clearRemoteTiles() {
@@ -525,7 +512,7 @@ function scheduleViews(s) {
 // One `view` per remote video track whose rendered size or visibility differs from what
 // the server was last told on this connection.
 function flushViews(s) {
-  if (!s.joined || !s.pc || s.ws.readyState !== WebSocket.OPEN) return;
+  if (!s.joined || !s.pc || !s.signaling.open) return;
   for (const v of currentViews(s.pc)) {
     const key = `${v.width}x${v.height}:${v.visible}`;
     if (s.views.get(v.track_id) === key) continue;

@@ -30,7 +30,7 @@ pub struct AppState {
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 /// The web client's ES modules besides app.js, by path.
-const MODULES: [(&str, &str); 8] = [
+const MODULES: [(&str, &str); 9] = [
     ("/chat.js", include_str!("../../web/chat.js")),
     ("/devices.js", include_str!("../../web/devices.js")),
     ("/layout.js", include_str!("../../web/layout.js")),
@@ -38,6 +38,7 @@ const MODULES: [(&str, &str); 8] = [
     ("/people.js", include_str!("../../web/people.js")),
     ("/quality.js", include_str!("../../web/quality.js")),
     ("/screen.js", include_str!("../../web/screen.js")),
+    ("/signaling.js", include_str!("../../web/signaling.js")),
     ("/tiles.js", include_str!("../../web/tiles.js")),
 ];
 const STYLE_CSS: &str = include_str!("../../web/style.css");
