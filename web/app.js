@@ -849,15 +849,17 @@ window.switchyard = {
   },
 };
 
-// The room and display name an access token carries (its payload, unverified: the server
-// verifies), or null when it cannot be read.
+// The room, display name and whether it may share a screen, from an access token (its
+// payload, unverified: the server verifies and enforces), or null when it cannot be read.
 function readToken(token) {
   try {
     const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
     const claims = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '=')));
     const room = claims.grants?.room;
     const name = claims.name ?? claims.sub;
-    return typeof room === 'string' && typeof name === 'string' ? { room, name } : null;
+    const sources = Array.isArray(claims.grants?.canPublishSources) ? claims.grants.canPublishSources : [];
+    const mayShareScreen = claims.grants?.canPublish !== false && (sources.length === 0 || sources.includes('screen'));
+    return typeof room === 'string' && typeof name === 'string' ? { room, name, mayShareScreen } : null;
   } catch {
     return null;
   }
@@ -933,7 +935,10 @@ function init() {
   const token = params.get('token');
   if (token) {
     const granted = readToken(token);
-    if (granted) return startMeeting(granted.room, granted.name, token);
+    if (granted) {
+      ui.screenButton.hidden = !granted.mayShareScreen; // the server would refuse it
+      return startMeeting(granted.room, granted.name, token);
+    }
     ui.formError.textContent = 'The token in this link cannot be read; ask for a new link.';
     ui.formError.hidden = false;
     return;

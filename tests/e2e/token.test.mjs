@@ -56,6 +56,11 @@ test('a token without the screen source cannot share a screen', { timeout: 12000
   const cam = cliLink('cy', 'Cy', `${KEY}:${SECRET}`, ['--can-publish', 'camera,microphone']);
   const cy = await openChromiumPage(env.browser, env.server, new URL(cam).search.slice(1));
   for (const p of [ada, cy]) await waitConnected(p, 1);
+  // The page hides the button its token does not allow; a page that shares anyway (a
+  // modified client) is refused by the server.
+  assert.equal(await cy.page.evaluate(() => document.getElementById('screen-button').hidden), true);
+  assert.equal(await ada.page.evaluate(() => document.getElementById('screen-button').hidden), false);
+  await cy.page.evaluate(() => { document.getElementById('screen-button').hidden = false; });
   await cy.page.click('#screen-button');
   const shown = await waitFor('Cy: the refusal is shown', () => cy.page.evaluate(() => {
     const box = document.getElementById('server-error');
