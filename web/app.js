@@ -117,15 +117,18 @@ function validate(room, name) {
 
 // `token`: an access token from a join link (the server checks it; the room and name
 // shown here are read from it).
-async function startMeeting(room, name, token = null) {
+// `publish`: false for a token that may only watch and listen: no camera or microphone
+// is opened, and their controls are hidden.
+async function startMeeting(room, name, token = null, { publish = true } = {}) {
   showNotice('');
   ui.serverError.hidden = true;
   ui.formError.hidden = true;
   // The pre-join preview's stream becomes the meeting's (no second camera prompt).
-  localStream = preview?.stream ?? await getLocalMedia();
-  stopPreview(false);
+  localStream = publish ? preview?.stream ?? await getLocalMedia() : new MediaStream();
+  stopPreview(!publish);
   if (!localStream) return; // getLocalMedia already said why
-  meeting = { room, name, token, audioMuted: !!prefs.joinMuted, videoMuted: !!prefs.joinCameraOff,
+  for (const el of [ui.mic, ui.cam, ui.cameraSelect, ui.micSelect]) el.hidden = !publish;
+  meeting = { room, name, token, audioMuted: !publish || !!prefs.joinMuted, videoMuted: !publish || !!prefs.joinCameraOff,
     attempt: 0, retryTimer: null };
   for (const t of localStream.getTracks()) t.enabled = !(t.kind === 'audio' ? meeting.audioMuted : meeting.videoMuted);
   fillMeetingPickers();
@@ -377,7 +380,8 @@ function leave() {
 function makeLocalTile(name) {
   const { el, video } = makeTile(`${name} (you)`, 'local');
   video.muted = true; // never play our own microphone back
-  video.srcObject = localStream;
+  // (An empty stream, a watch-only token's, would hold the page's load event forever.)
+  if (localStream.getTracks().length) video.srcObject = localStream;
   return el;
 }
 
@@ -858,8 +862,9 @@ function readToken(token) {
     const room = claims.grants?.room;
     const name = claims.name ?? claims.sub;
     const sources = Array.isArray(claims.grants?.canPublishSources) ? claims.grants.canPublishSources : [];
-    const mayShareScreen = claims.grants?.canPublish !== false && (sources.length === 0 || sources.includes('screen'));
-    return typeof room === 'string' && typeof name === 'string' ? { room, name, mayShareScreen } : null;
+    const mayPublish = claims.grants?.canPublish !== false;
+    const mayShareScreen = mayPublish && (sources.length === 0 || sources.includes('screen'));
+    return typeof room === 'string' && typeof name === 'string' ? { room, name, mayPublish, mayShareScreen } : null;
   } catch {
     return null;
   }
@@ -937,7 +942,7 @@ function init() {
     const granted = readToken(token);
     if (granted) {
       ui.screenButton.hidden = !granted.mayShareScreen; // the server would refuse it
-      return startMeeting(granted.room, granted.name, token);
+      return startMeeting(granted.room, granted.name, token, { publish: granted.mayPublish });
     }
     ui.formError.textContent = 'The token in this link cannot be read; ask for a new link.';
     ui.formError.hidden = false;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import {
-  SERVER_BIN, openChromiumPage, pageState, waitFor, waitConnected, withServerAndChromium,
+  SERVER_BIN, expectMediaFlowing, openChromiumPage, pageState, waitFor, waitConnected, withServerAndChromium,
 } from './harness.mjs';
 
 const KEY = 'APIe2e';
@@ -72,4 +72,24 @@ test('a token without the screen source cannot share a screen', { timeout: 12000
   assert.deepEqual(await ada.page.evaluate(() => window.switchyard.screens()), []);
   assert.equal((await pageState(ada.page)).remoteTiles, 1);
   for (const p of [ada, cy]) await p.context.close();
+});
+
+test('a subscribe-only token watches and listens without opening a camera', { timeout: 120000 }, async () => {
+  const ada = await openChromiumPage(env.browser, env.server, new URL(cliLink('ada3', 'Ada')).search.slice(1));
+  const zed = await openChromiumPage(env.browser, env.server,
+    new URL(cliLink('zed', 'Zed', `${KEY}:${SECRET}`, ['--no-publish'])).search.slice(1));
+  for (const p of [ada, zed]) await waitConnected(p, 1);
+  await expectMediaFlowing(zed, { video: 1, audio: 1 });
+  const own = await zed.page.evaluate(() => ({
+    sending: window.switchyard.pc.getSenders().filter((x) => x.track).length,
+    controls: ['mic-button', 'cam-button', 'screen-button'].map((id) => document.getElementById(id).hidden),
+  }));
+  assert.deepEqual(own, { sending: 0, controls: [true, true, true] }, 'no camera, no microphone, no publishing controls');
+  // Ada sees Zed as muted with the camera off, and gets no error.
+  await waitFor("Zed's tile at Ada's shows mic and camera off", () => ada.page.evaluate(() => {
+    const t = document.querySelector('.tile.remote');
+    return t?.dataset.audioMuted === 'true' && t.dataset.videoMuted === 'true';
+  }), 10000);
+  assert.equal(await zed.page.evaluate(() => document.getElementById('server-error').hidden), true);
+  for (const p of [ada, zed]) await p.context.close();
 });
