@@ -212,6 +212,8 @@ async function handleMessage(s, msg) {
 
 function onServerError(s, msg) {
   if (msg.code === 'chat_refused') return chat.showError(msg.message); // shown where it was typed
+  // Sharing refused, or no longer allowed: the share ends here too.
+  if (msg.code === 'forbidden' && /\(screen\)/.test(msg.message ?? '')) stopScreenShare();
   showServerError(msg.code, msg.message);
   if (s.joined) return;
   // A refused join (name taken, room full, bad name) will not get better by retrying.

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::routing::RoomHost;
 use super::shard::Shard;
-use super::{PeerOutput, RoomSummary};
-use crate::auth::Grants;
+use super::{EngineError, PeerOutput, RoomSummary};
+use crate::auth::{Grants, Source};
 use crate::id::{MediaKind, ParticipantId};
 
 #[derive(Debug)]
@@ -73,6 +73,8 @@ impl Shard {
                 .then_some(())
                 .ok_or(AdminError::UnknownParticipant)
         };
+        // Screen shares whose grant was revoked: unpublished once `host` is let go.
+        let mut stop_sharing: Vec<(ParticipantId, String)> = Vec::new();
         match op {
             AdminOp::Create { .. } => unreachable!("handled above"),
             AdminOp::Close => {
@@ -110,12 +112,22 @@ impl Shard {
                 // administrator's mute would); granted again, it is heard again. (By
                 // kind: a camera and a screen share are silenced together.)
                 for kind in [MediaKind::Audio, MediaKind::Video] {
-                    let source = crate::auth::Source::of(kind);
+                    let source = Source::of(kind);
                     let (before, after) =
                         (peer.grants.may_publish(source), grants.may_publish(source));
                     if before != after {
                         host.room.admin_mute(participant, kind, !after);
                     }
+                }
+                // A screen share is stopped outright: unpublished for everyone, and the
+                // client told as when it was refused at the start.
+                if !grants.may_publish(Source::Screen) {
+                    stop_sharing.extend(
+                        peer.published
+                            .iter()
+                            .filter(|(_, p)| p.source == Source::Screen)
+                            .map(|(rtc_track, _)| (participant, rtc_track.clone())),
+                    );
                 }
                 host.room
                     .set_can_subscribe(participant, grants.can_subscribe);
@@ -124,6 +136,15 @@ impl Shard {
             }
         }
         let out = Some(summary(host));
+        for (participant, rtc_track) in stop_sharing {
+            self.unpublish(participant, &rtc_track, now);
+            if let Some(peer) = self.peers.get_mut(&participant) {
+                peer.refused_tracks.insert(rtc_track);
+                peer.tell(PeerOutput::Error(EngineError::Forbidden(
+                    "your grants no longer allow publishing video (screen)".into(),
+                )));
+            }
+        }
         self.drain_room_outputs(key, now);
         Ok(out)
     }

@@ -36,6 +36,8 @@ pub struct TrackDesc {
 /// A track this participant publishes, by rtc's track id (the browser's).
 pub struct Published {
     pub track: TrackId,
+    /// Camera, microphone or screen.
+    pub source: Source,
     /// The m-section it arrives in: how dynacast names it to the client.
     pub mid: String,
     /// Each simulcast layer's rid, lowest first (one empty rid without simulcast).

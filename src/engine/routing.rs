@@ -308,6 +308,7 @@ impl Shard {
             init.track_id.clone(),
             Published {
                 track: track_id,
+                source,
                 mid,
                 rids: if rids.is_empty() {
                     vec![String::new()]

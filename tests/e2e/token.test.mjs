@@ -93,3 +93,29 @@ test('a subscribe-only token watches and listens without opening a camera', { ti
   assert.equal(await zed.page.evaluate(() => document.getElementById('server-error').hidden), true);
   for (const p of [ada, zed]) await p.context.close();
 });
+
+test('an administrator revoking the screen grant stops a running share', { timeout: 120000 }, async () => {
+  const ada = await openChromiumPage(env.browser, env.server, new URL(cliLink('ada4', 'Ada')).search.slice(1));
+  const bob = await openChromiumPage(env.browser, env.server, new URL(cliLink('bob4', 'Bob')).search.slice(1));
+  for (const p of [ada, bob]) await waitConnected(p, 1);
+  await ada.page.click('#screen-button');
+  await waitFor("Ada's screen at Bob's", async () => (await bob.page.evaluate(() => window.switchyard.screens())).length === 1, 20000);
+  const adaId = await ada.page.evaluate(() => window.switchyard.participantId);
+  const res = await fetch(`${env.server.url}/api/admin/rooms/tokens/participants/${adaId}/grants`, {
+    method: 'PUT',
+    headers: { authorization: `Basic ${Buffer.from(`${KEY}:${SECRET}`).toString('base64')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ canPublish: true, canPublishSources: ['camera', 'microphone'], canSubscribe: true }),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(res.status, 200, await res.text());
+  // Gone for Bob; Ada's page ends its share and says why; her camera still reaches Bob.
+  await waitFor("Ada's screen gone at Bob's", async () => (await bob.page.evaluate(() => window.switchyard.screens())).length === 0, 10000);
+  const adaSees = await waitFor('Ada told, her share ended', () => ada.page.evaluate(() => {
+    const box = document.getElementById('server-error');
+    const button = document.getElementById('screen-button').textContent;
+    return !box.hidden && button === 'Share screen' && document.getElementById('server-error-text').textContent;
+  }), 10000);
+  assert.match(adaSees, /^forbidden: .*\(screen\)/);
+  await expectMediaFlowing(bob, { video: 1, audio: 1 });
+  for (const p of [ada, bob]) await p.context.close();
+});
