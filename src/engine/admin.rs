@@ -68,9 +68,8 @@ impl Shard {
         let host = self.rooms.get_mut(&key).ok_or(AdminError::UnknownRoom)?;
         let member = |host: &RoomHost, id: ParticipantId| {
             host.room
-                .participants()
-                .any(|p| p.id == id)
-                .then_some(())
+                .participant(id)
+                .map(|_| ())
                 .ok_or(AdminError::UnknownParticipant)
         };
         // Screen shares whose grant was revoked: unpublished once `host` is let go.

@@ -90,8 +90,7 @@ impl Shard {
         };
         let name = host
             .room
-            .participants()
-            .find(|p| p.id == id)
+            .participant(id)
             .map(|p| p.name.clone())
             .unwrap_or_default();
         let unix_ms = SystemTime::now()

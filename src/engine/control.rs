@@ -243,7 +243,7 @@ impl Shard {
                 let event = WebhookEvent::for_track(EventKind::TrackUnpublished, &host.name, &t);
                 self.settings.webhooks.emit(event);
             }
-            if let Some(p) = host.room.participants().find(|p| p.id == id) {
+            if let Some(p) = host.room.participant(id) {
                 let event =
                     WebhookEvent::participant(EventKind::ParticipantLeft, &host.name, id, &p.name);
                 self.settings.webhooks.emit(event);

@@ -178,6 +178,10 @@ impl Room {
         self.participants.values()
     }
 
+    pub fn participant(&self, id: ParticipantId) -> Option<&ParticipantInfo> {
+        self.participants.get(&id)
+    }
+
     /// An administrator's limit (those already in stay).
     pub fn set_max_participants(&mut self, max: usize) {
         self.max_participants = max.max(1);
