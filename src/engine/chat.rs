@@ -58,7 +58,7 @@ impl Shard {
                     .map(|h| h.chat.history().collect())
                     .unwrap_or_default();
                 for m in &history {
-                    self.send_chat(id, m, now);
+                    self.send_chat(id, &to_json(m), now);
                 }
                 if let Some(peer) = self.peers.get_mut(&id) {
                     touch(&mut self.touched, peer);
@@ -117,12 +117,13 @@ impl Shard {
             return;
         };
         let members: Vec<ParticipantId> = host.room.participants().map(|p| p.id).collect();
+        let json = to_json(m); // once, not per member
         for member in members {
-            self.send_chat(member, m, now);
+            self.send_chat(member, &json, now);
         }
     }
 
-    fn send_chat(&mut self, to: ParticipantId, m: &ChatMessage, now: Instant) {
+    fn send_chat(&mut self, to: ParticipantId, json: &str, now: Instant) {
         let Some(peer) = self.peers.get_mut(&to) else {
             return;
         };
@@ -136,10 +137,13 @@ impl Shard {
             Metrics::inc(&self.metrics.chat_dropped);
             return;
         }
-        let json = serde_json::to_string(m).expect("a chat message serializes");
         if dc.send_text(now, json).is_err() {
             Metrics::inc(&self.metrics.chat_dropped);
         }
         touch(&mut self.touched, peer);
     }
+}
+
+fn to_json(m: &ChatMessage) -> String {
+    serde_json::to_string(m).expect("a chat message serializes")
 }
