@@ -197,14 +197,31 @@ pub struct Config {
     pub media: MediaConfig,
     pub ice_servers: Vec<IceServer>,
     pub max_participants: usize,
-    /// Largest signaling frame accepted (SDP offers are a few KiB).
-    pub max_message_bytes: usize,
     /// (API key, secret) pairs that sign access tokens; none: dev mode.
     pub api_keys: Vec<(String, String)>,
     /// Dev mode allowed beyond loopback.
     pub dev: bool,
     /// Where webhooks go (http:// URLs).
     pub webhooks: Vec<String>,
+}
+
+/// What a signaling frame may hold besides the m-sections of a full room: the session
+/// part of an SDP, the client's own three sections, JSON around it.
+const FRAME_BASE_BYTES: usize = 64 * 1024;
+/// Tracks one participant may publish that a full room's SDP is sized for (camera,
+/// microphone, screen).
+const TRACKS_PER_PARTICIPANT: usize = 3;
+/// One received m-section in a browser's SDP: ~650 bytes from Chromium (codecs,
+/// extensions, msid, ssrc lines), with room to spare for Firefox's longer ones.
+const MSECTION_BYTES: usize = 1024;
+
+impl Config {
+    /// The largest signaling frame accepted. An answer carries an m-section per track
+    /// the participant receives (spares included; see engine/legs.rs), so the limit
+    /// grows with the room size: 64 KiB + 3 KiB per participant, 214 KiB for 50.
+    pub fn max_message_bytes(&self) -> usize {
+        FRAME_BASE_BYTES + self.max_participants * TRACKS_PER_PARTICIPANT * MSECTION_BYTES
+    }
 }
 
 impl Default for Config {
@@ -221,7 +238,6 @@ impl Default for Config {
             },
             ice_servers: vec![],
             max_participants: 50,
-            max_message_bytes: 64 * 1024,
             api_keys: vec![],
             dev: false,
             webhooks: vec![],

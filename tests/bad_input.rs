@@ -79,7 +79,7 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     // Before any remote description candidates are queued; this one is refused when
     // applied or accepted as queued, but never crashes anything.
     ws.send_text(
-        vec![b'x'; 70 * 1024]
+        vec![b'x'; 300 * 1024]
             .iter()
             .map(|&c| c as char)
             .collect::<String>(),

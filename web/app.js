@@ -429,9 +429,14 @@ function removeRemoteTile(id) {
 // renegotiation. A track leaves a tile on track_unpublished, on 'ended', when ontrack
 // gives it to someone else, or with its participant. Remote tracks' 'mute' events are
 // not used either: Chrome fires them whenever RTP pauses briefly.
+// The server's id of each received track as of its latest ontrack. A receiver the server
+// reuses for another track (it recycles m-sections) keeps its first track.id for good.
+const receivedAs = new WeakMap();
+
 function onRemoteTrack(track, stream) {
   if (!stream) return console.warn('remote track without a stream', track.id);
   const serverId = session?.pc ? serverTrackId(session.pc, track) : track.id;
+  receivedAs.set(track, serverId);
   // A receiver the server reuses for another track brings the same track object back.
   for (const [id, screen] of screens) if (screen.track === track && id !== serverId) removeScreenTile(id);
   if (trackSources.get(serverId) === 'screen') return showScreenTile(stream.id, serverId, track);
@@ -441,7 +446,7 @@ function onRemoteTrack(track, stream) {
   const tile = ensureRemoteTile({ id: stream.id });
   for (const old of tile.tracks) if (old.kind === track.kind) tile.tracks.delete(old); // one per kind
   tile.tracks.add(track);
-  tile.unpublished.delete(track.id); // (re)negotiated, so published again
+  tile.unpublished.delete(serverId); // (re)negotiated, so published again
   track.addEventListener('ended', () => syncTile(tile), { once: true });
   syncTile(tile);
 }
@@ -458,7 +463,9 @@ function onTrackUnpublished(participantId, trackId) {
 // Point the tile's <video> at exactly the participant's live, still-published tracks.
 function syncTile(tile) {
   if (tiles.get(tile.id) !== tile) return; // the tile is gone
-  for (const t of tile.tracks) if (t.readyState === 'ended' || tile.unpublished.has(t.id)) tile.tracks.delete(t);
+  for (const t of tile.tracks) {
+    if (t.readyState === 'ended' || tile.unpublished.has(receivedAs.get(t) ?? t.id)) tile.tracks.delete(t);
+  }
   const want = [...tile.tracks];
   const have = tile.stream.getTracks();
   if (want.length === have.length && want.every((t) => have.includes(t))) return;

@@ -30,8 +30,20 @@ const ACKED_SLACK_BPS: f64 = 10_000.0;
 /// [`COMPLIANCE_WAIT`]: a track with no lower layer may never comply).
 const COMPLIANCE_SLACK: f64 = 1.15;
 const COMPLIANCE_WAIT: Duration = Duration::from_secs(2);
-/// Loss above this is congestion (GCC: 10 %); below 2 % it is noise.
+/// Loss above this may be congestion (GCC: 10 %); below 2 % it is noise; between them
+/// the estimate holds. All three are measured above the path's inherent loss.
 const HIGH_LOSS: f64 = 0.10;
+/// Loss is a congestion signal only this far above the path's inherent loss: random
+/// loss (Wi-Fi, mobile) comes at any rate and no cut makes it go away.
+const EXCESS_LOSS: f64 = 0.05;
+/// Loss is read over this long (a feedback covers ~50 ms: a handful of packets, where
+/// one random loss reads as 20 %).
+const LOSS_WINDOW: Duration = Duration::from_millis(1000);
+/// ... and says nothing until it covers this many packets.
+const LOSS_MIN_PACKETS: u32 = 40;
+/// How fast the inherent-loss estimate follows the loss seen while the delay detector
+/// sees no queue (time constant).
+const INHERENT_LOSS_TAU: Duration = Duration::from_millis(1000);
 const ACKED_WINDOW: Duration = Duration::from_millis(1000);
 /// Arrivals spread this much wider than departures mean a queue is growing.
 const QUEUE_STRETCH: f64 = 1.1;
@@ -70,7 +82,13 @@ pub struct Estimator {
     /// The highest rate shown to get through since congestion last showed: what arrived,
     /// or what a probe measured. Layers are raised only within it (see `allocatable`).
     confirmed: f64,
+    /// Loss over the last [`LOSS_WINDOW`].
     pub loss: f64,
+    /// The loss this path has whatever is sent: followed while no queue builds.
+    pub inherent_loss: f64,
+    /// (when, packets reported, lost) per feedback, the last [`LOSS_WINDOW`] of them.
+    loss_window: VecDeque<(Instant, u32, u32)>,
+    last_inherent_update: Option<Instant>,
     pub feedbacks: u64,
 }
 
@@ -93,6 +111,9 @@ impl Estimator {
             probe: None,
             confirmed: 0.0,
             loss: 0.0,
+            inherent_loss: 0.0,
+            loss_window: VecDeque::new(),
+            last_inherent_update: None,
             feedbacks: 0,
         }
     }
@@ -173,8 +194,7 @@ impl Estimator {
         if reported == 0 {
             return self.bitrate();
         }
-        let loss = lost as f64 / reported as f64;
-        self.loss = 0.8 * self.loss + 0.2 * loss;
+        let loss = self.windowed_loss(reported, lost, now);
         self.control(loss, history.sent_bitrate(now), now);
         tracing::trace!(
             reported,
@@ -188,6 +208,38 @@ impl Estimator {
             "bwe feedback"
         );
         self.bitrate()
+    }
+
+    /// Loss over the last second of feedback, once it covers enough packets to mean
+    /// anything (until then, none).
+    fn windowed_loss(&mut self, reported: u32, lost: u32, now: Instant) -> f64 {
+        self.loss_window.push_back((now, reported, lost));
+        while self
+            .loss_window
+            .front()
+            .is_some_and(|(t, ..)| now.saturating_duration_since(*t) > LOSS_WINDOW)
+        {
+            self.loss_window.pop_front();
+        }
+        let (reported, lost) = self
+            .loss_window
+            .iter()
+            .fold((0, 0), |(r, l), (_, rr, ll)| (r + rr, l + ll));
+        if reported >= LOSS_MIN_PACKETS {
+            self.loss = lost as f64 / reported as f64;
+        }
+        self.loss
+    }
+
+    /// Follows the loss seen while nothing says a queue is building: that loss is the
+    /// path's own (a radio link's), not caused by what we send.
+    fn follow_inherent_loss(&mut self, loss: f64, now: Instant) {
+        let dt = self
+            .last_inherent_update
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.last_inherent_update = Some(now);
+        let weight = (dt / INHERENT_LOSS_TAU.as_secs_f64()).min(1.0);
+        self.inherent_loss += (loss - self.inherent_loss) * weight;
     }
 
     fn add_acked(&mut self, arrival: Duration, departure: Instant, bytes: u64) {
@@ -211,8 +263,27 @@ impl Estimator {
             let since = now.saturating_duration_since(t);
             since >= DECREASE_INTERVAL && (complying || since >= COMPLIANCE_WAIT)
         });
-        let overuse = self.delay.usage() == Usage::Over && self.queue_filling();
-        let congested = overuse || loss > HIGH_LOSS;
+        let queue_filling = self.queue_filling();
+        let overuse = self.delay.usage() == Usage::Over && queue_filling;
+        let queue_evident = queue_filling || self.delay.usage() != Usage::Normal;
+        // Sending more than the estimate after congestion has shown: loss now is
+        // presumably our own overload, whatever the delay says (a full drop-tail queue
+        // has a steady delay).
+        let overloading = !complying && self.has_congested();
+        // Loss is congestion only with a queue or an overload to explain it, and well
+        // above what the path loses anyway. At 5 % random loss each way a lossy
+        // participant's estimate used to fall from 1 Mbit/s to ~100 kbit/s and its
+        // video stopped: random loss (Wi-Fi, mobile) comes at any rate, and no cut
+        // makes it go away. The delay detector stays in charge of congestion.
+        if queue_evident || overloading {
+            self.last_inherent_update = Some(now);
+        } else {
+            self.follow_inherent_loss(loss, now);
+        }
+        let excess_loss = (loss - self.inherent_loss).max(0.0);
+        let lossy =
+            loss > HIGH_LOSS && excess_loss > EXCESS_LOSS && (queue_evident || overloading);
+        let congested = overuse || lossy;
         if congested {
             if may_decrease {
                 // From what arrived, not from the loss fraction: an SFU may keep sending
@@ -234,6 +305,8 @@ impl Estimator {
                 self.last_decrease = Some(now);
                 self.last_change = Some(now);
             }
+        } else if self.delay.usage() == Usage::Normal && excess_loss >= HIGH_LOSS / 5.0 {
+            self.last_change = Some(now); // GCC: between 2 and 10 % loss, hold
         } else if self.delay.usage() == Usage::Normal {
             let elapsed = self.last_change.map_or(0.0, |t| {
                 now.saturating_duration_since(t).as_secs_f64().min(1.0)
@@ -253,7 +326,7 @@ impl Estimator {
                 self.estimate = grown.min(ceiling.max(self.estimate));
             }
             // What arrived without congestion is proven: never estimate below it.
-            if loss < HIGH_LOSS / 5.0 {
+            if excess_loss < HIGH_LOSS / 5.0 {
                 if let Some(acked) = acked {
                     self.estimate = self.estimate.max(acked);
                     self.confirmed = self.confirmed.max(acked);
@@ -359,6 +432,10 @@ mod tests {
         /// after a retransmission with an old transport-wide number rewinds it.
         rereport: bool,
         sent: VecDeque<(f64, u16, Option<Duration>)>,
+        /// Each packet is lost at random with this chance, before the bottleneck (a
+        /// radio link's loss, not congestion).
+        random_loss: f64,
+        rng: rand::rngs::StdRng,
     }
 
     impl Path {
@@ -372,6 +449,8 @@ mod tests {
                 now_ms: 0.0,
                 rereport: false,
                 sent: VecDeque::new(),
+                random_loss: 0.0,
+                rng: rand::SeedableRng::seed_from_u64(7),
             }
         }
 
@@ -386,7 +465,9 @@ mod tests {
                 let seq = self.history.record(size as usize, probe, now);
                 let start = self.link_free_ms.max(self.now_ms);
                 let queue_ms = start - self.now_ms;
-                let arrival = if queue_ms > 200.0 {
+                let arrival = if rand::Rng::random_bool(&mut self.rng, self.random_loss) {
+                    None
+                } else if queue_ms > 200.0 {
                     None // tail drop
                 } else {
                     self.link_free_ms = start + size * 8.0 / capacity_bps * 1000.0;
@@ -652,6 +733,50 @@ mod tests {
             "estimate {est} should fall below the 300 kbit/s link"
         );
         assert!(est >= MIN_BITRATE);
+    }
+
+    /// Random loss on a wide path (Wi-Fi) is not congestion: the estimate holds at what
+    /// is sent. GCC's 10 % rule alone, read per feedback, cut it to the floor.
+    #[test]
+    fn random_loss_on_a_wide_link_does_not_cut_the_estimate() {
+        for loss in [0.05, 0.15, 0.25] {
+            let mut p = Path::new(1_500_000);
+            p.random_loss = loss;
+            p.run(1_200_000.0, 10_000_000.0, 20.0, None);
+            let est = p.estimator.bitrate();
+            assert!(
+                est >= 1_000_000,
+                "{loss} random loss: estimate {est} fell below what is sent (1.2M)"
+            );
+            assert!(
+                (p.estimator.inherent_loss - loss).abs() < 0.04,
+                "inherent loss {} read for {loss}",
+                p.estimator.inherent_loss
+            );
+        }
+    }
+
+    /// ... while a narrow link on top of random loss still brings it under the link.
+    #[test]
+    fn congestion_is_still_found_under_random_loss() {
+        let mut p = Path::new(2_000_000);
+        p.random_loss = 0.05;
+        p.run(2_000_000.0, 300_000.0, 5.0, None);
+        let est = p.estimator.bitrate();
+        assert!(est < 300_000, "estimate {est} under a 300 kbit/s link");
+    }
+
+    /// When the loss stops, nothing holds the estimate down.
+    #[test]
+    fn the_estimate_grows_again_once_random_loss_stops() {
+        let mut p = Path::new(500_000);
+        p.random_loss = 0.15;
+        p.run(500_000.0, 10_000_000.0, 10.0, None);
+        let lossy = p.estimator.bitrate();
+        p.random_loss = 0.0;
+        p.run(500_000.0, 10_000_000.0, 5.0, None);
+        assert!(p.estimator.inherent_loss < 0.02, "{}", p.estimator.inherent_loss);
+        assert!(p.estimator.bitrate() >= lossy);
     }
 
     #[test]

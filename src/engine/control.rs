@@ -169,6 +169,8 @@ impl Shard {
             Ok(ready) => ready,
             Err(e) => {
                 peer.tell(PeerOutput::Error(e));
+                // The failed offer was rolled back: offer afresh what is still wanted.
+                self.offer_if_due(id, now);
                 return;
             }
         };

@@ -114,7 +114,8 @@ impl Shard {
             .filter(|a| !a.arrived || a.arrival.is_some())
             .map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived)));
         let estimate = d.estimator.on_feedback(&mut d.history, reports, now);
-        d.retransmit_budget.set_from_estimate(estimate);
+        d.retransmit_budget
+            .set_from_estimate(estimate, d.estimator.inherent_loss);
         if let Some(host) = self.rooms.get_mut(&peer.room) {
             if d.estimator.has_congested() {
                 host.room.set_estimate(id, d.estimator.allocatable(), now);
@@ -151,7 +152,8 @@ impl Shard {
             if let Some(cluster) = d.probe.take_finished(now) {
                 let _span = tracing::debug_span!("downlink", participant = %id).entered();
                 d.estimator.finish_probe(cluster, now);
-                d.retransmit_budget.set_from_estimate(d.estimator.bitrate());
+                d.retransmit_budget
+                    .set_from_estimate(d.estimator.bitrate(), d.estimator.inherent_loss);
                 if d.estimator.has_congested() {
                     host.room.set_estimate(id, d.estimator.allocatable(), now);
                 }
@@ -223,6 +225,8 @@ impl Shard {
                     probes: p.downlink.probe.started,
                     twcc_feedbacks: p.downlink.estimator.feedbacks,
                     loss: p.downlink.estimator.loss,
+                    inherent_loss: p.downlink.estimator.inherent_loss,
+                    send_sections: p.send_sections(),
                     layer_switches: room.map_or(0, |r| r.layer_switches(p.id)),
                     legs: room.map_or_else(Vec::new, |r| r.leg_layers(p.id)),
                 }

@@ -16,6 +16,7 @@ mod downlink;
 pub mod feedback;
 #[cfg(test)]
 mod fuzz_tests;
+mod legs;
 mod negotiate;
 pub mod peer;
 pub mod retransmit;
@@ -163,8 +164,12 @@ pub struct DownlinkInfo {
     pub allocated_bps: u64,
     pub probes: u64,
     pub twcc_feedbacks: u64,
-    /// The share of packets the subscriber reported lost (smoothed over feedbacks).
+    /// The share of packets the subscriber reported lost over the last second.
     pub loss: f64,
+    /// The part of that loss the path has whatever is sent (not congestion).
+    pub inherent_loss: f64,
+    /// Send-only m-sections on its connection: carrying a track, and spare.
+    pub send_sections: (usize, usize),
     /// Simulcast layer switches on its legs so far.
     pub layer_switches: u64,
     /// (track, layer being forwarded, layer chosen)

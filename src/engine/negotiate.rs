@@ -7,32 +7,22 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use tracing::{debug, warn};
 
-use super::peer::{Peer, SubscribedLeg};
+use super::legs::LegReady;
+use super::peer::Peer;
 use super::{EngineError, Ids};
 use crate::auth::Source;
-use crate::id::{LegId, MediaKind, TrackId};
-use crate::room::{ExtMap, LegParams, NegotiationError};
+use crate::id::LegId;
+use crate::room::NegotiationError;
 
 /// Candidates held while no remote description is set; more means a misbehaving client.
 const MAX_QUEUED_CANDIDATES: usize = 64;
 
-/// A leg the subscriber's answer just made real: the room may start forwarding on it.
-pub struct LegReady {
-    pub leg: LegId,
-    pub track: TrackId,
-    pub params: LegParams,
-}
-
-fn internal(e: impl std::fmt::Display) -> EngineError {
+pub(super) fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
 }
 
@@ -97,13 +87,25 @@ impl Peer {
         if !self.negotiator.offer_outstanding() {
             return Err(NegotiationError::NoOfferPending.into());
         }
-        self.apply_remote(RTCSessionDescription::answer(sdp), now)?;
+        if let Err(e) = self.apply_remote(RTCSessionDescription::answer(sdp), now) {
+            self.answer_failed(now);
+            return Err(e);
+        }
         let plan = self.negotiator.answer_received()?;
-        Ok(plan
-            .add
-            .iter()
-            .filter_map(|track| self.leg_ready(*track))
-            .collect())
+        self.spares_negotiated();
+        let mut ready = Vec::with_capacity(plan.add.len());
+        for track in plan.add {
+            match self.leg_ready(track) {
+                Some(leg) => ready.push(leg),
+                // Refused by the subscriber (its codec, say): the m-section goes back to
+                // the spares, and the track is tried again with the next offer.
+                None => {
+                    self.retire_leg(track);
+                    self.negotiator.not_carried(track);
+                }
+            }
+        }
+        Ok(ready)
     }
 
     pub fn add_candidate(&mut self, candidate: RTCIceCandidateInit) -> Result<(), EngineError> {
@@ -151,20 +153,17 @@ impl Peer {
         let Some(plan) = self.negotiator.next_offer() else {
             return Ok(None);
         };
-        let mut closed = Vec::new();
-        for track in &plan.remove {
-            if let Some(leg) = self.legs.remove(track) {
-                closed.push(leg.leg);
-                if let Err(e) = self.pc.remove_track(leg.sender) {
-                    debug!("remove_track: {e}");
-                }
-            }
-        }
+        let closed: Vec<LegId> = plan
+            .remove
+            .iter()
+            .filter_map(|track| self.retire_leg(*track))
+            .collect();
         for track in &plan.add {
             // A track this connection cannot carry (say, a codec the subscriber's browser
-            // did not offer) is left out; the rest of the offer goes ahead.
+            // did not offer) is left out and tried again with the next offer.
             if let Err(e) = self.add_leg(*track, ids) {
                 warn!(track = %track, "cannot forward this track to this participant: {e}");
+                self.negotiator.not_carried(*track);
             }
         }
         let offer = self
@@ -179,103 +178,32 @@ impl Peer {
         match offer {
             Ok(offer) => Ok(Some((offer.sdp, closed))),
             Err(e) => {
+                // The legs it prepared go back to the spares; the next attempt plans afresh.
+                for track in &plan.add {
+                    self.retire_leg(*track);
+                }
                 self.negotiator.offer_failed();
                 Err(e)
             }
         }
     }
 
-    fn add_leg(&mut self, track: TrackId, ids: &Ids) -> Result<(), EngineError> {
-        let Some(desc) = self.wanted.get(&track).cloned() else {
-            return Ok(());
-        };
-        let ssrc = rand::random::<u32>();
-        let stream_id = desc.info.participant_id.to_string();
-        let kind = match desc.info.kind {
-            MediaKind::Audio => RtpCodecKind::Audio,
-            MediaKind::Video => RtpCodecKind::Video,
-        };
-        let local = MediaStreamTrack::new(
-            stream_id.clone(),
-            track.to_string(),
-            track.to_string(),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: desc.codec.clone(),
-                ..Default::default()
-            }],
-        );
-        let init = RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![stream_id],
-            send_encodings: vec![],
-        };
-        let transceiver = self
-            .pc
-            .add_transceiver_from_track(local, Some(init))
-            .map_err(internal)?;
-        let sender = self
-            .pc
-            .rtp_transceiver(transceiver)
-            .and_then(|t| t.sender())
-            .ok_or_else(|| internal("transceiver without a sender"))?;
-        self.legs.insert(
-            track,
-            SubscribedLeg {
-                leg: ids.leg(),
-                ssrc,
-                sender,
-                desc,
-            },
-        );
-        Ok(())
-    }
-
-    /// The answer is in: read what the leg negotiated.
-    fn leg_ready(&mut self, track: TrackId) -> Option<LegReady> {
-        let leg = self.legs.get(&track)?;
-        let (leg_id, ssrc, desc, sender) = (leg.leg, leg.ssrc, leg.desc.clone(), leg.sender);
-        let mut rtp_sender = self.pc.rtp_sender(sender)?;
-        let params = &rtp_sender.get_parameters().rtp_parameters;
-        let want = &desc.codec;
-        let codec = params
-            .codecs
-            .iter()
-            .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&want.mime_type))
-            .max_by_key(|c| c.rtp_codec.sdp_fmtp_line == want.sdp_fmtp_line);
-        let Some(codec) = codec else {
-            warn!(track = %track, codec = %want.mime_type, "subscriber did not accept the publisher's codec");
-            return None;
-        };
-        let outgoing: Vec<(u8, &str)> = params
-            .header_extensions
-            .iter()
-            .map(|e| (e.id as u8, e.uri.as_str()))
-            .collect();
-        // The BUNDLE shares one transport-cc id; stamping starts with the first leg.
-        let twcc = outgoing
-            .iter()
-            .find(|(_, uri)| *uri == super::downlink::TRANSPORT_CC_URI)
-            .map(|(id, _)| *id);
-        let ext_map = ExtMap::between(
-            desc.extensions.iter().map(|(id, uri)| (*id, uri.as_str())),
-            &outgoing,
-        );
-        if twcc.is_some() {
-            self.downlink.twcc_ext_id = twcc;
+    /// The client's answer could not be applied: roll the offer back, so the connection
+    /// is stable and both sides may offer again. What the offer added is retired (its
+    /// legs never started); what it removed stays removed and is planned again. A
+    /// connection that cannot even roll back is beyond repair: the participant is
+    /// removed, and the client, told why, joins afresh.
+    fn answer_failed(&mut self, now: Instant) {
+        let rolled_back = RTCSessionDescription::rollback(None)
+            .and_then(|rollback| self.pc.set_local_description(now, rollback));
+        if let Err(e) = rolled_back {
+            warn!(participant = %self.id, "cannot roll back a failed offer: {e}");
+            self.doomed.get_or_insert("negotiation failed");
         }
-        Some(LegReady {
-            leg: leg_id,
-            track,
-            params: LegParams {
-                ssrc,
-                payload_type: codec.payload_type,
-                ext_map,
-            },
-        })
+        if let Some(plan) = self.negotiator.answer_failed() {
+            for track in plan.add {
+                self.retire_leg(track);
+            }
+        }
     }
 }

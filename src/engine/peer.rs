@@ -108,6 +108,8 @@ pub struct Peer {
     pub negotiator: Negotiator,
     pub wanted: HashMap<TrackId, Arc<TrackDesc>>,
     pub legs: HashMap<TrackId, SubscribedLeg>,
+    /// Send-only m-sections whose track is gone, waiting for the next one like it.
+    pub spares: Vec<super::legs::SpareSender>,
     pub published: HashMap<String, Published>,
     pub queued_candidates: Vec<RTCIceCandidateInit>,
     pub remote_description_set: bool,
@@ -152,6 +154,7 @@ impl Peer {
             negotiator: Negotiator::default(),
             wanted: HashMap::new(),
             legs: HashMap::new(),
+            spares: Vec::new(),
             published: HashMap::new(),
             queued_candidates: Vec::new(),
             remote_description_set: false,

@@ -525,6 +525,20 @@ impl Room {
             for leg in self.legs_of(id) {
                 self.consumer_closed(leg);
             }
+            // The subscriber's connection drops those m-sections too: closing the legs
+            // alone left them negotiated, so a later grant found nothing to negotiate
+            // and media never came back.
+            let tracks: Vec<TrackId> = self
+                .tracks()
+                .filter(|t| t.participant_id != id)
+                .map(|t| t.track_id)
+                .collect();
+            for track in tracks {
+                self.outputs.push_back(Output::Unsubscribe {
+                    subscriber: id,
+                    track,
+                });
+            }
         }
         true
     }

@@ -413,14 +413,20 @@ fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
     let now = Instant::now();
     let mut room = three_person_room(now);
     assert!(room.set_can_subscribe(BOB, false));
-    let closed: Vec<LegId> = drain(&mut room)
-        .into_iter()
+    let outputs = drain(&mut room);
+    let closed: Vec<LegId> = outputs
+        .iter()
         .filter_map(|o| match o {
-            Output::LegClosed { leg } => Some(leg),
+            Output::LegClosed { leg } => Some(*leg),
             _ => None,
         })
         .collect();
     assert_eq!(closed.len(), 2, "Bob's camera and mic legs: {closed:?}");
+    let unsubscribed = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Unsubscribe { subscriber: BOB, .. }))
+        .count();
+    assert_eq!(unsubscribed, 2, "and their m-sections are negotiated away");
     let mut out = Vec::new();
     room.route_rtp(MIC, rtp(7, 480, &[1]), now, &mut out);
     assert!(out.is_empty());

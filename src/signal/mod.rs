@@ -81,7 +81,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn websocket(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Response {
     // Frames above our own limit are read so the client can be told why it is refused;
     // tungstenite's cap only guards memory.
-    let cap = app.config.max_message_bytes * 4;
+    let cap = app.config.max_message_bytes() * 4;
     ws.max_message_size(cap)
         .max_frame_size(cap)
         .on_upgrade(move |socket| session::run(socket, app))

@@ -123,7 +123,7 @@ impl Session {
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
             Message::Close(_) => return Flow::Close,
         };
-        let limit = self.app.config.max_message_bytes;
+        let limit = self.app.config.max_message_bytes();
         if text.len() > limit {
             self.send_error(SignalError::TooLarge {
                 size: text.len(),
