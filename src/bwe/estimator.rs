@@ -42,8 +42,11 @@ const LOSS_WINDOW: Duration = Duration::from_millis(1000);
 /// ... and says nothing until it covers this many packets.
 const LOSS_MIN_PACKETS: u32 = 40;
 /// How fast the inherent-loss estimate follows the loss seen while the delay detector
-/// sees no queue (time constant).
-const INHERENT_LOSS_TAU: Duration = Duration::from_millis(1000);
+/// sees no queue (time constant; the loss it follows is already a second's average).
+const INHERENT_LOSS_TAU: Duration = Duration::from_millis(250);
+/// No path is taken to lose more than this by itself: loss beyond it is congestion even
+/// with no queue to show for it (a policer drops what exceeds its rate at once).
+const MAX_INHERENT_LOSS: f64 = 0.2;
 const ACKED_WINDOW: Duration = Duration::from_millis(1000);
 /// Arrivals spread this much wider than departures mean a queue is growing.
 const QUEUE_STRETCH: f64 = 1.1;
@@ -239,7 +242,7 @@ impl Estimator {
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
         self.last_inherent_update = Some(now);
         let weight = (dt / INHERENT_LOSS_TAU.as_secs_f64()).min(1.0);
-        self.inherent_loss += (loss - self.inherent_loss) * weight;
+        self.inherent_loss += (loss.min(MAX_INHERENT_LOSS) - self.inherent_loss) * weight;
     }
 
     fn add_acked(&mut self, arrival: Duration, departure: Instant, bytes: u64) {
@@ -270,19 +273,19 @@ impl Estimator {
         // presumably our own overload, whatever the delay says (a full drop-tail queue
         // has a steady delay).
         let overloading = !complying && self.has_congested();
-        // Loss is congestion only with a queue or an overload to explain it, and well
-        // above what the path loses anyway. At 5 % random loss each way a lossy
-        // participant's estimate used to fall from 1 Mbit/s to ~100 kbit/s and its
-        // video stopped: random loss (Wi-Fi, mobile) comes at any rate, and no cut
-        // makes it go away. The delay detector stays in charge of congestion.
+        // Loss is congestion only well above what the path loses anyway. At 5 % random
+        // loss each way a lossy participant's estimate used to fall from 1 Mbit/s to
+        // ~100 kbit/s and its video stopped: random loss (Wi-Fi, mobile) comes at any
+        // rate, and no cut makes it go away. What is lost while no queue builds and we
+        // do not overload is taken as the path's own (up to [`MAX_INHERENT_LOSS`]); the
+        // delay detector stays in charge of congestion.
         if queue_evident || overloading {
             self.last_inherent_update = Some(now);
         } else {
             self.follow_inherent_loss(loss, now);
         }
         let excess_loss = (loss - self.inherent_loss).max(0.0);
-        let lossy =
-            loss > HIGH_LOSS && excess_loss > EXCESS_LOSS && (queue_evident || overloading);
+        let lossy = loss > HIGH_LOSS && excess_loss > EXCESS_LOSS;
         let congested = overuse || lossy;
         if congested {
             if may_decrease {
@@ -436,6 +439,8 @@ mod tests {
         /// radio link's loss, not congestion).
         random_loss: f64,
         rng: rand::rngs::StdRng,
+        /// The bottleneck's queue; 0 is a policer, dropping what exceeds the rate.
+        queue_limit_ms: f64,
     }
 
     impl Path {
@@ -451,6 +456,7 @@ mod tests {
                 sent: VecDeque::new(),
                 random_loss: 0.0,
                 rng: rand::SeedableRng::seed_from_u64(7),
+                queue_limit_ms: 200.0,
             }
         }
 
@@ -467,7 +473,7 @@ mod tests {
                 let queue_ms = start - self.now_ms;
                 let arrival = if rand::Rng::random_bool(&mut self.rng, self.random_loss) {
                     None
-                } else if queue_ms > 200.0 {
+                } else if queue_ms > self.queue_limit_ms {
                     None // tail drop
                 } else {
                     self.link_free_ms = start + size * 8.0 / capacity_bps * 1000.0;
@@ -739,7 +745,7 @@ mod tests {
     /// is sent. GCC's 10 % rule alone, read per feedback, cut it to the floor.
     #[test]
     fn random_loss_on_a_wide_link_does_not_cut_the_estimate() {
-        for loss in [0.05, 0.15, 0.25] {
+        for loss in [0.05, 0.10, 0.15] {
             let mut p = Path::new(1_500_000);
             p.random_loss = loss;
             p.run(1_200_000.0, 10_000_000.0, 20.0, None);
@@ -764,6 +770,16 @@ mod tests {
         p.run(2_000_000.0, 300_000.0, 5.0, None);
         let est = p.estimator.bitrate();
         assert!(est < 300_000, "estimate {est} under a 300 kbit/s link");
+    }
+
+    /// A policer has no queue to show in the delay: heavy loss alone says congestion.
+    #[test]
+    fn a_policer_without_a_queue_is_congestion() {
+        let mut p = Path::new(1_500_000);
+        p.queue_limit_ms = 0.0;
+        p.run(1_200_000.0, 350_000.0, 5.0, None);
+        let est = p.estimator.bitrate();
+        assert!(est < 400_000, "estimate {est} behind a 350 kbit/s policer");
     }
 
     /// When the loss stops, nothing holds the estimate down.

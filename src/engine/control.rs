@@ -182,7 +182,9 @@ impl Shard {
         if let Some(host) = self.rooms.get_mut(&key) {
             for leg in ready {
                 host.legs.insert(leg.leg, id);
-                let base = (rand::random::<u16>(), rand::random::<u32>());
+                let base = leg
+                    .base
+                    .unwrap_or_else(|| (rand::random::<u16>(), rand::random::<u32>()));
                 host.room
                     .consumer_ready(leg.leg, id, leg.track, leg.params, base, now);
             }

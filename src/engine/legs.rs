@@ -34,6 +34,8 @@ pub struct LegReady {
     pub leg: LegId,
     pub track: TrackId,
     pub params: LegParams,
+    /// Where its sequence numbers and timestamps start, when it continues a reused SSRC.
+    pub base: Option<(u16, u32)>,
 }
 
 /// A send-only transceiver whose track is gone, kept for the next track like it.
@@ -45,6 +47,10 @@ pub struct SpareSender {
     /// Its inactive direction has been through an offer and answer, so the browser has
     /// let go of the old track: only then is it handed to a new one.
     pub negotiated: bool,
+    /// The leg it last carried, and where the next one continues numbering (known once
+    /// the room has closed that leg).
+    pub last_leg: LegId,
+    pub resume: Option<(u16, u32)>,
 }
 
 impl SpareSender {
@@ -89,13 +95,19 @@ impl Peer {
         let Some(desc) = self.wanted.get(&track).cloned() else {
             return Ok(());
         };
-        let (sender, ssrc) = match self.spares.iter().position(|s| s.fits(&desc)) {
+        let (sender, ssrc, base) = match self.spares.iter().position(|s| s.fits(&desc)) {
             Some(i) => {
                 let spare = self.spares.swap_remove(i);
-                self.reuse(&spare, track, &desc)?;
-                (spare.sender, spare.ssrc)
+                if let Err(e) = self.reuse(&spare, track, &desc) {
+                    self.spares.push(spare);
+                    return Err(e);
+                }
+                (spare.sender, spare.ssrc, spare.resume)
             }
-            None => self.open_transceiver(track, &desc)?,
+            None => {
+                let (sender, ssrc) = self.open_transceiver(track, &desc)?;
+                (sender, ssrc, None)
+            }
         };
         self.legs.insert(
             track,
@@ -104,6 +116,8 @@ impl Peer {
                 ssrc,
                 sender,
                 desc,
+                base,
+                resume: None,
             },
         );
         Ok(())
@@ -171,11 +185,24 @@ impl Peer {
                     kind: leg.desc.info.kind,
                     codec: leg.desc.codec.clone(),
                     negotiated: false,
+                    last_leg: leg.leg,
+                    // Not closed by the room yet: `leg_closed` fills it in. A leg that
+                    // never started passes its own start on.
+                    resume: leg.resume.or(leg.base),
                 });
             }
             None => warn!(participant = %self.id, "a leg's transceiver is gone"),
         }
         Some(leg.leg)
+    }
+
+    /// The room closed `leg`: remember where a later leg on its SSRC continues.
+    pub(super) fn leg_closed(&mut self, leg: LegId, resume: (u16, u32)) {
+        if let Some(l) = self.legs.values_mut().find(|l| l.leg == leg) {
+            l.resume = Some(resume);
+        } else if let Some(s) = self.spares.iter_mut().find(|s| s.last_leg == leg) {
+            s.resume = Some(resume);
+        }
     }
 
     /// An answer is in: every spare's inactive direction is now the browser's too.
@@ -188,7 +215,8 @@ impl Peer {
     /// The answer is in: read what the leg negotiated.
     pub(super) fn leg_ready(&mut self, track: TrackId) -> Option<LegReady> {
         let leg = self.legs.get(&track)?;
-        let (leg_id, ssrc, desc, sender) = (leg.leg, leg.ssrc, leg.desc.clone(), leg.sender);
+        let (leg_id, ssrc, desc, sender, base) =
+            (leg.leg, leg.ssrc, leg.desc.clone(), leg.sender, leg.base);
         let mut rtp_sender = self.pc.rtp_sender(sender)?;
         let params = &rtp_sender.get_parameters().rtp_parameters;
         let want = &desc.codec;
@@ -226,6 +254,7 @@ impl Peer {
                 payload_type: codec.payload_type,
                 ext_map,
             },
+            base,
         })
     }
 

@@ -98,6 +98,10 @@ pub struct SubscribedLeg {
     pub ssrc: u32,
     pub sender: RTCRtpSenderId,
     pub desc: Arc<TrackDesc>,
+    /// Where its numbering starts: after the previous leg on a reused SSRC, else random.
+    pub base: Option<(u16, u32)>,
+    /// Where a later leg on its SSRC continues, once the room has closed it.
+    pub resume: Option<(u16, u32)>,
 }
 
 pub struct Peer {

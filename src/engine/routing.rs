@@ -183,8 +183,12 @@ impl Shard {
                         }
                     }
                 }
-                Output::LegClosed { leg } => {
-                    host.legs.remove(&leg);
+                Output::LegClosed { leg, resume } => {
+                    if let Some(subscriber) = host.legs.remove(&leg) {
+                        if let Some(peer) = self.peers.get_mut(&subscriber) {
+                            peer.leg_closed(leg, resume);
+                        }
+                    }
                 }
             }
         }

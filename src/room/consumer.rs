@@ -65,6 +65,11 @@ impl Consumer {
         }
     }
 
+    /// Where a later leg on the same SSRC continues numbering (see `SeqTsRewriter`).
+    pub fn resume_point(&self) -> (u16, u32) {
+        self.rewriter.resume_point()
+    }
+
     pub fn current_layer(&self) -> Option<usize> {
         self.current
     }

@@ -83,6 +83,10 @@ pub struct SeqTsRewriter {
     highest_out: Option<(u16, u32)>,
 }
 
+/// The timestamp step to a leg resumed on the same SSRC (a new track: any step will
+/// do, forwards keeps the receiver's jitter estimate sane).
+const RESUME_TS_GAP: u32 = 3000;
+
 /// Padding bursts remembered per anchor; an older packet arriving later than this many
 /// bursts is dropped (probes come seconds apart, so this is never close in practice).
 const MAX_PADDING_POINTS: usize = 8;
@@ -128,6 +132,18 @@ pub fn seq_newer(a: u16, b: u16) -> bool {
 }
 
 impl SeqTsRewriter {
+    /// Where a leg that takes over this one's SSRC continues numbering (the engine
+    /// reuses a departed track's m-section, SSRC and all): past everything this leg
+    /// sent, since the subscriber's SRTP replay check drops any sequence number at or
+    /// below the highest it has seen on the SSRC. A leg that sent nothing passes on
+    /// where it was to start.
+    pub fn resume_point(&self) -> (u16, u32) {
+        match self.highest_out {
+            Some((seq, ts)) => (seq.wrapping_add(1), ts.wrapping_add(RESUME_TS_GAP)),
+            None => (self.out_seq_base, self.out_ts_base),
+        }
+    }
+
     /// `out_seq_base`/`out_ts_base`: where this leg's numbering starts (random in
     /// production, fixed in tests).
     pub fn new(out_seq_base: u16, out_ts_base: u32) -> Self {

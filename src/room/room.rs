@@ -75,9 +75,11 @@ pub enum Output {
         track: TrackId,
         active: [bool; MAX_LAYERS],
     },
-    /// The leg is gone from the forwarding table; its queue can be dropped.
+    /// The leg is gone from the forwarding table; its queue can be dropped. `resume`:
+    /// where a later leg on the same SSRC continues its sequence numbers and timestamps.
     LegClosed {
         leg: LegId,
+        resume: (u16, u32),
     },
 }
 
@@ -315,8 +317,10 @@ impl Room {
             return;
         };
         for leg in self.routes.remove(&track).unwrap_or_default() {
-            self.consumers.remove(&leg);
-            self.outputs.push_back(Output::LegClosed { leg });
+            if let Some(c) = self.consumers.remove(&leg) {
+                let resume = c.resume_point();
+                self.outputs.push_back(Output::LegClosed { leg, resume });
+            }
         }
         // Its tiles are gone: a long meeting must not fill the views' bound with them.
         for d in self.downlinks.values_mut() {
@@ -349,14 +353,20 @@ impl Room {
     ) {
         let Some(producer) = self.producers.get(&track) else {
             // Unpublished while the leg was being negotiated.
-            self.outputs.push_back(Output::LegClosed { leg });
+            self.outputs.push_back(Output::LegClosed {
+                leg,
+                resume: seq_ts_base,
+            });
             return;
         };
         if !self.participants.contains_key(&subscriber)
             || self.not_subscribing.contains(&subscriber)
         {
             // Gone, or no longer allowed to subscribe, while the leg was negotiated.
-            self.outputs.push_back(Output::LegClosed { leg });
+            self.outputs.push_back(Output::LegClosed {
+                leg,
+                resume: seq_ts_base,
+            });
             return;
         }
         let needs_keyframe = producer.codec.is_video();
@@ -385,7 +395,8 @@ impl Room {
     pub fn consumer_closed(&mut self, leg: LegId) {
         if let Some(c) = self.consumers.remove(&leg) {
             self.detach(c.producer, leg);
-            self.outputs.push_back(Output::LegClosed { leg });
+            let resume = c.resume_point();
+            self.outputs.push_back(Output::LegClosed { leg, resume });
         }
     }
 

@@ -211,7 +211,7 @@ fn leaving_stops_forwarding_to_and_from_the_participant_and_tells_the_others() {
     room.leave(ADA);
     let out = drain(&mut room);
     for leg in [LegId(1), LegId(2), LegId(3)] {
-        assert!(out.contains(&Output::LegClosed { leg }), "{leg:?} closed");
+        assert!(closed(&out, leg), "{leg:?} closed");
     }
     for to in [BOB, CY] {
         assert!(out.contains(&Output::Notify {
@@ -243,9 +243,9 @@ fn a_subscriber_leaving_closes_only_its_own_legs() {
     let mut room = three_person_room(now);
     room.leave(BOB);
     let out = drain(&mut room);
-    assert!(out.contains(&Output::LegClosed { leg: LegId(1) }));
-    assert!(out.contains(&Output::LegClosed { leg: LegId(3) }));
-    assert!(!out.contains(&Output::LegClosed { leg: LegId(2) }));
+    assert!(closed(&out, LegId(1)));
+    assert!(closed(&out, LegId(3)));
+    assert!(!closed(&out, LegId(2)));
     let mut fwd = Vec::new();
     room.route_rtp(CAM, rtp(1, 1, KEY), now, &mut fwd);
     assert_eq!(fwd.len(), 1);
@@ -257,8 +257,46 @@ fn a_leg_ready_after_its_track_is_gone_is_closed_at_once() {
     let now = Instant::now();
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
     drain(&mut room);
-    room.consumer_ready(LegId(9), BOB, CAM, params(1, 96), (0, 0), now);
-    assert_eq!(drain(&mut room), vec![Output::LegClosed { leg: LegId(9) }]);
+    room.consumer_ready(LegId(9), BOB, CAM, params(1, 96), (7, 70), now);
+    assert_eq!(
+        drain(&mut room),
+        vec![Output::LegClosed {
+            leg: LegId(9),
+            resume: (7, 70)
+        }],
+        "closed at once, passing its numbering on unused"
+    );
+}
+
+fn closed(out: &[Output], leg: LegId) -> bool {
+    out.iter()
+        .any(|o| matches!(o, Output::LegClosed { leg: l, .. } if *l == leg))
+}
+
+#[test]
+fn a_closed_leg_passes_on_where_its_numbering_continues() {
+    let now = Instant::now();
+    let mut room = three_person_room(now);
+    let mut fwd = Vec::new();
+    room.route_rtp(MIC, rtp(7, 480, &[1]), now, &mut fwd);
+    room.route_rtp(MIC, rtp(8, 960, &[1]), now, &mut fwd);
+    let sent = fwd
+        .iter()
+        .filter(|f| f.leg == fwd[0].leg)
+        .map(|f| f.header.sequence_number)
+        .max()
+        .unwrap();
+    let leg = fwd[0].leg;
+    room.leave(ADA);
+    let resume = drain(&mut room).into_iter().find_map(|o| match o {
+        Output::LegClosed { leg: l, resume } if l == leg => Some(resume),
+        _ => None,
+    });
+    assert_eq!(
+        resume.map(|r| r.0),
+        Some(sent.wrapping_add(1)),
+        "past the highest number sent: the subscriber's SRTP replay check"
+    );
 }
 
 #[test]
@@ -417,7 +455,7 @@ fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
     let closed: Vec<LegId> = outputs
         .iter()
         .filter_map(|o| match o {
-            Output::LegClosed { leg } => Some(*leg),
+            Output::LegClosed { leg, .. } => Some(*leg),
             _ => None,
         })
         .collect();
@@ -434,7 +472,7 @@ fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
     room.consumer_ready(LegId(9), BOB, CAM, params(999, 96), (0, 0), now);
     assert!(matches!(
         drain(&mut room)[..],
-        [Output::LegClosed { leg: LegId(9) }]
+        [Output::LegClosed { leg: LegId(9), .. }]
     ));
     assert!(room.set_can_subscribe(BOB, true));
     let subscribed = drain(&mut room)
