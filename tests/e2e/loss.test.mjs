@@ -1,0 +1,244 @@
+// End-to-end: a participant on a lossy link (Wi-Fi, mobile) in real headless Chromium.
+// Three pages meet; the server and two clean pages run in network namespace A, the lossy
+// page in namespace B, and tc drops a random share of the UDP datagrams crossing the veth
+// each way (netns.mjs randomUdpLoss: encrypted payload bytes pick the victims). For 0 %,
+// 5 % and 15 % loss it measures, from getStats, what every page decodes of every other
+// page's camera against what that camera sent, the longest stall, NACKs and PLIs, and the
+// server's downlink estimate for the lossy page; then how long full quality takes to come
+// back once the loss stops. Needs root (network namespaces, tc). Figures go to stdout and
+// target/e2e/loss-figures.json.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import {
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, pageState, sleep, startServer, stopServer, waitFor, within,
+} from './harness.mjs';
+import { ADDR_A, createNamespacePair, fetchJsonIn, randomUdpLoss, removeNamespacePair, wrapperInNamespace } from './netns.mjs';
+
+const ROOM = 'lossy';
+const VIEWPORT = { width: 1920, height: 1080 }; // tiles wider than 640: the full layer is owed
+const WINDOW_MS = 15000; // measured per loss level
+const SAMPLE_MS = 200; // stall resolution
+const SERVER_LOG = path.join(E2E_OUT, 'loss-server.log');
+const FIGURES_FILE = path.join(E2E_OUT, 'loss-figures.json');
+
+let net;
+let server;
+let browserA;
+let browserB;
+const figures = { levels: {} };
+const wrappers = [];
+const launchIn = (ns) => {
+  wrappers.push(wrapperInNamespace(E2E_OUT, ns, CHROMIUM));
+  return chromium.launch({ executablePath: wrappers.at(-1), headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
+};
+
+before(async () => {
+  net = createNamespacePair();
+  server = await startServer(`${ADDR_A}:0`, { prefix: ['ip', 'netns', 'exec', net.a], args: ['--media-ips', ADDR_A] });
+  [browserA, browserB] = await Promise.all([launchIn(net.a), launchIn(net.b)]);
+});
+
+after(async () => {
+  try {
+    await Promise.all([browserA, browserB].map((b) => b && within(15000, b.close().catch(() => {}))));
+    await stopServer(server, SERVER_LOG);
+  } finally {
+    if (net) randomUdpLoss(net, 0);
+    removeNamespacePair(net);
+    for (const file of wrappers) rmSync(file, { force: true });
+    mkdirSync(E2E_OUT, { recursive: true });
+    writeFileSync(FIGURES_FILE, JSON.stringify(figures, null, 2) + '\n');
+    console.log(`figures: ${FIGURES_FILE}`);
+  }
+});
+
+// Per remote tile of `page`: whose it is and its receiver's inbound-rtp counters.
+const received = (page) => page.evaluate(async () => {
+  const pc = window.switchyard?.pc;
+  const out = {};
+  if (!pc) return out;
+  for (const el of document.querySelectorAll('.tile.remote')) {
+    const track = el.querySelector('video')?.srcObject?.getVideoTracks()[0];
+    const t = track && pc.getTransceivers().find((x) => x.receiver.track === track);
+    if (!t) continue;
+    let s = null;
+    (await t.receiver.getStats()).forEach((r) => { if (r.type === 'inbound-rtp') s = r; });
+    if (s) {
+      out[el.dataset.participantId] = { frames: s.framesDecoded ?? 0, width: s.frameWidth ?? 0,
+        nacks: s.nackCount ?? 0, plis: s.pliCount ?? 0, lost: s.packetsLost ?? 0, packets: s.packetsReceived ?? 0 };
+    }
+  }
+  return out;
+});
+
+// What `page`'s camera sent: the most frames of any of its simulcast layers (each layer
+// carries every frame of the capture).
+const framesSent = (page) => page.evaluate(async () => {
+  let most = 0;
+  (await window.switchyard.pc.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') most = Math.max(most, s.framesSent ?? 0);
+  });
+  return most;
+});
+
+// What `page`'s camera sends per simulcast layer, and why the browser holds it back.
+const outbound = (page) => page.evaluate(async () => {
+  const out = [];
+  (await window.switchyard.pc.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') {
+      out.push(`${s.rid}:${s.frameWidth ?? 0}w:${Math.round(s.framesPerSecond ?? 0)}fps:` +
+        `${Math.round((s.targetBitrate ?? 0) / 1000)}k:${s.qualityLimitationReason}:nacks ${s.nackCount}`);
+    }
+  });
+  return out.sort().join(' ');
+});
+
+const downlink = async (id) => {
+  const stats = await fetchJsonIn(net.a, `${server.url}/api/stats`).catch(() => null);
+  return stats?.shards?.flatMap((s) => s.downlinks ?? []).find((d) => d.participant_id === id) ?? null;
+};
+
+// One measuring window: per (receiver, sender) pair, frames decoded against frames sent,
+// the longest time without a new decoded frame, and NACKs, PLIs and loss meanwhile.
+async function measure(pages, ids, ms) {
+  const names = Object.fromEntries(Object.entries(ids).map(([name, id]) => [id, name]));
+  const sent0 = await Promise.all(pages.map((p) => framesSent(p.page)));
+  const first = await Promise.all(pages.map((p) => received(p.page)));
+  const last = first.map((r) => Object.fromEntries(Object.entries(r).map(([id, s]) => [id, { frames: s.frames, at: Date.now() }])));
+  const stall = first.map(() => ({}));
+  const start = Date.now();
+  let samples = 0;
+  while (Date.now() - start < ms && samples < ms / SAMPLE_MS * 2) {
+    samples++;
+    await sleep(SAMPLE_MS);
+    const now = await Promise.all(pages.map((p) => received(p.page)));
+    now.forEach((r, i) => Object.entries(r).forEach(([id, s]) => {
+      const l = last[i][id] ?? { frames: s.frames, at: start };
+      if (s.frames > l.frames) last[i][id] = { frames: s.frames, at: Date.now() };
+      stall[i][id] = Math.max(stall[i][id] ?? 0, Date.now() - last[i][id].at);
+    }));
+  }
+  const sent1 = await Promise.all(pages.map((p) => framesSent(p.page)));
+  const end = await Promise.all(pages.map((p) => received(p.page)));
+  const out = {};
+  pages.forEach((p, i) => {
+    for (const [id, s] of Object.entries(end[i])) {
+      const from = pages.findIndex((q) => ids[q.name] === id);
+      const s0 = first[i][id];
+      if (from < 0 || !s0) continue;
+      const source = sent1[from] - sent0[from];
+      out[`${p.name}<-${names[id]}`] = {
+        decoded: s.frames - s0.frames, source, share: Number(((s.frames - s0.frames) / Math.max(1, source)).toFixed(3)),
+        longestStallMs: stall[i][id] ?? null, width: s.width,
+        nacks: s.nacks - s0.nacks, plis: s.plis - s0.plis,
+        lossPct: Number((100 * (s.lost - s0.lost) / Math.max(1, s.packets - s0.packets + s.lost - s0.lost)).toFixed(1)),
+      };
+    }
+  });
+  return out;
+}
+
+test('random loss is not congestion: a lossy participant keeps its estimate and its layers, receives at 5 % loss, and gets full quality back when loss stops', { timeout: 300000 }, async () => {
+  // A Chromium just started in a new namespace may see its network change under it
+  // (net::ERR_NETWORK_CHANGED) and fail to load the page's modules: loaded once more then.
+  const open = async (browser, name) => {
+    const p = Object.assign(await openChromiumPage(browser, server, `room=${ROOM}&name=${name}`, undefined,
+      { viewport: VIEWPORT }), { name });
+    const joined = () => p.page.evaluate(() => window.switchyard?.participantId ?? null).catch(() => null);
+    try {
+      await waitFor(`${name}: joined`, joined, 10000);
+    } catch {
+      console.log(`${name}: not joined after 10 s, loading the page again`);
+      await p.page.reload({ timeout: 15000 });
+      await waitFor(`${name}: joined after a reload`, joined, 15000);
+    }
+    return p;
+  };
+  const pages = [await open(browserA, 'Ada'), await open(browserA, 'Bob'), await open(browserB, 'Lou')];
+  await Promise.all(pages.map((p) => waitFor(`${p.name}: connected with 2 remote tiles`, async () => {
+    const s = await pageState(p.page);
+    return s.state === 'connected' && s.remoteTiles === 2 ? s : { ok: false, ...s };
+  }, 45000)));
+  const ids = Object.fromEntries(await Promise.all(pages.map(async (p) =>
+    [p.name, await p.page.evaluate(() => window.switchyard.participantId)])));
+  // Full quality everywhere first (the tiles are large): both others at 640 wide.
+  const allFull = async () => {
+    const r = await Promise.all(pages.map((p) => received(p.page)));
+    return r.every((x) => Object.values(x).length === 2 && Object.values(x).every((s) => s.width >= 640)) || { ok: false, r };
+  };
+  await waitFor('every page receives both others at full size', allFull, 45000);
+
+  let cleanEstimate = null;
+  for (const share of [0, 0.05, 0.15]) {
+    randomUdpLoss(net, share);
+    await sleep(3000); // let the estimator and the receivers see it
+    const pairs = await measure(pages, ids, WINDOW_MS);
+    const lou = await downlink(ids.Lou);
+    const level = { pairs, louDownlink: lou && { estimateKbps: Math.round((lou.estimate_bps ?? 0) / 1000),
+      lossPct: Number((100 * lou.loss).toFixed(1)), inherentLossPct: Number((100 * lou.inherent_loss).toFixed(1)),
+      legs: lou.legs } };
+    figures.levels[`${share * 100}%`] = level;
+    console.log(`--- ${share * 100} % random loss each way on Lou's link`);
+    for (const [pair, f] of Object.entries(pairs)) {
+      console.log(`  ${pair}: ${f.decoded}/${f.source} frames (${(f.share * 100).toFixed(0)} %), ` +
+        `longest stall ${f.longestStallMs} ms, ${f.width} wide, NACKs ${f.nacks}, PLIs ${f.plis}, loss ${f.lossPct} %`);
+    }
+    console.log(`  server's view of Lou's downlink: ${JSON.stringify(level.louDownlink)}`);
+    level.louSends = await outbound(pages[2].page);
+    level.louUplinkEstimateKbps = await pages[2].page.evaluate(async () => {
+      let bps = 0;
+      (await window.switchyard.pc.getStats()).forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated) bps = Math.max(bps, s.availableOutgoingBitrate ?? 0);
+      });
+      return Math.round(bps / 1000);
+    });
+    console.log(`  Lou sends ${level.louSends}; its own uplink estimate ${level.louUplinkEstimateKbps} kbps`);
+    const now = Object.fromEntries(await Promise.all(pages.map(async (p) =>
+      [p.name, await p.page.evaluate(() => window.switchyard.participantId)])));
+    assert.deepEqual(now, ids, `a page lost its connection and joined again at ${share * 100} % loss`);
+    // What is asserted is what the server decides; the share of frames decoded and the
+    // longest stall are reported, not asserted: on a 2-core machine running two browsers
+    // and three 3-layer encoders, a page stalls for seconds now and then even without
+    // loss (seen: 73 % of frames, a 2.8 s stall, at 0 %), which would fail a >= 95 %
+    // check for reasons that are not the network's.
+    const estimate = lou?.estimate_bps ?? 0;
+    if (share === 0) cleanEstimate = estimate;
+    else {
+      assert.ok(estimate >= 0.7 * cleanEstimate,
+        `random loss is not congestion: Lou's estimate ${estimate} at ${share * 100} % vs ${cleanEstimate} without loss`);
+      assert.ok(lou.legs.every(([, forwarded]) => forwarded != null),
+        `no leg of Lou's is paused at ${share * 100} %: ${JSON.stringify(lou.legs)}`);
+    }
+    // What Lou receives is the server's doing (its downlink estimate, its resends) and
+    // is asserted; what the others receive of Lou depends first on Chromium's own uplink
+    // estimate, which collapses under this loss (issue 16's closing note: ~86 kbit/s and
+    // only the 'q' layer at 5 %), so it is reported, not asserted, until that is solved.
+    // At 15 % what Lou receives keeps the full layer (the estimate holds) but decodes
+    // 6-9 frames/s here: resends alone do not carry it, and choosing a lower layer on
+    // inherent loss is still to do (issue 16's note). Reported, not asserted.
+    for (const [pair, f] of Object.entries(pairs)) {
+      const fps = f.decoded / (WINDOW_MS / 1000);
+      if (pair.endsWith('<-Lou') || (pair.startsWith('Lou<-') && share > 0.05)) continue;
+      assert.ok(fps >= 10, `${pair} at ${share * 100} %: ${fps.toFixed(1)} frames/s`);
+    }
+  }
+
+  // Loss stops: Lou receives both others at full size within 5 s (asserted); how long
+  // until everyone receives Lou at full size again is reported (bounded at 30 s).
+  randomUdpLoss(net, 0);
+  const t0 = Date.now();
+  const louFull = async () => {
+    const r = await received(pages[2].page);
+    return (Object.values(r).length === 2 && Object.values(r).every((x) => x.width >= 640)) || { ok: false, r };
+  };
+  await waitFor('Lou receives both others at full size within 5 s of the loss stopping', louFull, 5000, 100);
+  figures.louDownlinkRecoveryMs = Date.now() - t0;
+  figures.everyoneRecoveryMs = await waitFor('everyone at full size', allFull, 30000, 250)
+    .then(() => Date.now() - t0, () => null);
+  console.log(`after the loss stopped: Lou receives full size in ${figures.louDownlinkRecoveryMs} ms, ` +
+    `everyone in ${figures.everyoneRecoveryMs ?? '> 30000'} ms`);
+});
