@@ -14,7 +14,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, pageState, sleep, startServer, stopServer, waitFor, within,
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, sleep, startServer, stopServer, waitConnected, waitFor, within,
 } from './harness.mjs';
 import { ADDR_A, createNamespacePair, fetchJsonIn, randomUdpLoss, removeNamespacePair, wrapperInNamespace } from './netns.mjs';
 
@@ -79,7 +79,9 @@ const received = (page) => page.evaluate(async () => {
 // carries every frame of the capture).
 const framesSent = (page) => page.evaluate(async () => {
   let most = 0;
-  (await window.switchyard.pc.getStats()).forEach((s) => {
+  const pc = window.switchyard?.pc;
+  if (!pc) return 0; // reconnecting: the identity check after the window says so
+  (await pc.getStats()).forEach((s) => {
     if (s.type === 'outbound-rtp' && s.kind === 'video') most = Math.max(most, s.framesSent ?? 0);
   });
   return most;
@@ -88,7 +90,7 @@ const framesSent = (page) => page.evaluate(async () => {
 // What `page`'s camera sends per simulcast layer, and why the browser holds it back.
 const outbound = (page) => page.evaluate(async () => {
   const out = [];
-  (await window.switchyard.pc.getStats()).forEach((s) => {
+  (await window.switchyard?.pc?.getStats())?.forEach((s) => {
     if (s.type === 'outbound-rtp' && s.kind === 'video') {
       out.push(`${s.rid}:${s.frameWidth ?? 0}w:${Math.round(s.framesPerSecond ?? 0)}fps:` +
         `${Math.round((s.targetBitrate ?? 0) / 1000)}k:${s.qualityLimitationReason}:nacks ${s.nackCount}`);
@@ -159,10 +161,7 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
     return p;
   };
   const pages = [await open(browserA, 'Ada'), await open(browserA, 'Bob'), await open(browserB, 'Lou')];
-  await Promise.all(pages.map((p) => waitFor(`${p.name}: connected with 2 remote tiles`, async () => {
-    const s = await pageState(p.page);
-    return s.state === 'connected' && s.remoteTiles === 2 ? s : { ok: false, ...s };
-  }, 45000)));
+  await Promise.all(pages.map((p) => waitConnected(p, 2, 45000)));
   const ids = Object.fromEntries(await Promise.all(pages.map(async (p) =>
     [p.name, await p.page.evaluate(() => window.switchyard.participantId)])));
   // Full quality everywhere first (the tiles are large): both others at 640 wide.
