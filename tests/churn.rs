@@ -13,7 +13,9 @@ const GUESTS: usize = 12;
 /// (m-sections carrying a track, spare ones) on `participant`'s connection.
 fn send_sections(stats: &Value, participant: &str) -> Option<(u64, u64)> {
     let downlinks = stats["shards"][0]["downlinks"].as_array()?;
-    let d = downlinks.iter().find(|d| d["participant_id"] == participant)?;
+    let d = downlinks
+        .iter()
+        .find(|d| d["participant_id"] == participant)?;
     Some((
         d["send_sections"][0].as_u64()?,
         d["send_sections"][1].as_u64()?,
@@ -31,7 +33,8 @@ async fn a_long_lived_participant_reuses_m_sections_through_turnover() {
         let guest = client::join(&server.ws, "churn", &format!("Guest{i}")).await;
         let gid = guest.id.clone();
         let receives = wait_until(20, || {
-            ada.shared.packets_from(&gid, "video") >= 30 && ada.shared.packets_from(&gid, "audio") >= 30
+            ada.shared.packets_from(&gid, "video") >= 30
+                && ada.shared.packets_from(&gid, "audio") >= 30
         })
         .await;
         assert!(

@@ -791,7 +791,11 @@ mod tests {
         let lossy = p.estimator.bitrate();
         p.random_loss = 0.0;
         p.run(500_000.0, 10_000_000.0, 5.0, None);
-        assert!(p.estimator.inherent_loss < 0.02, "{}", p.estimator.inherent_loss);
+        assert!(
+            p.estimator.inherent_loss < 0.02,
+            "{}",
+            p.estimator.inherent_loss
+        );
         assert!(p.estimator.bitrate() >= lossy);
     }
 

@@ -57,7 +57,10 @@ impl SpareSender {
     fn fits(&self, desc: &TrackDesc) -> bool {
         self.negotiated
             && self.kind == desc.info.kind
-            && self.codec.mime_type.eq_ignore_ascii_case(&desc.codec.mime_type)
+            && self
+                .codec
+                .mime_type
+                .eq_ignore_ascii_case(&desc.codec.mime_type)
             && self.codec.sdp_fmtp_line == desc.codec.sdp_fmtp_line
     }
 }

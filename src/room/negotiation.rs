@@ -257,7 +257,11 @@ mod tests {
         n.want(TrackId(1));
         n.next_offer().unwrap();
         assert_eq!(n.answer_failed().unwrap().add, vec![TrackId(1)]);
-        assert_eq!(n.client_offer_received(), Ok(()), "no glare after a failed answer");
+        assert_eq!(
+            n.client_offer_received(),
+            Ok(()),
+            "no glare after a failed answer"
+        );
         n.client_offer_done(true);
         assert_eq!(n.next_offer().unwrap().add, vec![TrackId(1)]);
     }
@@ -269,7 +273,11 @@ mod tests {
         n.next_offer().unwrap();
         n.not_carried(TrackId(1));
         assert!(n.answer_received().unwrap().add.is_empty());
-        assert_eq!(n.next_offer(), None, "no offer loop for a track that cannot go");
+        assert_eq!(
+            n.next_offer(),
+            None,
+            "no offer loop for a track that cannot go"
+        );
         assert!(n.settled());
         n.want(TrackId(2));
         assert_eq!(n.next_offer().unwrap().add, vec![TrackId(1), TrackId(2)]);

@@ -462,7 +462,15 @@ fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
     assert_eq!(closed.len(), 2, "Bob's camera and mic legs: {closed:?}");
     let unsubscribed = outputs
         .iter()
-        .filter(|o| matches!(o, Output::Unsubscribe { subscriber: BOB, .. }))
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Unsubscribe {
+                    subscriber: BOB,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(unsubscribed, 2, "and their m-sections are negotiated away");
     let mut out = Vec::new();
