@@ -4,7 +4,9 @@
 //! - [`engine`]: the media engine, the only server code naming rtc types: shards (one
 //!   thread, one UDP port each), the demux, sans-I/O peer connections, batched UDP.
 //! - [`signal`]: HTTP and WebSocket signaling (axum).
-//! - [`synthetic`]: headless participants for the tests and the load tester.
+//!
+//! The synthetic participants the tests and the load tester use live in their own crate of
+//! the workspace (`tests/synthetic`), so the server never links the async `webrtc` crate.
 
 pub mod auth;
 pub mod bitrate;
@@ -18,5 +20,4 @@ pub mod rate_limit;
 pub mod room;
 pub mod server;
 pub mod signal;
-pub mod synthetic;
 pub mod webhook;

@@ -11,7 +11,7 @@ use common::hooks::{events_of, receiver};
 use common::{basic_auth, client, start_server_with, wait_until};
 use serde_json::{json, Value};
 use switchyard::auth::{claims_for, Grants, KeySet};
-use switchyard::synthetic::http;
+use switchyard_synthetic::http;
 
 const KEY: &str = "APIadmin";
 const SECRET: &str = "an admin test secret, thirty-two+ bytes";
@@ -117,10 +117,10 @@ async fn every_admin_call_works_on_a_live_room_and_only_for_administrators() {
     );
     let ada = client::join_token(&server.ws, &token("ada", member("board"))).await;
     let bob = client::join_token(&server.ws, &token("bob", member("board"))).await;
-    let refused = switchyard::synthetic::SyntheticParticipant::join_with_token(
+    let refused = switchyard_synthetic::SyntheticParticipant::join_with_token(
         &server.ws,
         &token("cy", member("board")),
-        switchyard::synthetic::MediaPlan::default(),
+        switchyard_synthetic::MediaPlan::default(),
     )
     .await;
     assert!(

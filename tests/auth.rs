@@ -151,7 +151,7 @@ async fn a_thousand_bad_tokens_are_refused_while_a_meeting_flows() {
     // Nothing else happened: the room still holds the two, and media kept flowing.
     let basic = basic_auth(KEY, SECRET);
     let url = format!("{}/api/rooms/{ROOM}", server.http);
-    let (_, room) = switchyard::synthetic::http::call(&url, "GET", None, Some(&basic))
+    let (_, room) = switchyard_synthetic::http::call(&url, "GET", None, Some(&basic))
         .await
         .unwrap();
     assert_eq!(

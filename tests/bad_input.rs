@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::client;
 use common::{http_get_json, start_server, wait_until, RawWs};
 use serde_json::json;
-use switchyard::synthetic::http;
+use switchyard_synthetic::http;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_the_healthy_room_carries_on() {

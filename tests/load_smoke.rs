@@ -36,10 +36,23 @@ fn start_server() -> (Server, String) {
     panic!("server exited before listening");
 }
 
+/// The load tester is a package of its own in the workspace (benches/load); cargo puts its
+/// binary beside the server's. `cargo test --workspace` (tests/run-all.sh) builds both.
+fn load_tester() -> std::path::PathBuf {
+    let path =
+        std::path::Path::new(env!("CARGO_BIN_EXE_switchyard")).with_file_name("switchyard-load");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo build --release --workspace)",
+        path.display()
+    );
+    path
+}
+
 #[test]
 fn smoke_load_delivers_everything_and_reports_the_json_fields() {
     let (_server, url) = start_server();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-load"))
+    let out = Command::new(load_tester())
         .args([
             "--url",
             &url,

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{client, http_get_json, start_server, start_server_with, wait_until};
-use switchyard::synthetic::{MediaPlan, SyntheticParticipant};
+use switchyard_synthetic::{MediaPlan, SyntheticParticipant};
 
 /// The server's media port, from its stats.
 async fn media_port(http: &str) -> u16 {

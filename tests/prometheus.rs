@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{client, start_server, wait_until};
-use switchyard::synthetic::http;
+use switchyard_synthetic::http;
 
 /// Kills the Prometheus this test started (by its own handle) and removes its files.
 struct Prometheus {

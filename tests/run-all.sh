@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "== build (release: the media tests measure real forwarding)"
-cargo build --release --locked
+cargo build --release --locked --workspace
 
 # Debian's prometheus binary, so tests/prometheus.rs can have a real one scrape /metrics.
 # Unpacked from the .deb into target/tools rather than installed: the package would also
@@ -28,7 +28,7 @@ if ! command -v prometheus >/dev/null; then
 fi
 
 echo "== unit and integration tests"
-cargo test --release --locked
+cargo test --release --locked --workspace
 
 echo "== end-to-end tests in headless Chromium"
 bash tests/e2e/run.sh

@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchyard::synthetic::lite::LiteParticipant;
-use switchyard::synthetic::pool::Pool;
-use switchyard::synthetic::MediaPlan;
+use switchyard_synthetic::lite::LiteParticipant;
+use switchyard_synthetic::pool::Pool;
+use switchyard_synthetic::MediaPlan;
 
 use common::{http_get_json, start_server};
 

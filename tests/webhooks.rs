@@ -12,7 +12,7 @@ use common::hooks::{events_of, receiver};
 use common::{basic_auth, client, start_server_with, wait_until};
 use serde_json::Value;
 use switchyard::auth::{claims_for, Grants, KeySet};
-use switchyard::synthetic::http;
+use switchyard_synthetic::http;
 use tokio::net::TcpListener;
 
 const KEY: &str = "APIhooks";

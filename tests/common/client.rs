@@ -1,9 +1,9 @@
 //! The tests' participants: the library's synthetic participants, publishing a camera
 //! (VP8 unless told otherwise) and a microphone.
 
-use switchyard::synthetic::{MediaPlan, SyntheticParticipant};
+use switchyard_synthetic::{MediaPlan, SyntheticParticipant};
 #[allow(unused_imports)] // each test crate uses a different part
-pub use switchyard::synthetic::{Video, OPUS_PT, VP8_PT};
+pub use switchyard_synthetic::{Video, OPUS_PT, VP8_PT};
 
 pub type Client = SyntheticParticipant;
 

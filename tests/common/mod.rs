@@ -74,7 +74,7 @@ pub fn basic_auth(key: &str, secret: &str) -> String {
 }
 
 pub async fn http_get_json(url: &str) -> Value {
-    switchyard::synthetic::http::get_json(url)
+    switchyard_synthetic::http::get_json(url)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }

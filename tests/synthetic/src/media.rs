@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn synthetic_frames_look_like_real_codecs_to_the_router() {
-        use crate::room::Codec;
+        use switchyard::room::Codec;
         let key = encode(Video::Vp8.payload_head(true, true), 0, 0, 100);
         let delta = encode(Video::Vp8.payload_head(true, false), 0, 0, 100);
         assert!(Codec::Vp8.is_keyframe_start(&key));

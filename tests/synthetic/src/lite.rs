@@ -28,7 +28,7 @@ use super::media::MediaPlan;
 use super::participant::{connect_and_join, lock, next_json, Shared, SyntheticError};
 use super::peer::{media_engine, KEYFRAME_FORWARDER_SLOT};
 use super::pool::{Pool, PoolState, Sending};
-use crate::engine::feedback::KeyframeRequestForwarder;
+use switchyard::engine::feedback::KeyframeRequestForwarder;
 
 pub struct LiteParticipant {
     pub id: String,
@@ -45,7 +45,7 @@ fn peer_err(e: impl std::fmt::Display) -> SyntheticError {
 
 fn build_pc(now: Instant) -> Result<RTCPeerConnection, SyntheticError> {
     let mut engine = media_engine().map_err(peer_err)?;
-    let registry = crate::engine::build::interceptor_registry(&mut engine)
+    let registry = switchyard::engine::build::interceptor_registry(&mut engine)
         .map_err(peer_err)?
         .with(
             Slot::from(KEYFRAME_FORWARDER_SLOT),

@@ -62,7 +62,7 @@ pub fn percentile(sorted: &[u32], p: f64) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::media::encode;
+    use crate::media::encode;
 
     #[test]
     fn percentiles_by_nearest_rank() {

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::Value;
 use switchyard::metrics::process;
-use switchyard::synthetic::janus::{self, JanusPeer};
-use switchyard::synthetic::lite::LiteParticipant;
-use switchyard::synthetic::pool::Pool;
-use switchyard::synthetic::{http, now_micros, percentile, MediaPlan, Shared, Video};
+use switchyard_synthetic::janus::{self, JanusPeer};
+use switchyard_synthetic::lite::LiteParticipant;
+use switchyard_synthetic::pool::Pool;
+use switchyard_synthetic::{http, now_micros, percentile, MediaPlan, Shared, Video};
 
 use report::Report;
 use scenario::{Scenario, Shape};
