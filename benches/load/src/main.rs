@@ -19,7 +19,7 @@ use switchyard_synthetic::lite::LiteParticipant;
 use switchyard_synthetic::pool::Pool;
 use switchyard_synthetic::{http, now_micros, percentile, MediaPlan, Shared, Video};
 
-use report::Report;
+use report::{Churn, Report};
 use scenario::{Scenario, Shape};
 
 #[derive(Parser, Debug)]
@@ -86,6 +86,26 @@ struct Args {
     /// many per thread); Switchyard target only.
     #[arg(long, default_value_t = 1)]
     load_threads: usize,
+    /// Join this room instead of a fresh one per run (one room only), e.g. to fill a room
+    /// a browser joins too.
+    #[arg(long)]
+    room: Option<String>,
+    /// Video frames per second of each publisher (1-100).
+    #[arg(long, default_value_t = 30)]
+    video_fps: u32,
+    /// Audio packets per second of each publisher (1-100; a muted microphone sends a few).
+    #[arg(long, default_value_t = 50)]
+    audio_pps: u32,
+    /// Turnover before the measured window (Switchyard target only): this many more
+    /// participants, publishing audio and video, join the first room one after another...
+    #[arg(long, default_value_t = 0)]
+    churn: usize,
+    /// ...one every this many milliseconds...
+    #[arg(long, default_value_t = 1000)]
+    churn_gap_ms: u64,
+    /// ...and the one who has been there longest leaves once this many are present.
+    #[arg(long, default_value_t = 2)]
+    churn_present: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -176,14 +196,38 @@ async fn run(args: Args) -> Result<(), String> {
         video: video.then_some(Video::Vp8),
         audio: true,
         video_pps,
+        video_fps: args.video_fps.clamp(1, 100),
+        audio_pps: args.audio_pps.clamp(1, 100),
         video_packet_bytes: args.video_packet_bytes,
         audio_packet_bytes: args.audio_packet_bytes,
         simulcast: args.simulcast,
         ..MediaPlan::default()
     };
+    let pools = match args.target {
+        Target::Switchyard => (0..args.load_threads.max(1))
+            .map(|i| Pool::start(&format!("load-media-{i}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot start a media thread: {e}"))?,
+        Target::Janus => Vec::new(),
+    };
+    let run_id = now_micros() % 100_000;
+    let room_names: Vec<String> = match (&args.room, shape.rooms) {
+        (Some(name), 1) => vec![name.clone()],
+        (Some(_), _) => return Err("--room names one room: leave --rooms at 1".into()),
+        (None, n) => (0..n).map(|room| format!("load-{run_id}-{room}")).collect(),
+    };
     let members = match args.target {
-        Target::Switchyard => join_switchyard(&args, &base, &shape, &publisher_plan).await?,
+        Target::Switchyard => {
+            join_switchyard(&args, &base, &shape, &room_names, &pools, &publisher_plan).await?
+        }
         Target::Janus => join_janus(&args, &base, &shape, &publisher_plan).await?,
+    };
+    let churn = match (args.churn, args.target) {
+        (0, _) => None,
+        (_, Target::Janus) => return Err("--churn is for the Switchyard target".into()),
+        (_, Target::Switchyard) => {
+            Some(churn(&args, &base, &room_names[0], &pools, publisher_plan(true)).await)
+        }
     };
 
     // Settle: until every member receives every stream it should, at most 20 s.
@@ -278,6 +322,7 @@ async fn run(args: Args) -> Result<(), String> {
             .zip(own_cpu_end)
             .map(|(a, b)| (b - a) / secs * 100.0),
         load_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        churn,
     };
     for m in members {
         m.leave().await;
@@ -397,23 +442,23 @@ fn roles(shape: &Shape) -> Vec<(bool, bool)> {
         .collect()
 }
 
+fn ws_url(base: &str) -> String {
+    format!("ws{}/ws", base.strip_prefix("http").unwrap_or(base))
+}
+
 async fn join_switchyard(
     args: &Args,
     base: &str,
     shape: &Shape,
+    room_names: &[String],
+    pools: &[Pool],
     plan: &dyn Fn(bool) -> MediaPlan,
 ) -> Result<Vec<Member>, String> {
-    let ws_url = format!("ws{}/ws", base.strip_prefix("http").unwrap_or(base));
+    let ws_url = ws_url(base);
     let total = shape.rooms * shape.participants_per_room();
     let gap = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
-    let run_id = now_micros() % 100_000;
     let mut members = Vec::with_capacity(total);
-    let pools = (0..args.load_threads.max(1))
-        .map(|i| Pool::start(&format!("load-media-{i}")))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot start a media thread: {e}"))?;
-    for room in 0..shape.rooms {
-        let room_name = format!("load-{run_id}-{room}");
+    for (room, room_name) in room_names.iter().enumerate() {
         for (i, (video, audio)) in roles(shape).into_iter().enumerate() {
             let media = if audio {
                 plan(video)
@@ -424,7 +469,7 @@ async fn join_switchyard(
             let p = LiteParticipant::join(
                 pool,
                 &ws_url,
-                &room_name,
+                room_name,
                 &format!("synthetic-{i}"),
                 media,
                 args.media_ip,
@@ -444,6 +489,43 @@ async fn join_switchyard(
         }
     }
     Ok(members)
+}
+
+/// Turnover: `--churn` participants join `room` one after another, every
+/// `--churn-gap-ms`; once `--churn-present` of them are there, the one who came first
+/// leaves (politely, with `leave`). A join that fails is counted, not fatal.
+async fn churn(args: &Args, base: &str, room: &str, pools: &[Pool], plan: MediaPlan) -> Churn {
+    let ws_url = ws_url(base);
+    let started = Instant::now();
+    let gap = Duration::from_millis(args.churn_gap_ms);
+    let mut present = std::collections::VecDeque::new();
+    let mut tally = Churn::default();
+    for i in 0..args.churn {
+        let pool = &pools[i % pools.len()];
+        let name = format!("churn-{i}");
+        match LiteParticipant::join(pool, &ws_url, room, &name, plan, args.media_ip).await {
+            Ok(p) => {
+                tally.joined += 1;
+                present.push_back(p);
+            }
+            Err(e) => {
+                tally.failed += 1;
+                progress(&format!("{name} could not join: {e}"));
+            }
+        }
+        while present.len() > args.churn_present.max(1) {
+            if let Some(oldest) = present.pop_front() {
+                oldest.leave().await;
+            }
+        }
+        progress(&format!("churn {}/{}", i + 1, args.churn));
+        tokio::time::sleep(gap).await;
+    }
+    for p in present {
+        p.leave().await;
+    }
+    tally.seconds = started.elapsed().as_secs_f64();
+    tally
 }
 
 /// Janus: per room, a videoroom with a realistic bitrate cap; each publisher joins with

@@ -40,6 +40,16 @@ pub struct Report {
     /// This load tester's CPU in % of one core (near 100 x cores: the client saturated).
     pub load_cpu_percent: Option<f64>,
     pub load_cores: usize,
+    /// Turnover before the measured window (`--churn`), when asked for.
+    pub churn: Option<Churn>,
+}
+
+/// Participants who came and went (`--churn`).
+#[derive(Debug, Default, Serialize)]
+pub struct Churn {
+    pub joined: usize,
+    pub failed: usize,
+    pub seconds: f64,
 }
 
 fn opt(v: Option<f64>, unit: &str) -> String {

@@ -76,8 +76,16 @@ pub fn decode(payload: &[u8]) -> Option<(u64, u64)> {
 pub struct MediaPlan {
     pub video: Option<Video>,
     pub audio: bool,
-    /// Video packets per second (30 frames/s; the packets of a frame go out together).
+    /// Video packets per second (`video_fps` frames/s; the packets of a frame go out
+    /// together).
     pub video_pps: u32,
+    /// Video frames per second (at most 100; the sans-I/O pool honours it, the async
+    /// participant always sends 30).
+    pub video_fps: u32,
+    /// Audio packets per second (at most 100; 50 is Opus at 20 ms, a few a second is a
+    /// muted microphone sending comfort noise). The sans-I/O pool honours it, the async
+    /// participant always sends 50.
+    pub audio_pps: u32,
     pub video_packet_bytes: usize,
     pub audio_packet_bytes: usize,
     /// A keyframe every this many frames (and whenever one is requested).
@@ -94,6 +102,8 @@ impl Default for MediaPlan {
             video: Some(Video::Vp8),
             audio: true,
             video_pps: 170,
+            video_fps: 30,
+            audio_pps: 50,
             video_packet_bytes: 1100,
             audio_packet_bytes: 100,
             keyframe_interval_frames: 60,
@@ -128,9 +138,9 @@ impl MediaPlan {
         *layers.last().unwrap_or(&1) as f64 / layers.iter().sum::<u32>().max(1) as f64
     }
 
-    /// Packets in each 1/30 s video frame.
+    /// Packets in each video frame.
     pub fn packets_per_frame(&self) -> u32 {
-        self.video_pps.div_ceil(30).max(1)
+        self.video_pps.div_ceil(self.video_fps.clamp(1, 100)).max(1)
     }
 }
 

@@ -34,7 +34,7 @@ use super::media::{encode, now_micros, MediaPlan};
 use super::participant::Shared;
 
 const WAKER: Token = Token(usize::MAX);
-/// The media clock: audio every 2 ticks, video frames at 30/s.
+/// The media clock: each tick sends the audio packets and video frames that fall due.
 const TICK: Duration = Duration::from_millis(10);
 /// Media is sent for at most this long, whatever happens.
 const MAX_TICKS: u64 = 3600 * 100;
@@ -374,14 +374,14 @@ impl Client {
         }
     }
 
-    /// One 10 ms tick of media: audio every other tick, video frames at 30/s (each
+    /// One 10 ms tick of media: audio and video frames at the plan's rates (each
     /// simulcast layer its own share: the lowest one packet a frame, the middle a third
     /// of the full layer's).
     fn send_media(&mut self, tick: u64, now: Instant) {
         if !self.connected || self.shared.stop_media.load(Ordering::Relaxed) {
             return;
         }
-        if tick.is_multiple_of(2) && self.audio.is_some() {
+        if due(tick, self.plan.audio_pps) && self.audio.is_some() {
             let counter = self.shared.audio_sent.fetch_add(1, Ordering::Relaxed);
             let payload = encode(
                 [0xfc, 0xff],
@@ -394,7 +394,7 @@ impl Client {
         let (Some(codec), Some(video)) = (self.plan.video, self.video.as_ref()) else {
             return;
         };
-        if (tick * 30) / 100 == ((tick + 1) * 30) / 100 {
+        if !due(tick, self.plan.video_fps) {
             return;
         }
         let key = self
@@ -528,4 +528,34 @@ fn negotiated(
         mid: mid_ext.zip(mid.map(Bytes::from)),
         rid_ext,
     })
+}
+
+/// Whether an event `per_second` times a second (at most 100) falls in 10 ms tick `tick`:
+/// spread evenly, so 30/s alternates 3- and 4-tick gaps.
+fn due(tick: u64, per_second: u32) -> bool {
+    let rate = u64::from(per_second.min(100));
+    (tick * rate) / 100 != ((tick + 1) * rate) / 100
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+
+    #[test]
+    fn rates_are_met_each_second_and_spread() {
+        for rate in [1, 5, 30, 50, 100] {
+            let ticks: Vec<u64> = (0..100).filter(|&t| due(t, rate)).collect();
+            assert_eq!(ticks.len(), rate as usize, "{rate}/s");
+            let widest = ticks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            assert!(
+                widest <= 100 / u64::from(rate) + 1,
+                "{rate}/s bunched: {ticks:?}"
+            );
+        }
+        assert_eq!(
+            (0..100).filter(|&t| due(t, 500)).count(),
+            100,
+            "capped at 100/s"
+        );
+    }
 }
