@@ -471,10 +471,9 @@ mod tests {
                 let seq = self.history.record(size as usize, probe, now);
                 let start = self.link_free_ms.max(self.now_ms);
                 let queue_ms = start - self.now_ms;
-                let arrival = if rand::Rng::random_bool(&mut self.rng, self.random_loss) {
-                    None
-                } else if queue_ms > self.queue_limit_ms {
-                    None // tail drop
+                let randomly_lost = rand::Rng::random_bool(&mut self.rng, self.random_loss);
+                let arrival = if randomly_lost || queue_ms > self.queue_limit_ms {
+                    None // lost at random, or a tail drop
                 } else {
                     self.link_free_ms = start + size * 8.0 / capacity_bps * 1000.0;
                     Some(Duration::from_micros(

@@ -23,6 +23,7 @@ pub mod retransmit;
 pub mod rewrite;
 mod routing;
 pub mod shard;
+pub mod sim;
 pub mod udp;
 
 use std::hash::{Hash, Hasher};

@@ -42,7 +42,7 @@ const MAX_BATCHES_PER_WAKE: usize = 16;
 /// Commands taken per wake, so a burst of signaling cannot starve the media.
 const MAX_COMMANDS_PER_WAKE: usize = 64;
 /// Room timers (keyframe-request retries) and first-offer waits are checked this often.
-const HOUSEKEEPING: Duration = Duration::from_millis(20);
+pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(20);
 /// rtc may report an already expired deadline again; such a peer is not run again
 /// sooner than this (webrtc-rs's own driver does the same).
 const MIN_TIMER_STEP: Duration = Duration::from_millis(1);
@@ -98,7 +98,7 @@ pub fn spawn(
                 let (bound, udp) = udp;
                 let candidate = SocketAddr::new(settings.advertise.unwrap_or(bound.ip()), bound.port());
                 info!(shard = settings.index, %bound, %candidate, gso_segments = udp.max_gso_segments(), "media shard started");
-                Shard::new(settings, udp, candidate, ids, metrics)
+                Shard::new(settings, Wire::Udp(udp), candidate, ids, metrics)
                     .run(commands)
                     .await;
             });
@@ -109,9 +109,51 @@ pub fn spawn(
         .map(|_: SocketAddr| ())
 }
 
+/// Where a shard's datagrams go: its UDP socket, or, under the simulation harness
+/// (`engine::sim`), a list the harness takes them from.
+pub(super) enum Wire {
+    Udp(Udp),
+    Captured(Vec<(SocketAddr, BytesMut)>),
+}
+
+impl Wire {
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            Wire::Udp(udp) => udp.readable().await,
+            Wire::Captured(_) => std::future::pending().await,
+        }
+    }
+
+    fn send_to(&mut self, to: SocketAddr, datagrams: &mut Vec<BytesMut>, metrics: &Metrics) {
+        match self {
+            Wire::Udp(udp) => udp.send_to(to, datagrams, metrics),
+            Wire::Captured(out) => {
+                for d in datagrams.drain(..) {
+                    Metrics::inc(&metrics.udp_datagrams_out);
+                    Metrics::add(&metrics.udp_bytes_out, d.len() as u64);
+                    out.push((to, d));
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, metrics: &Metrics) {
+        if let Wire::Udp(udp) = self {
+            udp.flush(metrics);
+        }
+    }
+
+    pub(super) fn max_gso_segments(&self) -> usize {
+        match self {
+            Wire::Udp(udp) => udp.max_gso_segments(),
+            Wire::Captured(_) => 1,
+        }
+    }
+}
+
 pub(super) struct Shard {
     pub(super) settings: ShardSettings,
-    pub(super) udp: Udp,
+    pub(super) udp: Wire,
     /// Our one ICE candidate: the address rtc must see as the local end of every pair.
     pub(super) candidate: SocketAddr,
     pub(super) peers: HashMap<ParticipantId, Peer>,
@@ -131,9 +173,9 @@ pub(super) struct Shard {
 }
 
 impl Shard {
-    fn new(
+    pub(super) fn new(
         settings: ShardSettings,
-        udp: Udp,
+        udp: Wire,
         candidate: SocketAddr,
         ids: Arc<Ids>,
         metrics: Arc<Metrics>,
@@ -155,6 +197,11 @@ impl Shard {
             ids,
             metrics,
         }
+    }
+
+    /// The earliest connection timer (rtc's deadlines), if any.
+    pub(super) fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
@@ -204,8 +251,11 @@ impl Shard {
     fn receive(&mut self) {
         for _ in 0..MAX_BATCHES_PER_WAKE {
             let received = &mut self.received;
+            let Wire::Udp(udp) = &mut self.udp else {
+                return;
+            };
             let mut bytes = 0u64;
-            let n = match self.udp.recv_batch(|from, datagram| {
+            let n = match udp.recv_batch(|from, datagram| {
                 bytes += datagram.len() as u64;
                 received.push((from, BytesMut::from(datagram)));
             }) {
@@ -233,7 +283,7 @@ impl Shard {
         }
     }
 
-    fn deliver(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
+    pub(super) fn deliver(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
         // A server that offers a loopback candidate talks to loopback peers only. Without
         // this, a browser on the same machine that checks from one of the machine's other
         // addresses (Chromium does) would get its media sent there.
@@ -275,7 +325,7 @@ impl Shard {
         touch(&mut self.touched, peer);
     }
 
-    fn run_timers(&mut self, now: Instant) {
+    pub(super) fn run_timers(&mut self, now: Instant) {
         while let Some(Reverse((t, id))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -458,7 +508,7 @@ impl Shard {
     /// The slow path, every 20 ms: room timers, first-offer waits, and removing the
     /// participants marked for removal (kept off the per-packet rounds, which would
     /// otherwise scan every peer each time).
-    fn housekeeping(&mut self, now: Instant) {
+    pub(super) fn housekeeping(&mut self, now: Instant) {
         self.remove_doomed(now);
         self.close_expired_rooms(now);
         self.probe_tick(HOUSEKEEPING, now);

@@ -302,20 +302,16 @@ mod tests {
                 match rng.random_range(0..9) {
                     0 | 1 => n.want(TrackId(rng.random_range(0..12))),
                     2 => n.unwant(TrackId(rng.random_range(0..12))),
-                    3 => {
-                        // A client offer (publish, unpublish, ICE restart): glare or answered.
-                        if n.client_offer_received().is_ok() {
-                            n.client_offer_done(rng.random_bool(0.9));
-                        }
+                    // A client offer (publish, unpublish, ICE restart): glare or answered.
+                    3 if n.client_offer_received().is_ok() => {
+                        n.client_offer_done(rng.random_bool(0.9));
                     }
-                    4 => {
-                        // The client's answer arrives, or fails to apply.
-                        if n.offer_outstanding() {
-                            if rng.random_bool(0.2) {
-                                n.answer_failed();
-                            } else {
-                                n.answer_received().unwrap();
-                            }
+                    // The client's answer arrives, or fails to apply.
+                    4 if n.offer_outstanding() => {
+                        if rng.random_bool(0.2) {
+                            n.answer_failed();
+                        } else {
+                            n.answer_received().unwrap();
                         }
                     }
                     5 => n.stop_waiting_for_client(),

@@ -2,6 +2,7 @@
 //! and publish media whose payloads carry a counter and a send timestamp. The
 //! integration tests and the load tester (`switchyard-load`) are built on them.
 
+pub mod endpoint;
 pub mod http;
 pub mod janus;
 pub mod lite;
@@ -9,6 +10,7 @@ pub mod media;
 pub mod participant;
 pub mod peer;
 pub mod pool;
+pub mod sim;
 pub mod stats;
 
 pub use media::{now_micros, MediaPlan, Video, OPUS_PT, VP8_PT};

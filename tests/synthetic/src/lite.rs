@@ -9,26 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use rtc::interceptor::Slot;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::endpoint::build_pc;
 use super::media::MediaPlan;
 use super::participant::{connect_and_join, lock, next_json, Shared, SyntheticError};
-use super::peer::{media_engine, KEYFRAME_FORWARDER_SLOT};
-use super::pool::{Pool, PoolState, Sending};
-use switchyard::engine::feedback::KeyframeRequestForwarder;
+use super::pool::{Pool, PoolState};
 
 pub struct LiteParticipant {
     pub id: String,
@@ -43,116 +31,18 @@ fn peer_err(e: impl std::fmt::Display) -> SyntheticError {
     SyntheticError::Peer(e.to_string())
 }
 
-fn build_pc(now: Instant) -> Result<RTCPeerConnection, SyntheticError> {
-    let mut engine = media_engine().map_err(peer_err)?;
-    let registry = switchyard::engine::build::interceptor_registry(&mut engine)
-        .map_err(peer_err)?
-        .with(
-            Slot::from(KEYFRAME_FORWARDER_SLOT),
-            KeyframeRequestForwarder::default(),
-        );
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
-    RTCPeerConnectionBuilder::new()
-        .with_setting_engine(settings)
-        .with_media_engine(engine)
-        .with_interceptor_registry(registry)
-        .build(now)
-        .map_err(peer_err)
-}
-
-/// Adds the client's socket address as its one host candidate, its tracks (or
-/// receive-only transceivers), and makes the first offer.
-fn prepare(state: &mut PoolState, key: usize, plan: MediaPlan) -> Result<String, SyntheticError> {
-    let now = Instant::now();
+fn prepare(state: &mut PoolState, key: usize) -> Result<String, SyntheticError> {
     let c = state.client(key).ok_or_else(|| peer_err("client gone"))?;
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".into(),
-            address: c.local.ip().to_string(),
-            port: c.local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .map_err(peer_err)?;
-    let init = RTCIceCandidate::from(&host).to_json().map_err(peer_err)?;
-    c.pc.add_local_candidate(init).map_err(peer_err)?;
-    let mut add =
-        |kind: RtpCodecKind, label: &str, rids: &[&str]| -> Result<Sending, SyntheticError> {
-            let layers: Vec<(u32, String)> = rids
-                .iter()
-                .map(|rid| (rand::random::<u32>(), rid.to_string()))
-                .collect();
-            let encodings = layers
-                .iter()
-                .map(|(ssrc, rid)| RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(*ssrc),
-                        rid: rid.clone(),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                })
-                .collect();
-            let track = MediaStreamTrack::new(
-                "local".into(),
-                format!("{label}-{}", layers[0].0),
-                label.into(),
-                kind,
-                encodings,
-            );
-            let sender = c.pc.add_track(track).map_err(peer_err)?;
-            Ok(Sending::new(sender, layers))
-        };
-    let video_rids: &[&str] = if plan.simulcast {
-        &["q", "h", "f"]
-    } else {
-        &[""]
-    };
-    let video = plan
-        .video
-        .map(|_| add(RtpCodecKind::Video, "video", video_rids))
-        .transpose()?;
-    let audio = plan
-        .audio
-        .then(|| add(RtpCodecKind::Audio, "audio", &[""]))
-        .transpose()?;
-    if video.is_none() && audio.is_none() {
-        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-            let init = RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                streams: vec![],
-                send_encodings: vec![],
-            };
-            c.pc.add_transceiver_from_kind(kind, Some(init))
-                .map_err(peer_err)?;
-        }
-    }
-    c.video = video;
-    c.audio = audio;
-    let offer = c.pc.create_offer(None).map_err(peer_err)?;
-    c.pc.set_local_description(now, offer.clone())
-        .map_err(peer_err)?;
-    Ok(offer.sdp)
+    c.prepare(Instant::now())
 }
 
 fn answer(state: &mut PoolState, key: usize, sdp: String) -> Option<String> {
-    let now = Instant::now();
-    let c = state.client(key)?;
-    let offer = RTCSessionDescription::offer(sdp).ok()?;
-    c.pc.set_remote_description(now, offer).ok()?;
-    let answer = c.pc.create_answer(None).ok()?;
-    c.pc.set_local_description(now, answer.clone()).ok()?;
-    Some(answer.sdp)
+    state.client(key)?.answer(sdp, Instant::now()).ok()
 }
 
 fn apply_answer(state: &mut PoolState, key: usize, sdp: String) {
-    if let (Some(c), Ok(answer)) = (state.client(key), RTCSessionDescription::answer(sdp)) {
-        let _ = c.pc.set_remote_description(Instant::now(), answer);
+    if let Some(c) = state.client(key) {
+        let _ = c.apply_answer(sdp, Instant::now());
     }
 }
 
@@ -177,7 +67,7 @@ impl LiteParticipant {
             .ok_or_else(|| peer_err("the media thread stopped"))?
             .map_err(peer_err)?;
         let offer = pool
-            .run(move |state| prepare(state, key, plan))
+            .run(move |state| prepare(state, key))
             .await
             .ok_or_else(|| peer_err("the media thread stopped"))??;
         ws_tx

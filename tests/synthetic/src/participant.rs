@@ -57,6 +57,8 @@ pub struct Shared {
     pub remote_tracks: Mutex<HashMap<(String, String), Arc<dyn TrackRemote>>>,
     pub messages: Mutex<Vec<Value>>,
     pub plis_received: AtomicU64,
+    /// NACK packets (RTCP) that reached the application; the sans-I/O clients count them.
+    pub nacks_received: AtomicU64,
     pub connected: AtomicBool,
     pub own_ssrcs: Mutex<Vec<u32>>,
     /// Next synthetic counter of each published kind = packets sent so far.
@@ -644,7 +646,13 @@ pub(crate) async fn count_track(
                 lock(&shared.received)
                     .entry(key.clone())
                     .or_default()
-                    .record(h.ssrc, h.payload_type, h.sequence_number, &p.payload);
+                    .record(
+                        h.ssrc,
+                        h.payload_type,
+                        h.sequence_number,
+                        h.timestamp,
+                        &p.payload,
+                    );
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}

@@ -14,23 +14,15 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState, BATCH_SIZE};
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
-use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::RTCPeerConnection;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::oneshot;
 
-use super::media::{encode, now_micros, MediaPlan};
+use super::endpoint::Endpoint;
+use super::media::MediaPlan;
 use super::participant::Shared;
 
 const WAKER: Token = Token(usize::MAX);
@@ -84,68 +76,27 @@ impl Pool {
     }
 }
 
-/// A sending track of a client: its sender, its layers and (once negotiated) its payload
-/// type and the ids of the mid/rid header extensions.
-pub struct Sending {
-    pub sender: RTCRtpSenderId,
-    /// One per encoding, lowest first (one without simulcast).
-    pub layers: Vec<LayerSend>,
-    negotiated: Option<Negotiated>,
-}
-
-/// One encoding of a sending track: its SSRC, rid and numbering.
-pub struct LayerSend {
-    pub ssrc: u32,
-    pub rid: String,
-    seq: u16,
-    ts: u32,
-}
-
-#[derive(Clone)]
-struct Negotiated {
-    payload_type: u8,
-    /// (mid extension id, this sender's mid), (rid extension id)
-    mid: Option<(u8, Bytes)>,
-    rid_ext: Option<u8>,
-}
-
-impl Sending {
-    /// `layers`: (SSRC, rid) per encoding, lowest first; rid empty without simulcast.
-    pub fn new(sender: RTCRtpSenderId, layers: Vec<(u32, String)>) -> Sending {
-        Sending {
-            sender,
-            layers: layers
-                .into_iter()
-                .map(|(ssrc, rid)| LayerSend {
-                    ssrc,
-                    rid,
-                    seq: rand::random(),
-                    ts: rand::random(),
-                })
-                .collect(),
-            negotiated: None,
-        }
-    }
-}
-
-/// One synthetic participant's connection on the media thread.
+/// One synthetic participant's connection on the media thread, over its own socket.
 pub struct Client {
-    pub pc: RTCPeerConnection,
+    pub endpoint: Endpoint,
     socket: UdpSocket,
     state: UdpSocketState,
-    pub local: SocketAddr,
-    shared: Arc<Shared>,
-    plan: MediaPlan,
-    pub video: Option<Sending>,
-    pub audio: Option<Sending>,
-    /// rtc's track id of each received track -> (publisher, "audio" | "video").
-    remote: HashMap<String, (String, &'static str)>,
-    connected: bool,
-    frame: u64,
-    force_keyframe: bool,
     /// The downlink policer's tokens (bytes) and when they were last filled.
     bucket: f64,
     bucket_at: Instant,
+}
+
+impl std::ops::Deref for Client {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
 }
 
 /// The policer holds at most this much: about 100 ms at a few hundred kbit/s, like a
@@ -181,18 +132,9 @@ impl PoolState {
         self.clients.insert(
             key,
             Client {
-                pc,
+                endpoint: Endpoint::new(pc, local, shared, plan),
                 socket,
                 state,
-                local,
-                shared,
-                plan,
-                video: None,
-                audio: None,
-                remote: HashMap::new(),
-                connected: false,
-                frame: 0,
-                force_keyframe: false,
                 bucket: DOWNLINK_BUCKET_BYTES,
                 bucket_at: Instant::now(),
             },
@@ -284,20 +226,10 @@ impl Client {
                     if !self.downlink_admits(datagram.len(), now) {
                         continue;
                     }
-                    let msg = TaggedBytesMut {
-                        now,
-                        transport: TransportContext {
-                            local_addr: self.local,
-                            peer_addr: m.addr,
-                            ecn: None,
-                            transport_protocol: TransportProtocol::UDP,
-                        },
-                        message: BytesMut::from(datagram),
-                    };
-                    let _ = self.pc.handle_read(msg);
+                    self.endpoint.handle_datagram(m.addr, datagram, now);
                 }
             }
-            self.settle();
+            self.endpoint.settle();
         }
     }
 
@@ -320,226 +252,17 @@ impl Client {
         true
     }
 
-    /// Handles the connection's events and counts what it received.
-    fn settle(&mut self) {
-        while let Some(event) = self.pc.poll_event() {
-            match event {
-                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
-                    self.connected = s == RTCPeerConnectionState::Connected;
-                    self.shared
-                        .connected
-                        .store(self.connected, Ordering::Relaxed);
-                }
-                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    let kind = match self.pc.rtp_receiver(init.receiver_id) {
-                        Some(r) if r.track().kind() == RtpCodecKind::Video => "video",
-                        _ => "audio",
-                    };
-                    // Switchyard names each stream after its publisher.
-                    let publisher = init.stream_ids.first().cloned().unwrap_or_default();
-                    self.remote.insert(init.track_id, (publisher, kind));
-                }
-                _ => {}
-            }
-        }
-        while let Some(msg) = self.pc.poll_read() {
-            match msg.message {
-                RTCMessage::RtpPacket(track, p) => {
-                    if let Some((publisher, kind)) = self.remote.get(&track) {
-                        let key = (publisher.clone(), kind.to_string());
-                        let h = &p.header;
-                        super::participant::lock(&self.shared.received)
-                            .entry(key)
-                            .or_default()
-                            .record(h.ssrc, h.payload_type, h.sequence_number, &p.payload);
-                    }
-                }
-                RTCMessage::RtcpPacket(_, packets)
-                    if packets
-                        .iter()
-                        .any(|p| p.as_any().is::<PictureLossIndication>()) =>
-                {
-                    self.shared.plis_received.fetch_add(1, Ordering::Relaxed);
-                    self.force_keyframe = true;
-                }
-                _ => {}
-            }
-        }
-    }
-
     fn flush(&mut self) {
         while let Some(msg) = self.pc.poll_write() {
             // Loopback: a full buffer is loss, as on a network; never wait.
             let _ = self.socket.send_to(&msg.message, msg.transport.peer_addr);
         }
     }
-
-    /// One 10 ms tick of media: audio and video frames at the plan's rates (each
-    /// simulcast layer its own share: the lowest one packet a frame, the middle a third
-    /// of the full layer's).
-    fn send_media(&mut self, tick: u64, now: Instant) {
-        if !self.connected || self.shared.stop_media.load(Ordering::Relaxed) {
-            return;
-        }
-        if due(tick, self.plan.audio_pps) && self.audio.is_some() {
-            let counter = self.shared.audio_sent.fetch_add(1, Ordering::Relaxed);
-            let payload = encode(
-                [0xfc, 0xff],
-                counter,
-                now_micros(),
-                self.plan.audio_packet_bytes,
-            );
-            self.write(false, 0, true, payload, now, 960);
-        }
-        let (Some(codec), Some(video)) = (self.plan.video, self.video.as_ref()) else {
-            return;
-        };
-        if !due(tick, self.plan.video_fps) {
-            return;
-        }
-        let key = self
-            .frame
-            .is_multiple_of(self.plan.keyframe_interval_frames)
-            || std::mem::take(&mut self.force_keyframe);
-        let per_layer = self.plan.layer_packets_per_frame();
-        let layers = video.layers.len().min(per_layer.len());
-        for (layer, &per_frame) in per_layer.iter().enumerate().take(layers) {
-            for i in 0..per_frame {
-                let counter = self.shared.video_sent.fetch_add(1, Ordering::Relaxed);
-                let head = codec.payload_head(i == 0, key);
-                let payload = encode(head, counter, now_micros(), self.plan.video_packet_bytes);
-                let last = i + 1 == per_frame;
-                self.write(true, layer, last, payload, now, if last { 3000 } else { 0 });
-            }
-        }
-        self.frame += 1;
-    }
-
-    /// Sends one packet of `layer` and advances its numbering (`ts_step` after it).
-    fn write(
-        &mut self,
-        video: bool,
-        layer: usize,
-        marker: bool,
-        payload: Vec<u8>,
-        now: Instant,
-        ts_step: u32,
-    ) {
-        let mime = match video {
-            true => self.plan.video.map_or("video/VP8", |v| v.mime()),
-            false => "audio/opus",
-        };
-        let Some(sending) = (if video {
-            &mut self.video
-        } else {
-            &mut self.audio
-        }) else {
-            return;
-        };
-        let negotiated = match &sending.negotiated {
-            Some(n) => n.clone(),
-            None => {
-                let Some(n) = negotiated(&mut self.pc, sending.sender, mime) else {
-                    return;
-                };
-                sending.negotiated = Some(n.clone());
-                n
-            }
-        };
-        let simulcast = sending.layers.len() > 1;
-        let Some(l) = sending.layers.get_mut(layer) else {
-            return;
-        };
-        let mut header = rtp::header::Header {
-            version: 2,
-            marker,
-            payload_type: negotiated.payload_type,
-            sequence_number: l.seq,
-            timestamp: l.ts,
-            ssrc: l.ssrc,
-            ..Default::default()
-        };
-        l.seq = l.seq.wrapping_add(1);
-        l.ts = l.ts.wrapping_add(ts_step);
-        // A browser sends mid and rid until the server acknowledges the SSRC; sending
-        // them always is allowed and keeps the synthetic publisher simple.
-        if simulcast {
-            if let (Some((id, mid)), Some(rid_id)) = (&negotiated.mid, negotiated.rid_ext) {
-                header.extension = true;
-                header.extension_profile = 0xBEDE;
-                header.extensions = vec![
-                    rtp::header::Extension {
-                        id: *id,
-                        payload: mid.clone(),
-                    },
-                    rtp::header::Extension {
-                        id: rid_id,
-                        payload: Bytes::copy_from_slice(l.rid.as_bytes()),
-                    },
-                ];
-            }
-        }
-        let packet = rtp::Packet {
-            header,
-            payload: Bytes::from(payload),
-        };
-        if let Some(mut sender) = self.pc.rtp_sender(sending.sender) {
-            let _ = sender.write_rtp(now, packet);
-        }
-    }
-}
-
-/// What a sender negotiated: the payload type of the codec we send (H.264: packetization
-/// mode 1, what the synthetic packets are), and the mid/rid extension ids and our mid.
-fn negotiated(
-    pc: &mut RTCPeerConnection,
-    sender: RTCRtpSenderId,
-    mime: &str,
-) -> Option<Negotiated> {
-    let mid = pc
-        .get_transceivers()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .find_map(|t| {
-            let t = pc.rtp_transceiver(t)?;
-            (t.sender() == Some(sender))
-                .then(|| t.mid().clone())
-                .flatten()
-        });
-    let mut sender = pc.rtp_sender(sender)?;
-    let params = &sender.get_parameters().rtp_parameters;
-    let payload_type = params
-        .codecs
-        .iter()
-        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-        .max_by_key(|c| c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1"))
-        .map(|c| c.payload_type)?;
-    let ext = |uri: &str| {
-        params
-            .header_extensions
-            .iter()
-            .find(|e| e.uri == uri)
-            .map(|e| e.id as u8)
-    };
-    let mid_ext = ext("urn:ietf:params:rtp-hdrext:sdes:mid");
-    let rid_ext = ext("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
-    Some(Negotiated {
-        payload_type,
-        mid: mid_ext.zip(mid.map(Bytes::from)),
-        rid_ext,
-    })
-}
-
-/// Whether an event `per_second` times a second (at most 100) falls in 10 ms tick `tick`:
-/// spread evenly, so 30/s alternates 3- and 4-tick gaps.
-fn due(tick: u64, per_second: u32) -> bool {
-    let rate = u64::from(per_second.min(100));
-    (tick * rate) / 100 != ((tick + 1) * rate) / 100
 }
 
 #[cfg(test)]
 mod tests {
-    use super::due;
+    use super::super::endpoint::due;
 
     #[test]
     fn rates_are_met_each_second_and_spread() {

@@ -12,6 +12,14 @@ pub struct StreamStats {
     pub last_seq: Option<u16>,
     /// Packets whose sequence number did not follow the previous one.
     pub seq_discontinuities: u64,
+    /// The largest step forward between two packets in arrival order (1 when nothing
+    /// was lost; padding the receiver does not surface and restarted numbering jump).
+    pub max_seq_jump: u16,
+    pub last_timestamp: Option<u32>,
+    /// The largest step (either way) of the RTP timestamp between two packets in arrival
+    /// order: a few frames' worth on a continuous stream, far more where a forwarded
+    /// stream switched sources without carrying its timeline over.
+    pub max_timestamp_jump: u32,
     /// Synthetic counters seen (duplicates and retransmissions counted once).
     pub counters: HashSet<u64>,
     /// Publisher-to-subscriber latency of each synthetic packet, in microseconds.
@@ -21,7 +29,14 @@ pub struct StreamStats {
 }
 
 impl StreamStats {
-    pub fn record(&mut self, ssrc: u32, payload_type: u8, seq: u16, payload: &[u8]) {
+    pub fn record(
+        &mut self,
+        ssrc: u32,
+        payload_type: u8,
+        seq: u16,
+        timestamp: u32,
+        payload: &[u8],
+    ) {
         let now = now_micros();
         self.packets += 1;
         self.ssrcs.insert(ssrc);
@@ -30,8 +45,19 @@ impl StreamStats {
             if seq != last.wrapping_add(1) {
                 self.seq_discontinuities += 1;
             }
+            let step = seq.wrapping_sub(last);
+            if step < 0x8000 {
+                self.max_seq_jump = self.max_seq_jump.max(step);
+            }
         }
         self.last_seq = Some(seq);
+        if let Some(last) = self.last_timestamp {
+            // Either way: a late (resent) packet steps back a little, a timeline that
+            // was not carried over steps anywhere.
+            let step = timestamp.wrapping_sub(last);
+            self.max_timestamp_jump = self.max_timestamp_jump.max(step.min(step.wrapping_neg()));
+        }
+        self.last_timestamp = Some(timestamp);
         self.first_packet_micros.get_or_insert(now);
         if let Some((counter, sent)) = decode(payload) {
             if self.counters.insert(counter) {
@@ -78,14 +104,15 @@ mod tests {
     fn duplicates_count_once_and_gaps_are_seen() {
         let mut s = StreamStats::default();
         let p = |c| encode([0, 0], c, now_micros(), 40);
-        s.record(1, 96, 10, &p(0));
-        s.record(1, 96, 11, &p(1));
-        s.record(1, 96, 11, &p(1));
-        s.record(1, 96, 13, &p(3));
+        s.record(1, 96, 10, 0, &p(0));
+        s.record(1, 96, 11, 0, &p(1));
+        s.record(1, 96, 11, 0, &p(1));
+        s.record(1, 96, 13, 0, &p(3));
         assert_eq!(s.packets, 4);
         assert_eq!(s.unique_in(0, 4), 3);
         assert_eq!(s.unique_in(1, 3), 1);
         assert_eq!(s.seq_discontinuities, 2);
+        assert_eq!(s.max_seq_jump, 2, "11 -> 13; a repeat is no step");
         assert_eq!(s.latencies_us.len(), 3);
     }
 }

@@ -1,0 +1,257 @@
+//! Deterministic scenario tests: the real shard and synthetic clients on a virtual
+//! network with seeded loss, delay, reordering and bottlenecks, on a simulated clock
+//! (`switchyard_synthetic::sim`). Each runs seconds of simulated meeting in a fraction
+//! of a real second, the same way every run for its seed.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use switchyard::engine::DownlinkInfo;
+use switchyard_synthetic::sim::{Conditions, Direction, World};
+use switchyard_synthetic::MediaPlan;
+
+/// A camera of about 480 kbit/s (30 frames/s of two 1000-byte packets) and a
+/// microphone; keyframes only when asked for.
+fn camera() -> MediaPlan {
+    MediaPlan {
+        video_pps: 60,
+        video_packet_bytes: 1000,
+        keyframe_interval_frames: 100_000,
+        ..MediaPlan::default()
+    }
+}
+
+/// Three simulcast layers: 1, 3 and 8 packets of 1000 bytes a frame at 30 frames/s
+/// (about 240 kbit/s, 720 kbit/s and 1.9 Mbit/s).
+fn simulcast_camera() -> MediaPlan {
+    MediaPlan {
+        video_pps: 240,
+        video_packet_bytes: 1000,
+        simulcast: true,
+        keyframe_interval_frames: 100_000,
+        ..MediaPlan::default()
+    }
+}
+
+/// A random-loss link: `loss` each way of a 40 ms round trip.
+fn lossy(loss: f64) -> Conditions {
+    Conditions {
+        loss,
+        ..Conditions::default()
+    }
+}
+
+/// Joins a publisher of `plan` and a receive-only subscriber, and waits until video
+/// flows between them.
+fn pair(seed: u64, plan: MediaPlan) -> (World, usize, usize) {
+    let mut w = World::new(seed);
+    let p = w.join("room", "pub", plan);
+    let s = w.join("room", "sub", MediaPlan::none());
+    let pid = w.clients[p].id;
+    let flowing = w.run_until(Duration::from_secs(5), |w| {
+        w.clients[s].received(pid, "video").packets > 30
+    });
+    assert!(
+        flowing,
+        "no video reached the subscriber: {:?} {:?}",
+        w.clients[p].errors, w.clients[s].errors
+    );
+    (w, p, s)
+}
+
+/// Runs `d`, then lets what is in flight land; the publisher's video counters sent in
+/// that window.
+fn window(w: &mut World, p: usize, d: Duration) -> (u64, u64) {
+    let from = w.clients[p].video_sent();
+    w.run_for(d);
+    let to = w.clients[p].video_sent();
+    w.run_for(Duration::from_millis(500));
+    (from, to)
+}
+
+/// Share of the video packets `p` sent in `[from, to)` that `s` received (once each).
+fn delivered(w: &World, p: usize, s: usize, (from, to): (u64, u64)) -> f64 {
+    let got = w.clients[s]
+        .received(w.clients[p].id, "video")
+        .unique_in(from, to);
+    got as f64 / (to - from).max(1) as f64
+}
+
+fn downlink(w: &mut World, s: usize) -> DownlinkInfo {
+    let id = w.clients[s].id;
+    let now = w.now;
+    let info = w.shard.inspect(now).expect("shard info");
+    info.downlinks
+        .into_iter()
+        .find(|d| d.participant_id == id)
+        .expect("the subscriber's downlink")
+}
+
+#[test]
+fn clean_path_delivers_everything_without_resending() {
+    let (mut w, p, s) = pair(1, camera());
+    let sent = window(&mut w, p, Duration::from_secs(3));
+    let ratio = delivered(&w, p, s, sent);
+    assert!(ratio >= 0.999, "delivered {ratio}");
+    assert_eq!(w.shard.metrics().retransmissions_out.load(Relaxed), 0);
+}
+
+#[test]
+fn downlink_random_loss_is_recovered_by_nack_without_keyframes() {
+    let (mut w, p, s) = pair(2, camera());
+    let plis_before = w.clients[p].plis_received();
+    w.link(s, Direction::Down, lossy(0.05));
+    w.link(s, Direction::Up, lossy(0.05));
+    let sent = window(&mut w, p, Duration::from_secs(5));
+    let ratio = delivered(&w, p, s, sent);
+    let lost = w.link_stats(s, Direction::Down).lost_random;
+    let resent = w.shard.metrics().retransmissions_out.load(Relaxed);
+    println!("5 % downlink loss: {lost} datagrams lost, {resent} resent, {ratio:.4} delivered");
+    assert!(lost > 20, "the link lost {lost}");
+    assert!(resent > 0, "nothing was resent");
+    assert!(ratio >= 0.99, "delivered {ratio} after NACK recovery");
+    assert_eq!(
+        w.clients[p].plis_received(),
+        plis_before,
+        "recoverable loss asked the publisher for keyframes"
+    );
+}
+
+#[test]
+fn uplink_random_loss_is_recovered_by_nack_to_the_publisher() {
+    let (mut w, p, s) = pair(3, camera());
+    w.link(p, Direction::Up, lossy(0.05));
+    w.link(p, Direction::Down, lossy(0.05));
+    let sent = window(&mut w, p, Duration::from_secs(5));
+    let ratio = delivered(&w, p, s, sent);
+    let lost = w.link_stats(p, Direction::Up).lost_random;
+    println!("5 % uplink loss: {lost} datagrams lost, {ratio:.4} delivered");
+    assert!(lost > 20, "the link lost {lost}");
+    assert!(
+        ratio >= 0.99,
+        "delivered {ratio} after NACKs to the publisher"
+    );
+}
+
+#[test]
+fn random_loss_holds_the_estimate_congestion_lowers_it() {
+    // The same subscriber on a clean path, behind 5 % random loss, and behind a
+    // 300 kbit/s bottleneck: only the bottleneck is congestion.
+    let estimate_after = |seed, conditions: Conditions| {
+        let (mut w, p, s) = pair(seed, camera());
+        w.link(s, Direction::Down, conditions);
+        window(&mut w, p, Duration::from_secs(8));
+        let d = downlink(&mut w, s);
+        (d.estimate_bps.unwrap_or(0), d.inherent_loss, d.loss)
+    };
+    let clean = estimate_after(4, Conditions::default());
+    let random = estimate_after(4, lossy(0.05));
+    let bottleneck = estimate_after(
+        4,
+        Conditions {
+            rate_bps: Some(300_000),
+            ..Conditions::default()
+        },
+    );
+    println!("estimate (bit/s, inherent loss, loss): clean {clean:?}, 5 % random loss {random:?}, 300 kbit/s bottleneck {bottleneck:?}");
+    assert!(clean.0 >= 500_000, "clean estimate {clean:?}");
+    assert!(
+        random.0 as f64 >= 0.8 * clean.0 as f64,
+        "random loss cut the estimate: {random:?} vs {clean:?}"
+    );
+    assert!(
+        bottleneck.0 <= 400_000,
+        "the bottleneck went unnoticed: {bottleneck:?}"
+    );
+}
+
+#[test]
+fn a_new_subscriber_gets_a_keyframe_first() {
+    let (mut w, p, _) = pair(5, camera());
+    let plis = w.clients[p].plis_received();
+    let late = w.join("room", "late", MediaPlan::none());
+    let pid = w.clients[p].id;
+    assert!(w.run_until(Duration::from_secs(3), |w| w.clients[late]
+        .received(pid, "video")
+        .packets
+        > 0));
+    assert!(
+        w.clients[p].plis_received() > plis,
+        "the server never asked the publisher for a keyframe"
+    );
+}
+
+#[test]
+fn simulcast_switches_down_under_a_bottleneck_with_loss_and_stays_continuous() {
+    let (mut w, p, s) = pair(6, simulcast_camera());
+    let pid = w.clients[p].id;
+    // Room for the middle layer, not the full one, and random loss on top.
+    w.link(
+        s,
+        Direction::Down,
+        Conditions {
+            rate_bps: Some(1_200_000),
+            loss: 0.02,
+            ..Conditions::default()
+        },
+    );
+    w.run_for(Duration::from_secs(10));
+    let d = downlink(&mut w, s);
+    let before = w.clients[s].received(pid, "video");
+    w.run_for(Duration::from_secs(2));
+    let after = w.clients[s].received(pid, "video");
+    println!(
+        "simulcast under 1.2 Mbit/s and 2 % loss: legs {:?}, {} switches, estimate {:?}, largest timestamp step {}, ssrcs {}",
+        d.legs, d.layer_switches, d.estimate_bps, after.max_timestamp_jump, after.ssrcs.len()
+    );
+    let video_layer = d.legs.iter().filter_map(|(_, now, _)| *now).max();
+    assert_eq!(video_layer, Some(1), "the middle layer fits: {:?}", d.legs);
+    assert!(
+        d.layer_switches >= 1,
+        "it switched down from the full layer"
+    );
+    assert!(after.packets > before.packets + 100, "video kept flowing");
+    assert_eq!(after.ssrcs.len(), 1, "one SSRC across switches");
+    // The layers' timestamps start at unrelated random values: a switch that did not
+    // carry the timeline over would step by far more than the 3,000 of a frame.
+    assert!(
+        after.max_timestamp_jump <= 90_000 / 2,
+        "the timestamp stepped {} across a switch",
+        after.max_timestamp_jump
+    );
+}
+
+#[test]
+fn turnover_reuses_m_sections_and_never_wedges_negotiation() {
+    let mut w = World::new(7);
+    let stayer = w.join("room", "stayer", MediaPlan::none());
+    let mut present = std::collections::VecDeque::new();
+    for i in 0..12 {
+        let c = w.join("room", &format!("guest-{i}"), camera());
+        present.push_back(c);
+        if present.len() > 2 {
+            let oldest = present.pop_front().unwrap();
+            w.leave(oldest);
+        }
+        w.run_for(Duration::from_millis(700));
+    }
+    let last = *present.back().unwrap();
+    let last_id = w.clients[last].id;
+    let from = w.clients[stayer].received(last_id, "video").packets;
+    w.run_for(Duration::from_secs(2));
+    let to = w.clients[stayer].received(last_id, "video").packets;
+    let sections = w.clients[stayer].endpoint.pc.get_transceivers().count();
+    let st = &w.clients[stayer];
+    println!(
+        "12 guests, 2 at a time: stayer has {sections} m-sections, answered {} offers",
+        st.offers_answered
+    );
+    assert!(st.errors.is_empty(), "{:?}", st.errors);
+    assert!(st.closed.is_none());
+    assert!(to > from + 30, "the stayer receives the latest guest");
+    // Its own two receive-only sections plus audio and video for at most 3 guests.
+    assert!(
+        sections <= 2 + 2 * 3,
+        "{sections} m-sections after 12 guests"
+    );
+}
