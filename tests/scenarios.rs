@@ -255,3 +255,52 @@ fn turnover_reuses_m_sections_and_never_wedges_negotiation() {
         "{sections} m-sections after 12 guests"
     );
 }
+
+#[test]
+fn fifteen_percent_loss_each_way_keeps_video_flowing_on_a_lower_layer() {
+    // Feedback and NACKs are lost on the way back as well: the estimator must not take
+    // the feedback it never got, or a noisy loss reading, for congestion. The path's
+    // own loss leaves headroom, so the subscriber gets the middle layer (frames of
+    // three packets rather than eight) instead of the full one its size asks for.
+    let (mut w, p, s) = pair(8, simulcast_camera());
+    w.link(s, Direction::Down, lossy(0.15));
+    w.link(s, Direction::Up, lossy(0.15));
+    w.run_for(Duration::from_secs(5));
+    let sent = window(&mut w, p, Duration::from_secs(8));
+    let d = downlink(&mut w, s);
+    let layer = d.legs.iter().filter_map(|(_, now, _)| *now).max();
+    // Counters run over all three layers (1 + 3 + 8 packets a frame): the middle
+    // layer alone is a quarter of them.
+    let vs_middle = delivered(&w, p, s, sent) / (3.0 / 12.0);
+    println!(
+        "15 % loss each way: estimate {:?}, inherent loss {:.3} (settled {:.3}), layer {layer:?}, {vs_middle:.3} x the middle layer's packets delivered, {} resent",
+        d.estimate_bps,
+        d.inherent_loss,
+        d.settled_loss,
+        w.shard.metrics().retransmissions_out.load(Relaxed)
+    );
+    assert_eq!(layer, Some(1), "{:?}", d.legs);
+    assert!(
+        d.estimate_bps.unwrap_or(0) >= 1_000_000,
+        "estimate {:?}",
+        d.estimate_bps
+    );
+    assert!(
+        vs_middle >= 0.95,
+        "delivered {vs_middle} x the middle layer"
+    );
+}
+
+#[test]
+fn a_simulcast_publishers_uplink_loss_is_recovered_on_every_layer() {
+    let (mut w, p, s) = pair(9, simulcast_camera());
+    w.link(p, Direction::Up, lossy(0.05));
+    w.run_for(Duration::from_secs(2));
+    let sent = window(&mut w, p, Duration::from_secs(5));
+    let d = downlink(&mut w, s);
+    let ratio = delivered(&w, p, s, sent) / simulcast_camera().full_layer_share();
+    let lost = w.link_stats(p, Direction::Up).lost_random;
+    println!("simulcast uplink, 5 % loss: {lost} lost, legs {:?}, {ratio:.3} of the full layer delivered", d.legs);
+    assert!(lost > 50);
+    assert!(ratio >= 0.99, "delivered {ratio} of the full layer");
+}

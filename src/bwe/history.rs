@@ -27,6 +27,11 @@ pub struct SendHistory {
     next_seq: u16,
     /// What is being sent now (the last 250-500 ms).
     sent: BitrateMeter,
+    /// The highest sequence number feedback has covered.
+    highest_reported: Option<u16>,
+    /// Packets feedback skipped over without covering them since the last
+    /// [`SendHistory::take_skipped`]: the feedback that covered them was lost.
+    skipped: u32,
 }
 
 impl Default for SendHistory {
@@ -35,6 +40,8 @@ impl Default for SendHistory {
             slots: vec![None; SLOTS].into_boxed_slice(),
             next_seq: 0,
             sent: BitrateMeter::with_bucket(Duration::from_millis(250)),
+            highest_reported: None,
+            skipped: 0,
         }
     }
 }
@@ -72,13 +79,42 @@ impl SendHistory {
     /// and a NACK retransmission (rtc resends the packet as it was, number included) is
     /// one. Under loss it then re-reports up to half a second of packets in every
     /// feedback, and counting those again read a 600 kbit/s link as 7 Mbit/s.
+    ///
+    /// Feedback that jumps ahead of the highest number covered so far skipped the
+    /// packets in between: a feedback packet was lost on the way back (each one starts
+    /// where the one before ended). Those are counted ([`SendHistory::take_skipped`]),
+    /// not taken for lost media.
     pub fn report(&mut self, seq: u16) -> Option<Sent> {
+        self.note_skipped(seq);
         let slot = self.slots[seq as usize % SLOTS].as_mut()?;
         if slot.seq != seq || slot.reported {
             return None;
         }
         slot.reported = true;
         Some(*slot)
+    }
+
+    fn note_skipped(&mut self, seq: u16) {
+        let Some(highest) = self.highest_reported else {
+            self.highest_reported = Some(seq);
+            return;
+        };
+        let ahead = seq.wrapping_sub(highest);
+        if ahead == 0 || ahead as usize >= SLOTS / 2 {
+            return; // the same, or behind: a rewind (a re-report), not a gap
+        }
+        for between in 1..ahead {
+            let s = highest.wrapping_add(between);
+            if self.get(s).is_some_and(|sent| !sent.reported) {
+                self.skipped += 1;
+            }
+        }
+        self.highest_reported = Some(seq);
+    }
+
+    /// Packets skipped by lost feedback since the last call.
+    pub fn take_skipped(&mut self) -> u32 {
+        std::mem::take(&mut self.skipped)
     }
 }
 
@@ -106,5 +142,26 @@ mod tests {
         assert_eq!(h.report(seq).map(|s| s.size), Some(100));
         assert_eq!(h.report(seq), None, "a repeated report");
         assert_eq!(h.report(seq.wrapping_add(1)), None, "never sent");
+    }
+
+    #[test]
+    fn feedback_that_jumps_ahead_counts_what_it_skipped() {
+        let t0 = Instant::now();
+        let mut h = SendHistory::default();
+        for _ in 0..30 {
+            h.record(1000, None, t0);
+        }
+        for seq in 0..10 {
+            h.report(seq).unwrap();
+        }
+        assert_eq!(h.take_skipped(), 0);
+        // The feedback for 10..20 was lost; the next covers 20..30.
+        for seq in 20..30 {
+            h.report(seq).unwrap();
+        }
+        assert_eq!(h.take_skipped(), 10);
+        // A rewind (re-reporting 5..) skips nothing.
+        assert!(h.report(5).is_none());
+        assert_eq!(h.take_skipped(), 0);
     }
 }

@@ -21,6 +21,7 @@ use super::{DownlinkInfo, PublicationInfo};
 use crate::bwe::{Estimator, ProbeController, SendHistory};
 use crate::id::ParticipantId;
 use crate::metrics::Metrics;
+use crate::room::Room;
 
 pub const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
@@ -116,10 +117,11 @@ impl Shard {
         let estimate = d.estimator.on_feedback(&mut d.history, reports, now);
         d.retransmit_budget
             .set_from_estimate(estimate, d.estimator.inherent_loss);
+        if let Some(rtt) = d.estimator.feedback_rtt() {
+            d.retransmit_budget.set_round_trip(rtt);
+        }
         if let Some(host) = self.rooms.get_mut(&peer.room) {
-            if d.estimator.has_congested() {
-                host.room.set_estimate(id, d.estimator.allocatable(), now);
-            }
+            limit_room(&mut host.room, id, &d.estimator, now);
         }
     }
 
@@ -154,9 +156,7 @@ impl Shard {
                 d.estimator.finish_probe(cluster, now);
                 d.retransmit_budget
                     .set_from_estimate(d.estimator.bitrate(), d.estimator.inherent_loss);
-                if d.estimator.has_congested() {
-                    host.room.set_estimate(id, d.estimator.allocatable(), now);
-                }
+                limit_room(&mut host.room, id, &d.estimator, now);
             }
             if d.probe
                 .maybe_start(d.estimator.bitrate(), wanted, now)
@@ -226,6 +226,7 @@ impl Shard {
                     twcc_feedbacks: p.downlink.estimator.feedbacks,
                     loss: p.downlink.estimator.loss,
                     inherent_loss: p.downlink.estimator.inherent_loss,
+                    settled_loss: p.downlink.estimator.settled_loss,
                     send_sections: p.send_sections(),
                     layer_switches: room.map_or(0, |r| r.layer_switches(p.id)),
                     legs: room.map_or_else(Vec::new, |r| r.leg_layers(p.id)),
@@ -271,5 +272,15 @@ mod tests {
             let at = seq as usize * 2;
             assert_eq!(SEQUENCE_BYTES[at..at + 2], seq.to_be_bytes());
         }
+    }
+}
+
+/// Tells the room what it may spend on `subscriber`'s downlink, or that it is not
+/// limited ([`Estimator::limits_allocation`]).
+fn limit_room(room: &mut Room, subscriber: ParticipantId, estimator: &Estimator, now: Instant) {
+    if estimator.limits_allocation() {
+        room.set_estimate(subscriber, estimator.allocatable(), now);
+    } else {
+        room.clear_estimate(subscriber);
     }
 }

@@ -169,6 +169,8 @@ pub struct DownlinkInfo {
     pub loss: f64,
     /// The part of that loss the path has whatever is sent (not congestion).
     pub inherent_loss: f64,
+    /// The inherent loss over seconds: above 8 % it limits the allocation.
+    pub settled_loss: f64,
     /// Send-only m-sections on its connection: carrying a track, and spare.
     pub send_sections: (usize, usize),
     /// Simulcast layer switches on its legs so far.

@@ -450,6 +450,14 @@ impl Room {
         }
     }
 
+    /// A subscriber connection is not limited (any more): every tile gets the layer its
+    /// size asks for.
+    pub fn clear_estimate(&mut self, subscriber: ParticipantId) {
+        if let Some(d) = self.downlinks.get_mut(&subscriber) {
+            d.estimate = None;
+        }
+    }
+
     /// A subscriber connection's bandwidth estimate changed.
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
