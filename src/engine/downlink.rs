@@ -262,6 +262,16 @@ impl Shard {
     }
 }
 
+/// Tells the room what it may spend on `subscriber`'s downlink, or that it is not
+/// limited ([`Estimator::limits_allocation`]).
+fn limit_room(room: &mut Room, subscriber: ParticipantId, estimator: &Estimator, now: Instant) {
+    if estimator.limits_allocation() {
+        room.set_estimate(subscriber, estimator.allocatable(), now);
+    } else {
+        room.clear_estimate(subscriber);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,15 +282,5 @@ mod tests {
             let at = seq as usize * 2;
             assert_eq!(SEQUENCE_BYTES[at..at + 2], seq.to_be_bytes());
         }
-    }
-}
-
-/// Tells the room what it may spend on `subscriber`'s downlink, or that it is not
-/// limited ([`Estimator::limits_allocation`]).
-fn limit_room(room: &mut Room, subscriber: ParticipantId, estimator: &Estimator, now: Instant) {
-    if estimator.limits_allocation() {
-        room.set_estimate(subscriber, estimator.allocatable(), now);
-    } else {
-        room.clear_estimate(subscriber);
     }
 }
