@@ -51,8 +51,6 @@ const MAX_INHERENT_LOSS: f64 = 0.2;
 const MIN_FEEDBACK_COVERAGE: f64 = 0.5;
 /// Standard deviations of the windowed loss that excess loss must exceed.
 const LOSS_SIGNIFICANCE: f64 = 2.5;
-/// The round trip is the shortest seen over this long.
-const RTT_WINDOW: Duration = Duration::from_secs(1);
 /// Inherent loss up to this much costs the allocation nothing (resends fit the budget's
 /// share, and a frame of a few packets mostly arrives whole; a path at 5 % each way
 /// reads 5-8 %)...
@@ -106,9 +104,6 @@ pub struct Estimator {
     pub loss: f64,
     /// Packets the windowed `loss` was read from.
     loss_packets: u32,
-    /// (when, shortest time from a packet leaving to feedback about it) per feedback,
-    /// increasing, over the last [`RTT_WINDOW`]: its front is the round trip now.
-    rtt_window: VecDeque<(Instant, Duration)>,
     /// The loss this path has whatever is sent: followed while no queue builds.
     pub inherent_loss: f64,
     /// The inherent loss over seconds ([`SETTLED_LOSS_TAU`]): what the allocation
@@ -144,7 +139,6 @@ impl Estimator {
             settled_loss: 0.0,
             loss_window: VecDeque::new(),
             loss_packets: 0,
-            rtt_window: VecDeque::new(),
             last_inherent_update: None,
             feedbacks: 0,
         }
@@ -240,7 +234,6 @@ impl Estimator {
     ) -> u64 {
         self.feedbacks += 1;
         let (mut reported, mut lost) = (0u32, 0u32);
-        let mut shortest: Option<Duration> = None;
         for (seq, arrival) in acks {
             let Some(sent) = history.report(seq) else {
                 continue;
@@ -254,8 +247,6 @@ impl Estimator {
                 }
                 continue;
             };
-            let since_sent = now.saturating_duration_since(sent.departure);
-            shortest = Some(shortest.map_or(since_sent, |s| s.min(since_sent)));
             self.delay.packet(sent.departure, arrival);
             self.add_acked(arrival, sent.departure, sent.size as u64);
             if let Some(id) = sent.probe {
@@ -263,9 +254,6 @@ impl Estimator {
             }
         }
         let skipped = history.take_skipped();
-        if let Some(rtt) = shortest {
-            self.note_round_trip(rtt, now);
-        }
         if reported == 0 {
             return self.bitrate();
         }
@@ -316,27 +304,6 @@ impl Estimator {
         let n = f64::from(self.loss_packets.max(1));
         let sigma = (self.loss * (1.0 - self.loss) / n).sqrt();
         EXCESS_LOSS.max(LOSS_SIGNIFICANCE * sigma)
-    }
-
-    fn note_round_trip(&mut self, rtt: Duration, now: Instant) {
-        while self.rtt_window.back().is_some_and(|&(_, r)| r >= rtt) {
-            self.rtt_window.pop_back();
-        }
-        self.rtt_window.push_back((now, rtt));
-        while self
-            .rtt_window
-            .front()
-            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > RTT_WINDOW)
-        {
-            self.rtt_window.pop_front();
-        }
-    }
-
-    /// The round trip to the receiver and back as feedback shows it, queue included:
-    /// the shortest time from sending a packet to feedback about it over the last
-    /// second (the packet sent just before the receiver wrote its feedback).
-    pub fn feedback_rtt(&self) -> Option<Duration> {
-        self.rtt_window.front().map(|&(_, r)| r)
     }
 
     /// Follows the loss seen while nothing says a queue is building: that loss is the
@@ -986,20 +953,5 @@ mod tests {
             e.limits_allocation(),
             "a path this lossy is limited without congestion"
         );
-    }
-
-    #[test]
-    fn the_round_trip_is_the_shortest_recent_feedback_delay() {
-        let t0 = Instant::now();
-        let mut e = Estimator::new(1_000_000);
-        assert_eq!(e.feedback_rtt(), None);
-        let ms = Duration::from_millis;
-        e.note_round_trip(ms(80), t0);
-        e.note_round_trip(ms(30), t0 + ms(100));
-        e.note_round_trip(ms(50), t0 + ms(200));
-        assert_eq!(e.feedback_rtt(), Some(ms(30)));
-        // A second later the 30 ms sample has left the window.
-        e.note_round_trip(ms(60), t0 + ms(1150));
-        assert_eq!(e.feedback_rtt(), Some(ms(50)));
     }
 }

@@ -117,9 +117,6 @@ impl Shard {
         let estimate = d.estimator.on_feedback(&mut d.history, reports, now);
         d.retransmit_budget
             .set_from_estimate(estimate, d.estimator.inherent_loss);
-        if let Some(rtt) = d.estimator.feedback_rtt() {
-            d.retransmit_budget.set_round_trip(rtt);
-        }
         if let Some(host) = self.rooms.get_mut(&peer.room) {
             limit_room(&mut host.room, id, &d.estimator, now);
         }

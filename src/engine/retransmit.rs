@@ -6,13 +6,8 @@
 //! a full link each lost packet was resent up to ten times, the resends filled the
 //! queue, and they were lost in turn. Measured behind a 600 kbit/s token bucket: a
 //! fifth of all packets dropped while the link carried 375 kbit/s on average. Here a
-//! packet is resent at most once per round trip *as the server sees it*, queue included
-//! (the shortest time from sending a packet to feedback about it, `Estimator::
-//! feedback_rtt`), within [`MIN_SPACING`]..[`MAX_SPACING`] (libwebrtc and mediasoup
-//! space resends by the round trip in the same way). A fixed 100 ms was too slow where
-//! nothing queues: a browser gives up on a packet after ten NACKs (200 ms at its 20 ms
-//! rhythm on a short path), so at 15 % random loss a packet whose first two resends were
-//! lost (2 %) was never recovered, and its frame waited for a keyframe.
+//! packet is resent at most once per [`RETRANSMIT_SPACING`] (libwebrtc and mediasoup
+//! space resends by the round trip in the same way).
 //!
 //! Resends also share a budget: a tenth of the connection's downlink estimate
 //! ([`RETRANSMIT_SHARE`]; libwebrtc caps them at the estimate, but it paces them with
@@ -36,11 +31,8 @@ use rtc::shared::marshal::MarshalSize;
 use super::downlink::TRANSPORT_CC_URI;
 use crate::metrics::Metrics;
 
-/// A packet is resent at most once per round trip, but not more often than this (a
-/// browser NACKs on a 20 ms rhythm)...
-pub const MIN_SPACING: Duration = Duration::from_millis(20);
-/// ...nor less often than this, and this until a round trip is known.
-pub const MAX_SPACING: Duration = Duration::from_millis(100);
+/// A packet is resent at most once in this long.
+pub const RETRANSMIT_SPACING: Duration = Duration::from_millis(100);
 /// Resends remembered before old ones are forgotten (a second of a busy downlink's).
 const REMEMBERED: usize = 2048;
 /// The part of the downlink estimate resends may use.
@@ -55,21 +47,12 @@ const MIN_BURST_BYTES: f64 = 3_600.0;
 /// What one connection's resends may use, in bits per second: written by the shard as
 /// its estimate changes, read by the connection's [`RetransmissionLimiter`].
 #[derive(Clone, Debug)]
-pub struct RetransmitBudget(Arc<BudgetState>);
-
-#[derive(Debug)]
-struct BudgetState {
-    bits_per_second: AtomicU64,
-    spacing_micros: AtomicU64,
-}
+pub struct RetransmitBudget(Arc<AtomicU64>);
 
 impl Default for RetransmitBudget {
-    /// No limit until there is an estimate; the longest spacing until a round trip.
+    /// No limit until there is an estimate.
     fn default() -> Self {
-        RetransmitBudget(Arc::new(BudgetState {
-            bits_per_second: AtomicU64::new(u64::MAX),
-            spacing_micros: AtomicU64::new(MAX_SPACING.as_micros() as u64),
-        }))
+        RetransmitBudget(Arc::new(AtomicU64::new(u64::MAX)))
     }
 }
 
@@ -79,25 +62,11 @@ impl RetransmitBudget {
     /// its recovery into frozen video.
     pub fn set_from_estimate(&self, estimate_bps: u64, inherent_loss: f64) {
         let share = (RETRANSMIT_SHARE + 2.0 * inherent_loss.clamp(0.0, 1.0)).min(MAX_SHARE);
-        self.0
-            .bits_per_second
-            .store((estimate_bps as f64 * share) as u64, Relaxed);
-    }
-
-    /// The round trip the downlink shows now, queue included.
-    pub fn set_round_trip(&self, rtt: Duration) {
-        let spacing = rtt.clamp(MIN_SPACING, MAX_SPACING);
-        self.0
-            .spacing_micros
-            .store(spacing.as_micros() as u64, Relaxed);
+        self.0.store((estimate_bps as f64 * share) as u64, Relaxed);
     }
 
     fn bits_per_second(&self) -> u64 {
-        self.0.bits_per_second.load(Relaxed)
-    }
-
-    fn spacing(&self) -> Duration {
-        Duration::from_micros(self.0.spacing_micros.load(Relaxed))
+        self.0.load(Relaxed)
     }
 }
 
@@ -132,9 +101,8 @@ impl RetransmissionLimiter {
     /// Whether a resend of `(ssrc, seq)`, `size` bytes, may leave at `now` (and
     /// charges it if so).
     fn allow(&mut self, ssrc: u32, seq: u16, size: usize, now: Instant) -> bool {
-        let spacing = self.budget.spacing();
         if let Some(&last) = self.resent.get(&(ssrc, seq)) {
-            if now.saturating_duration_since(last) < spacing {
+            if now.saturating_duration_since(last) < RETRANSMIT_SPACING {
                 return false;
             }
         }
@@ -154,7 +122,7 @@ impl RetransmissionLimiter {
         }
         if self.resent.len() >= REMEMBERED {
             self.resent
-                .retain(|_, t| now.saturating_duration_since(*t) < spacing);
+                .retain(|_, t| now.saturating_duration_since(*t) < RETRANSMIT_SPACING);
         }
         self.resent.insert((ssrc, seq), now);
         true
@@ -296,24 +264,6 @@ mod tests {
             (m.retransmissions_out, m.retransmissions_suppressed),
             (3, 3)
         );
-    }
-
-    #[test]
-    fn a_short_round_trip_allows_resends_sooner() {
-        let t0 = Instant::now();
-        let mut l = limiter();
-        l.budget.set_round_trip(Duration::from_millis(2));
-        for ms in [0, 10, 20, 30, 45] {
-            l.handle_write(resend(1, t0 + Duration::from_millis(ms)))
-                .unwrap();
-        }
-        assert_eq!(
-            std::iter::from_fn(|| l.poll_write()).count(),
-            3,
-            "0, 20 and 45 ms"
-        );
-        l.budget.set_round_trip(Duration::from_secs(1));
-        assert_eq!(l.budget.spacing(), MAX_SPACING);
     }
 
     #[test]

@@ -157,14 +157,15 @@ export function unblockUdp(net) {
 // round(share * 256) values. That byte lies in the SRTP-encrypted payload of every media
 // packet longer than it (the RTP header and its extensions come before), and encrypted
 // bytes are uniform, so which datagram is lost is random. Shorter datagrams (small audio
-// packets, STUN) pass. `share` 0 removes the filter. TCP is never touched.
+// packets, STUN) pass. `share` 0 removes the filter. TCP is never touched. `ways` picks
+// the directions: `toB` (A's egress, towards the page in B) and `toA` (B's egress).
 const LOSS_BYTE_OFFSET = 28 + 64; // IPv4 header 20 + UDP 8, then 64 bytes into the datagram
-export function randomUdpLoss(net, share) {
+export function randomUdpLoss(net, share, { toB = true, toA = true } = {}) {
   const values = Math.round(share * 256);
-  for (const [ns, veth] of [[net.a, net.vethA], [net.b, net.vethB]]) {
+  for (const [ns, veth, lossy] of [[net.a, net.vethA, toB], [net.b, net.vethB, toA]]) {
     const tc = (...args) => ip('netns', 'exec', ns, 'tc', ...args);
     spawnSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', veth, 'root'], { timeout: 10000 });
-    if (values === 0) continue;
+    if (values === 0 || !lossy) continue;
     tc('qdisc', 'replace', 'dev', veth, 'root', 'handle', '1:', 'htb', 'default', '1', 'r2q', '100000');
     tc('class', 'add', 'dev', veth, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', '10gbit');
     tc('class', 'add', 'dev', veth, 'parent', '1:', 'classid', '1:2', 'htb', 'rate', '10gbit');
