@@ -11,41 +11,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import puppeteer from 'puppeteer-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, consoleLogFile, expectMediaFlowing, inLoopbackNet, openChromiumPage,
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, inLoopbackNet, openChromiumPage,
   pageState, serverStats, startServer, stopServer, transportInfo, waitFor, within,
 } from './harness.mjs';
+import { closeFirefox, launchFirefox, openFirefoxPage as openFirefoxPageAt } from './firefox.mjs';
 
-const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
 const SCREENSHOT = path.join(E2E_OUT, 'firefox-meeting.png');
 const SERVER_LOG = path.join(E2E_OUT, 'firefox-server.log');
-
-// Firefox 153 ESR, headless, fake camera/microphone, ICE on loopback:
-// - Fake devices do not count as "capturing or has a permission" for Firefox's ICE, so
-//   without a persistent camera/microphone permission it gathers in default-route-only
-//   mode: one host candidate per family on the default route (the interface that
-//   reaches 8.8.8.8, because the page's server is on loopback), and never loopback.
-//   `permissions.default.*` = 1 (allow) is that permission; it also turns off mDNS
-//   obfuscation of host candidates.
-// - `media.peerconnection.ice.loopback` then adds 127.0.0.1 (and ::1) to the gathered
-//   candidates. Firefox only pairs a loopback local candidate with a loopback remote
-//   one, so the pair with the server's 127.0.0.1 candidate is loopback at both ends
-//   (asserted below from the page's stats).
-// - `media.peerconnection.ice.force_interface` is not used: this Firefox never applies
-//   it (its nICEr log shows no forced interface whatever the pref says).
-// - ICE-TCP off (the server is UDP only) and autoplay allowed, as a participant clicking
-//   "join" would have it.
-const FIREFOX_PREFS = {
-  'media.navigator.streams.fake': true,
-  'media.navigator.permission.disabled': true,
-  'permissions.default.camera': 1,
-  'permissions.default.microphone': 1,
-  'media.peerconnection.ice.loopback': true,
-  'media.peerconnection.ice.obfuscate_host_addresses': false,
-  'media.peerconnection.ice.tcp': false,
-  'media.autoplay.default': 0,
-};
 
 let server; // { child, url, log }
 let chromiumBrowser;
@@ -54,38 +27,16 @@ let firefox;
 before(async () => {
   server = await startServer();
   chromiumBrowser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
-  firefox = await puppeteer.launch({
-    browser: 'firefox',
-    executablePath: FIREFOX,
-    headless: true,
-    timeout: 60000,
-    protocolTimeout: 60000,
-    extraPrefsFirefox: FIREFOX_PREFS,
-  });
+  firefox = await launchFirefox();
 });
 
 after(async () => {
   await within(15000, chromiumBrowser?.close().catch(() => {}));
-  if (firefox) {
-    const proc = firefox.process();
-    await within(15000, firefox.close().catch(() => {}));
-    // A browser that did not quit in time is killed by its PID.
-    if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  }
+  await closeFirefox(firefox);
   await stopServer(server, SERVER_LOG);
 });
 
-// A Firefox page (puppeteer-core) at <server>/?<query>, which joins straight away.
-async function openFirefoxPage(query) {
-  const page = await firefox.newPage();
-  await page.setViewport({ width: 1280, height: 720 });
-  const log = consoleLogFile(query, 'firefox-');
-  page.on('console', (m) => log(m.type(), m.text()));
-  page.on('pageerror', (err) => console.log(`[firefox ${query}] uncaught: ${err.message ?? err}`));
-  const navigatedAt = Date.now();
-  await page.goto(`${server.url}/?${query}`, { timeout: 15000 });
-  return { page, navigatedAt, query };
-}
+const openFirefoxPage = (query) => openFirefoxPageAt(firefox, server, query);
 
 test('two Chromium pages and one Firefox page hold a meeting', { timeout: 180000 }, async () => {
   const [A, B] = await Promise.all(['Ada', 'Bob'].map((n) => openChromiumPage(chromiumBrowser, server, `room=e2e-ff&name=${n}`)));
