@@ -124,8 +124,15 @@ fn uplink_random_loss_is_recovered_by_nack_to_the_publisher() {
     w.link(p, Direction::Down, lossy(0.05));
     let sent = window(&mut w, p, Duration::from_secs(5));
     let ratio = delivered(&w, p, s, sent);
-    let lost = w.link_stats(p, Direction::Up).lost_random;
-    println!("5 % uplink loss: {lost} datagrams lost, {ratio:.4} delivered");
+    let up = w.link_stats(p, Direction::Up);
+    let lost = up.lost_random;
+    let (told_received, told_lost) = downlink(&mut w, p).uplink_feedback;
+    let told = told_lost as f64 / (told_received + told_lost).max(1) as f64;
+    println!(
+        "5 % uplink loss: {lost} of {} datagrams lost, {ratio:.4} delivered; the publisher was told of {:.1} % loss ({told_received} received, {told_lost} lost)",
+        up.sent,
+        told * 100.0
+    );
     assert!(lost > 20, "the link lost {lost}");
     assert!(
         ratio >= 0.99,
@@ -303,4 +310,40 @@ fn a_simulcast_publishers_uplink_loss_is_recovered_on_every_layer() {
     println!("simulcast uplink, 5 % loss: {lost} lost, legs {:?}, {ratio:.3} of the full layer delivered", d.legs);
     assert!(lost > 50);
     assert!(ratio >= 0.99, "delivered {ratio} of the full layer");
+}
+
+#[test]
+fn subscribers_move_down_when_a_lossy_publisher_stops_its_full_layer() {
+    // A browser whose own uplink estimate falls stops its full layer; what its
+    // subscribers were receiving of it must continue on the middle one, under loss.
+    let (mut w, p, s) = pair(10, simulcast_camera());
+    let pid = w.clients[p].id;
+    w.link(p, Direction::Up, lossy(0.15));
+    w.link(p, Direction::Down, lossy(0.15));
+    w.run_for(Duration::from_secs(3));
+    assert_eq!(
+        downlink(&mut w, s).legs[1].1,
+        Some(2),
+        "the full layer first"
+    );
+    w.clients[p].endpoint.stopped_rids = vec!["f".to_string()];
+    w.run_for(Duration::from_secs(3));
+    let d = downlink(&mut w, s);
+    let before = w.clients[s].received(pid, "video");
+    w.run_for(Duration::from_secs(3));
+    let after = w.clients[s].received(pid, "video");
+    let pps = (after.packets - before.packets) as f64 / 3.0;
+    println!(
+        "publisher stopped f under 15 % loss: legs {:?}, {pps:.0} video packets/s reach the subscriber, largest timestamp step {}",
+        d.legs, after.max_timestamp_jump
+    );
+    assert_eq!(
+        d.legs[1].1,
+        Some(1),
+        "moved to the middle layer: {:?}",
+        d.legs
+    );
+    // The middle layer is 3 packets a frame at 30 frames/s.
+    assert!(pps >= 80.0, "{pps} packets/s of the middle layer");
+    assert_eq!(after.ssrcs.len(), 1);
 }

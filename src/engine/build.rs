@@ -27,6 +27,7 @@ use rtc::shared::error::Result;
 
 use super::feedback::KeyframeRequestForwarder;
 use super::retransmit::{RetransmissionLimiter, RetransmitBudget};
+use super::uplink::{UplinkFeedback, UplinkFeedbackMeter};
 use crate::config::SrtpPolicy;
 use crate::metrics::Metrics;
 
@@ -38,6 +39,8 @@ const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
 
 /// Just below the NACK responder (4 000) on the way out, so its resends pass through.
 const RETRANSMISSION_LIMITER_SLOT: usize = 3_500;
+/// Below the transport-cc receiver (8 000) on the way out, so its feedback passes.
+const UPLINK_FEEDBACK_SLOT: usize = 3_400;
 
 fn video_feedback() -> Vec<RTCPFeedback> {
     [
@@ -162,6 +165,7 @@ pub fn server_peer(
     srtp: SrtpPolicy,
     metrics: Arc<Metrics>,
     retransmit_budget: RetransmitBudget,
+    uplink_feedback: UplinkFeedback,
     now: Instant,
 ) -> Result<RTCPeerConnection> {
     let mut engine = media_engine()?;
@@ -174,6 +178,10 @@ pub fn server_peer(
         .with(
             Slot::from(RETRANSMISSION_LIMITER_SLOT),
             RetransmissionLimiter::new(metrics, retransmit_budget),
+        )
+        .with(
+            Slot::from(UPLINK_FEEDBACK_SLOT),
+            UplinkFeedbackMeter::new(uplink_feedback),
         );
     let settings = SettingEngineBuilder::new()
         .with_lite(true)

@@ -12,6 +12,7 @@ use super::peer::Peer;
 use super::retransmit::RetransmitBudget;
 use super::routing::RoomHost;
 use super::shard::{touch, Shard, FIRST_OFFER_WAIT};
+use super::uplink::UplinkFeedback;
 use super::{Command, EngineError, PeerOutput, RoomSummary, ShardInfo};
 use crate::auth::Grants;
 use crate::error::SignalError;
@@ -119,11 +120,13 @@ impl Shard {
     ) {
         let key = self.open_room(&room);
         let retransmit_budget = RetransmitBudget::default();
+        let uplink_feedback = UplinkFeedback::default();
         let result = server_peer(
             self.candidate,
             self.settings.srtp,
             self.metrics.clone(),
             retransmit_budget.clone(),
+            uplink_feedback.clone(),
             now,
         )
         .map_err(|e| {
@@ -141,6 +144,7 @@ impl Shard {
             Ok((pc, snapshot)) => {
                 let mut peer = Peer::new(id, key, pc, events, now + FIRST_OFFER_WAIT);
                 peer.downlink.retransmit_budget = retransmit_budget;
+                peer.uplink_feedback = uplink_feedback;
                 peer.grants = grants;
                 touch(&mut self.touched, &mut peer);
                 self.peers.insert(id, peer);

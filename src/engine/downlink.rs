@@ -225,6 +225,7 @@ impl Shard {
                     inherent_loss: p.downlink.estimator.inherent_loss,
                     settled_loss: p.downlink.estimator.settled_loss,
                     send_sections: p.send_sections(),
+                    uplink_feedback: p.uplink_feedback.counts(),
                     layer_switches: room.map_or(0, |r| r.layer_switches(p.id)),
                     legs: room.map_or_else(Vec::new, |r| r.leg_layers(p.id)),
                 }

@@ -25,6 +25,7 @@ mod routing;
 pub mod shard;
 pub mod sim;
 pub mod udp;
+pub mod uplink;
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -173,6 +174,9 @@ pub struct DownlinkInfo {
     pub settled_loss: f64,
     /// Send-only m-sections on its connection: carrying a track, and spare.
     pub send_sections: (usize, usize),
+    /// Packets the server's transport-cc feedback to this participant reported
+    /// (received, lost) so far: what its browser's own uplink estimate is fed.
+    pub uplink_feedback: (u64, u64),
     /// Simulcast layer switches on its legs so far.
     pub layer_switches: u64,
     /// (track, layer being forwarded, layer chosen)

@@ -127,6 +127,8 @@ pub struct Peer {
     pub doomed: Option<&'static str>,
     /// Transport-cc stamping and the bandwidth estimate of what the server sends it.
     pub downlink: DownlinkState,
+    /// What the server's transport-cc feedback has told this participant of its uplink.
+    pub uplink_feedback: super::uplink::UplinkFeedback,
     /// What the participant's token allows.
     pub grants: crate::auth::Grants,
     /// Tracks refused for want of a publish grant (each is refused, and told, once).
@@ -167,6 +169,7 @@ impl Peer {
             touched: false,
             doomed: None,
             downlink: DownlinkState::default(),
+            uplink_feedback: Default::default(),
             grants: crate::auth::Grants::default(),
             refused_tracks: std::collections::HashSet::new(),
             sources: HashMap::new(),

@@ -1,22 +1,30 @@
 // End-to-end: a participant on a lossy link (Wi-Fi, mobile) in real headless Chromium.
-// Three pages meet; the server and two clean pages run in network namespace A, the lossy
-// page in namespace B, and tc drops a random share of the UDP datagrams crossing the veth
-// each way (netns.mjs randomUdpLoss: encrypted payload bytes pick the victims). For 0 %,
-// 5 % and 15 % loss it measures, from getStats, what every page decodes of every other
-// page's camera against what that camera sent, the longest stall, NACKs and PLIs, and the
-// server's downlink estimate for the lossy page; then how long full quality takes to come
-// back once the loss stops. Needs root (network namespaces, tc). Figures go to stdout and
-// target/e2e/loss-figures.json.
+// Three pages meet; every page's media passes a seeded UDP relay on loopback (relay.mjs:
+// the server advertises the relay's address, the relay gives each page's flow a socket
+// of its own towards the server), and the relay drops a random share of the lossy
+// page's datagrams each way. For 0 %, 5 % and 15 % loss it measures, from getStats,
+// what every page decodes of every other page's camera against what that camera sent,
+// the longest stall, NACKs and PLIs, the server's downlink estimate for the lossy page,
+// and the loss the server's transport-cc feedback reported to it about its uplink; then
+// how long full quality takes to come back once the loss stops. Figures go to stdout
+// and target/e2e/loss-figures.json.
+//
+// (An earlier version dropped datagrams with a tc u32 filter on one byte 64 bytes into
+// each datagram, in network namespaces. For Chromium's own packets that byte often lies
+// in the RTP header extensions, not the encrypted payload: the nominal 5 % dropped about
+// a third of its video, as the server's feedback to it showed, and its uplink estimate
+// collapsed. The relay's losses are drawn by a seeded generator, whatever the bytes.)
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, sleep, startServer, stopServer, waitConnected, waitFor, within,
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, openChromiumPage, serverStats, sleep, startServer, stopServer, transportInfo,
+  waitConnected, waitFor, within,
 } from './harness.mjs';
-import { ADDR_A, createNamespacePair, fetchJsonIn, randomUdpLoss, removeNamespacePair, wrapperInNamespace } from './netns.mjs';
+import { startRelay } from './relay.mjs';
 
 const ROOM = 'lossy';
 const VIEWPORT = { width: 1920, height: 1080 }; // tiles wider than 640: the full layer is owed
@@ -25,31 +33,26 @@ const SAMPLE_MS = 200; // stall resolution
 const SERVER_LOG = path.join(E2E_OUT, 'loss-server.log');
 const FIGURES_FILE = path.join(E2E_OUT, 'loss-figures.json');
 
-let net;
+const RELAY_IP = '127.0.0.3';
+
 let server;
-let browserA;
-let browserB;
+let relay;
+let browser;
 const figures = { levels: {} };
-const wrappers = [];
-const launchIn = (ns) => {
-  wrappers.push(wrapperInNamespace(E2E_OUT, ns, CHROMIUM));
-  return chromium.launch({ executablePath: wrappers.at(-1), headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
-};
 
 before(async () => {
-  net = createNamespacePair();
-  server = await startServer(`${ADDR_A}:0`, { prefix: ['ip', 'netns', 'exec', net.a], args: ['--media-ips', ADDR_A] });
-  [browserA, browserB] = await Promise.all([launchIn(net.a), launchIn(net.b)]);
+  server = await startServer('127.0.0.1:0', { args: ['--advertise-ips', RELAY_IP] });
+  const port = Number((await serverStats(server)).shards[0].udp_addr.split(':').pop());
+  relay = await startRelay({ host: RELAY_IP, port, upstreamHost: '127.0.0.1', seed: 16 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
 });
 
 after(async () => {
   try {
-    await Promise.all([browserA, browserB].map((b) => b && within(15000, b.close().catch(() => {}))));
+    await within(15000, browser?.close().catch(() => {}));
+    relay?.close();
     await stopServer(server, SERVER_LOG);
   } finally {
-    if (net) randomUdpLoss(net, 0);
-    removeNamespacePair(net);
-    for (const file of wrappers) rmSync(file, { force: true });
     mkdirSync(E2E_OUT, { recursive: true });
     writeFileSync(FIGURES_FILE, JSON.stringify(figures, null, 2) + '\n');
     console.log(`figures: ${FIGURES_FILE}`);
@@ -100,7 +103,7 @@ const outbound = (page) => page.evaluate(async () => {
 });
 
 const downlink = async (id) => {
-  const stats = await fetchJsonIn(net.a, `${server.url}/api/stats`).catch(() => null);
+  const stats = await serverStats(server).catch(() => null);
   return stats?.shards?.flatMap((s) => s.downlinks ?? []).find((d) => d.participant_id === id) ?? null;
 };
 
@@ -145,23 +148,16 @@ async function measure(pages, ids, ms) {
 }
 
 test('random loss is not congestion: a lossy participant keeps its estimate and its layers, receives at 5 % loss, and gets full quality back when loss stops', { timeout: 300000 }, async () => {
-  // A Chromium just started in a new namespace may see its network change under it
-  // (net::ERR_NETWORK_CHANGED) and fail to load the page's modules: loaded once more then.
-  const open = async (browser, name) => {
-    const p = Object.assign(await openChromiumPage(browser, server, `room=${ROOM}&name=${name}`, undefined,
-      { viewport: VIEWPORT }), { name });
-    const joined = () => p.page.evaluate(() => window.switchyard?.participantId ?? null).catch(() => null);
-    try {
-      await waitFor(`${name}: joined`, joined, 10000);
-    } catch {
-      console.log(`${name}: not joined after 10 s, loading the page again`);
-      await p.page.reload({ timeout: 15000 });
-      await waitFor(`${name}: joined after a reload`, joined, 15000);
-    }
-    return p;
-  };
-  const pages = [await open(browserA, 'Ada'), await open(browserA, 'Bob'), await open(browserB, 'Lou')];
+  const open = async (name) => Object.assign(await openChromiumPage(browser, server, `room=${ROOM}&name=${name}`,
+    undefined, { viewport: VIEWPORT }), { name });
+  const pages = [await open('Ada'), await open('Bob'), await open('Lou')];
   await Promise.all(pages.map((p) => waitConnected(p, 2, 45000)));
+  // Lou's flow through the relay: its selected pair's local end is what the server saw,
+  // the relay's upstream socket for that flow (a peer-reflexive candidate).
+  const louPair = await transportInfo(pages[2].page);
+  assert.equal(louPair.remote?.address, RELAY_IP, `Lou reaches the relay: ${JSON.stringify(louPair)}`);
+  const louFlow = louPair.local.port;
+  const feedbackToLou = async () => (await downlink(ids.Lou))?.uplink_feedback ?? [0, 0];
   const ids = Object.fromEntries(await Promise.all(pages.map(async (p) =>
     [p.name, await p.page.evaluate(() => window.switchyard.participantId)])));
   // Full quality everywhere first (the tiles are large): both others at 640 wide.
@@ -173,20 +169,25 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
 
   let cleanEstimate = null;
   for (const share of [0, 0.05, 0.15]) {
-    randomUdpLoss(net, share);
+    relay.setLoss(louFlow, share);
     await sleep(3000); // let the estimator and the receivers see it
+    const [told0, dropped0] = [await feedbackToLou(), relay.stats().dropped];
     const pairs = await measure(pages, ids, WINDOW_MS);
+    const [told1, dropped1] = [await feedbackToLou(), relay.stats().dropped];
     const lou = await downlink(ids.Lou);
-    const level = { pairs, louDownlink: lou && { estimateKbps: Math.round((lou.estimate_bps ?? 0) / 1000),
+    const toldLost = told1[1] - told0[1];
+    const level = { pairs, relayDropped: dropped1 - dropped0, louDownlink: lou && { estimateKbps: Math.round((lou.estimate_bps ?? 0) / 1000),
       lossPct: Number((100 * lou.loss).toFixed(1)), inherentLossPct: Number((100 * lou.inherent_loss).toFixed(1)),
-      legs: lou.legs } };
+      legs: lou.legs },
+      louUplinkLossToldPct: Number((100 * toldLost / Math.max(1, told1[0] - told0[0] + toldLost)).toFixed(1)) };
     figures.levels[`${share * 100}%`] = level;
     console.log(`--- ${share * 100} % random loss each way on Lou's link`);
     for (const [pair, f] of Object.entries(pairs)) {
       console.log(`  ${pair}: ${f.decoded}/${f.source} frames (${(f.share * 100).toFixed(0)} %), ` +
         `longest stall ${f.longestStallMs} ms, ${f.width} wide, NACKs ${f.nacks}, PLIs ${f.plis}, loss ${f.lossPct} %`);
     }
-    console.log(`  server's view of Lou's downlink: ${JSON.stringify(level.louDownlink)}`);
+    console.log(`  server's view of Lou's downlink: ${JSON.stringify(level.louDownlink)}; the relay dropped ${level.relayDropped} of Lou's datagrams`);
+    console.log(`  the server's transport-cc feedback told Lou of ${level.louUplinkLossToldPct} % loss on its uplink`);
     level.louSends = await outbound(pages[2].page);
     level.louUplinkEstimateKbps = await pages[2].page.evaluate(async () => {
       let bps = 0;
@@ -212,23 +213,26 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
       assert.ok(lou.legs.every(([, forwarded]) => forwarded != null),
         `no leg of Lou's is paused at ${share * 100} %: ${JSON.stringify(lou.legs)}`);
     }
-    // What Lou receives is the server's doing (its downlink estimate, its resends) and
-    // is asserted; what the others receive of Lou depends first on Chromium's own uplink
-    // estimate, which collapses under this loss (issue 16's closing note: ~86 kbit/s and
-    // only the 'q' layer at 5 %), so it is reported, not asserted, until that is solved.
-    // At 15 % what Lou receives keeps the full layer (the estimate holds) but decodes
-    // 6-9 frames/s here: resends alone do not carry it, and choosing a lower layer on
-    // inherent loss is still to do (issue 16's note). Reported, not asserted.
+    if (share > 0) {
+      assert.ok(level.relayDropped > 50, `the relay dropped Lou's datagrams: ${level.relayDropped}`);
+      // The feedback tells Lou of the loss there is, not more (what its own uplink
+      // estimate is fed; in the u32-filter days it read three times the nominal share).
+      assert.ok(level.louUplinkLossToldPct <= 2 * share * 100 + 2,
+        `the feedback told Lou of ${level.louUplinkLossToldPct} % loss at ${share * 100} %`);
+    }
+    // At 5 % every pair keeps moving (>= 10 of 20 frames/s), Lou's camera included. At
+    // 15 % it is reported, not asserted: resends alone do not carry every frame on this
+    // 2-core machine running three browsers' 3-layer encoders (issue 16's note).
     for (const [pair, f] of Object.entries(pairs)) {
       const fps = f.decoded / (WINDOW_MS / 1000);
-      if (pair.endsWith('<-Lou') || (pair.startsWith('Lou<-') && share > 0.05)) continue;
+      if (share > 0.05 && pair.includes('Lou')) continue;
       assert.ok(fps >= 10, `${pair} at ${share * 100} %: ${fps.toFixed(1)} frames/s`);
     }
   }
 
   // Loss stops: Lou receives both others at full size within 5 s (asserted); how long
   // until everyone receives Lou at full size again is reported (bounded at 30 s).
-  randomUdpLoss(net, 0);
+  relay.setLoss(louFlow, 0);
   const t0 = Date.now();
   const louFull = async () => {
     const r = await received(pages[2].page);

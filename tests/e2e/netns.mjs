@@ -151,29 +151,3 @@ export function unblockUdp(net) {
   }
 }
 
-// Random loss of a share of the UDP datagrams leaving each namespace over the veth (both
-// directions of the media path), without netem (this kernel has none): a datagram goes
-// to a blackhole class when the byte at LOSS_BYTE_OFFSET of its IP packet has one of
-// round(share * 256) values. That byte lies in the SRTP-encrypted payload of every media
-// packet longer than it (the RTP header and its extensions come before), and encrypted
-// bytes are uniform, so which datagram is lost is random. Shorter datagrams (small audio
-// packets, STUN) pass. `share` 0 removes the filter. TCP is never touched. `ways` picks
-// the directions: `toB` (A's egress, towards the page in B) and `toA` (B's egress).
-const LOSS_BYTE_OFFSET = 28 + 64; // IPv4 header 20 + UDP 8, then 64 bytes into the datagram
-export function randomUdpLoss(net, share, { toB = true, toA = true } = {}) {
-  const values = Math.round(share * 256);
-  for (const [ns, veth, lossy] of [[net.a, net.vethA, toB], [net.b, net.vethB, toA]]) {
-    const tc = (...args) => ip('netns', 'exec', ns, 'tc', ...args);
-    spawnSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'del', 'dev', veth, 'root'], { timeout: 10000 });
-    if (values === 0 || !lossy) continue;
-    tc('qdisc', 'replace', 'dev', veth, 'root', 'handle', '1:', 'htb', 'default', '1', 'r2q', '100000');
-    tc('class', 'add', 'dev', veth, 'parent', '1:', 'classid', '1:1', 'htb', 'rate', '10gbit');
-    tc('class', 'add', 'dev', veth, 'parent', '1:', 'classid', '1:2', 'htb', 'rate', '10gbit');
-    tc('qdisc', 'add', 'dev', veth, 'parent', '1:2', 'handle', '20:', 'blackhole');
-    for (let v = 0; v < values; v++) {
-      tc('filter', 'add', 'dev', veth, 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32',
-        'match', 'ip', 'protocol', '17', '0xff', 'match', 'u8', String(v), '0xff', 'at', String(LOSS_BYTE_OFFSET),
-        'flowid', '1:2');
-    }
-  }
-}

@@ -12,6 +12,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -39,11 +40,15 @@ fn peer_err(e: impl std::fmt::Display) -> SyntheticError {
 }
 
 /// A client connection as the synthetic participants build it: rtc's default codecs,
-/// the server's interceptor set (NACK, reports, transport-cc) and one that lets keyframe
+/// the server's interceptor set (NACK, reports, transport-cc feedback), transport-wide
+/// numbers on what it sends (as browsers do), one interceptor that lets keyframe
 /// requests through to the sender, no mDNS.
 pub fn build_pc(now: Instant) -> Result<RTCPeerConnection, SyntheticError> {
     let mut engine = media_engine().map_err(peer_err)?;
-    let registry = switchyard::engine::build::interceptor_registry(&mut engine)
+    let registry =
+        switchyard::engine::build::interceptor_registry(&mut engine).map_err(peer_err)?;
+    // A browser stamps what it sends with transport-wide numbers for its own estimate.
+    let registry = configure_twcc_sender_only(registry, &mut engine)
         .map_err(peer_err)?
         .with(
             Slot::from(KEYFRAME_FORWARDER_SLOT),
@@ -120,6 +125,9 @@ pub struct Endpoint {
     force_keyframe: bool,
     /// Simulcast layers (rids) the server asked to pause (dynacast); all sent when empty.
     pub paused_rids: Vec<String>,
+    /// Simulcast layers the publisher itself stopped (as a browser's encoder does when
+    /// its own uplink estimate falls), whatever the server asks.
+    pub stopped_rids: Vec<String>,
 }
 
 impl Endpoint {
@@ -141,6 +149,7 @@ impl Endpoint {
             frame: 0,
             force_keyframe: false,
             paused_rids: Vec::new(),
+            stopped_rids: Vec::new(),
         }
     }
 
@@ -377,7 +386,10 @@ impl Endpoint {
         let paused: Vec<bool> = video
             .layers
             .iter()
-            .map(|l| !l.rid.is_empty() && self.paused_rids.contains(&l.rid))
+            .map(|l| {
+                !l.rid.is_empty()
+                    && (self.paused_rids.contains(&l.rid) || self.stopped_rids.contains(&l.rid))
+            })
             .collect();
         for (layer, &per_frame) in per_layer.iter().enumerate().take(layers) {
             if paused[layer] {
