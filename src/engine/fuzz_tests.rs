@@ -170,6 +170,7 @@ fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
         SrtpPolicy::Gcm,
         Default::default(),
         Default::default(),
+        Default::default(),
         t0,
     )
     .unwrap();
