@@ -114,11 +114,18 @@ test('a Firefox page behind 5 % and 15 % random loss keeps its estimate and its 
     .find((d) => d.participant_id === ids.fay);
   let clean = null;
   for (const share of [0, 0.05, 0.15]) {
-    relay.setLoss(ff.local.port, share);
+    // Firefox may restart ICE (the page's own check of the media path, when its consent
+    // checks go unanswered), which moves it to a new flow: found again at each level.
+    relay.clearLoss();
+    const flow = (await transportInfo(fay.page))?.local?.port;
+    relay.setLoss(flow, share);
     await sleep(3000);
     const [fayGets, adaGets] = await Promise.all([measure(fay, ada), measure(ada, fay)]);
     const d = await downlink();
     const estimate = d?.estimate_bps ?? 0;
+    if ((await transportInfo(fay.page))?.local?.port !== flow) {
+      console.log('  (Firefox restarted ICE during the window: the rest of it was lossless)');
+    }
     const dropped = relay.stats().dropped;
     console.log(`--- ${share * 100} % random loss each way on Firefox's flow (relay: ${JSON.stringify(relay.stats())})`);
     for (const [pair, f] of [['Fay<-Ada', fayGets], ['Ada<-Fay', adaGets]]) {
@@ -143,7 +150,7 @@ test('a Firefox page behind 5 % and 15 % random loss keeps its estimate and its 
       assert.ok(fayGets.share >= 0.5, `Firefox keeps decoding at 5 % loss (>= 10 of 20 frames/s): ${JSON.stringify(fayGets)}`);
     }
   }
-  relay.setLoss(ff.local.port, 0);
+  relay.clearLoss();
   await within(10000, ada.context.close());
   await within(10000, fay.page.close().catch(() => {}));
 });

@@ -89,6 +89,8 @@ export function startRelay({ host, port, upstreamHost, seed = 1, maxFlows = 64, 
       // of the flow whose upstream socket has that port (what the server, and so the
       // client's own peer-reflexive candidate, sees).
       setLoss(port, share) { lossByPort.set(port, share); },
+      // No flow loses anything any more.
+      clearLoss() { lossByPort.clear(); },
       stats() { return { ...counts, flows: flows.size }; },
       // The client addresses of the flows now open.
       clients() { return [...flows.keys()]; },

@@ -84,6 +84,17 @@ impl<'a>
             // only ICE connection is ready and bypass it
             debug!("bypass ice read {:?}", msg.transport.peer_addr);
 
+            // Switchyard patch: media from a checked remote address is traffic seen on it,
+            // as a STUN check is. Without this an ICE-lite agent, which sends no checks
+            // of its own, counted only the browser's consent checks: Firefox sends one
+            // about every 5 s, past the 4 s disconnected timeout, and one lost check made
+            // the connection fail while media was flowing.
+            let _ = self
+                .ctx
+                .ice_transport
+                .agent
+                .is_valid_non_stun_traffic(msg.now, msg.transport);
+
             // Track packets/bytes received on the selected candidate pair. Look
             // the accumulator up via the cached key (set on the last
             // SelectedCandidatePairChange) to avoid allocating the key per packet.
