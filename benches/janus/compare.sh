@@ -15,7 +15,7 @@ duration="${2:-20}"
 shift $(( $# > 2 ? 2 : $# ))
 
 command -v janus >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y janus; }
-cargo build --release --bins
+cargo build --release --workspace --bins
 
 ns="sybench-$$"
 out=target/janus-compare

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the browser end-to-end tests against an already built server
-# (the caller runs `cargo build --release` first; SWITCHYARD_BIN overrides the path).
+# (the caller runs `cargo build --release --workspace` first: the crowd test also needs
+# switchyard-load; SWITCHYARD_BIN overrides the server's path).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -8,7 +9,7 @@ repo="$(cd "$here/../.." && pwd)"
 export SWITCHYARD_BIN="${SWITCHYARD_BIN:-$repo/target/release/switchyard}"
 
 if [[ ! -x "$SWITCHYARD_BIN" ]]; then
-  echo "server binary not found: $SWITCHYARD_BIN (run 'cargo build --release' first)" >&2
+  echo "server binary not found: $SWITCHYARD_BIN (run 'cargo build --release --workspace' first)" >&2
   exit 1
 fi
 
