@@ -31,7 +31,7 @@ use super::uplink::{UplinkFeedback, UplinkFeedbackMeter};
 use crate::config::SrtpPolicy;
 use crate::metrics::Metrics;
 
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+use super::extensions::AUDIO_LEVEL_URI;
 
 /// After the application-most default interceptor, so every interceptor has seen the
 /// inbound RTCP before keyframe requests are picked out of it.

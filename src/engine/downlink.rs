@@ -23,9 +23,6 @@ use crate::id::ParticipantId;
 use crate::metrics::Metrics;
 use crate::room::Room;
 
-pub const TRANSPORT_CC_URI: &str =
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-
 /// Padding packets carry their bulk in a header-extension element with this id, in the
 /// two-byte form (RFC 8285): a padding-only RTP packet is all a receiver may drop
 /// unread, and rtc pads payloads by at most 4 bytes. Browsers negotiate ids up to 14

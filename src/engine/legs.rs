@@ -240,7 +240,7 @@ impl Peer {
         // The BUNDLE shares one transport-cc id; stamping starts with the first leg.
         let twcc = outgoing
             .iter()
-            .find(|(_, uri)| *uri == super::downlink::TRANSPORT_CC_URI)
+            .find(|(_, uri)| *uri == super::extensions::TRANSPORT_CC_URI)
             .map(|(id, _)| *id);
         let ext_map = ExtMap::between(
             desc.extensions.iter().map(|(id, uri)| (*id, uri.as_str())),

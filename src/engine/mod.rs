@@ -13,6 +13,7 @@ mod chat;
 mod control;
 pub mod demux;
 mod downlink;
+pub mod extensions;
 pub mod feedback;
 #[cfg(test)]
 mod fuzz_tests;

@@ -28,7 +28,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::MarshalSize;
 
-use super::downlink::TRANSPORT_CC_URI;
+use super::extensions::TRANSPORT_CC_URI;
 use crate::metrics::Metrics;
 
 /// A packet is resent at most once in this long.

@@ -15,7 +15,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use tracing::{debug, info};
 
-use super::build::AUDIO_LEVEL_URI;
+use super::extensions::AUDIO_LEVEL_URI;
 use super::peer::{source_of, ExtensionMask, Published, RoomKey, TrackDesc};
 use super::rewrite::apply_rewrite;
 use super::shard::{touch, Shard};
