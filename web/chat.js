@@ -7,6 +7,10 @@ export const CHAT_LABEL = 'chat';
 export const CHAT_MAX_CHARS = 2000; // the server's limit (src/room/chat.rs)
 
 // `ui`: {panel, list, form, input, button, badge, error}. Returns the chat's handle.
+// Messages kept on screen; older ones leave as new ones come (the server keeps the last
+// 100 for who joins later, so a page never needs more than a long meeting's worth).
+const MAX_SHOWN = 500;
+
 export function createChat(ui) {
   let channel = null;
   let unread = 0;
@@ -21,6 +25,11 @@ export function createChat(ui) {
 
   function show(msg) {
     received.push({ from: msg.from, name: msg.name, text: msg.text, at: msg.at, history: !!msg.history });
+    // A long meeting's chat keeps the latest MAX_SHOWN messages, on screen and here.
+    if (received.length > MAX_SHOWN) {
+      received.shift();
+      ui.list.firstElementChild?.remove();
+    }
     const li = document.createElement('li');
     li.className = 'chat-message';
     li.dataset.from = msg.from;

@@ -90,7 +90,9 @@ export async function switchDevice(pc, stream, kind, deviceId) {
   const fresh = await navigator.mediaDevices.getUserMedia({ [kind]: constraints(kind, deviceId) });
   const track = fresh.getTracks().find((t) => t.kind === kind);
   if (old) track.enabled = old.enabled;
-  const sender = pc?.getSenders().find((s) => s.track && s.track.kind === kind);
+  // The sender carrying the old track: by kind alone, a screen share's sender could be
+  // found first and the camera would replace the shared screen.
+  const sender = old && pc?.getSenders().find((s) => s.track === old);
   if (sender) await sender.replaceTrack(track);
   if (old) { stream.removeTrack(old); old.stop(); }
   stream.addTrack(track);
