@@ -157,12 +157,11 @@ impl Endpoint {
     /// transceivers), and makes the first offer.
     pub fn prepare(&mut self, now: Instant) -> Result<String, SyntheticError> {
         let plan = self.plan;
-        let c = self;
         let host = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".into(),
-                address: c.local.ip().to_string(),
-                port: c.local.port(),
+                address: self.local.ip().to_string(),
+                port: self.local.port(),
                 component: 1,
                 ..Default::default()
             },
@@ -171,7 +170,7 @@ impl Endpoint {
         .new_candidate_host()
         .map_err(peer_err)?;
         let init = RTCIceCandidate::from(&host).to_json().map_err(peer_err)?;
-        c.pc.add_local_candidate(init).map_err(peer_err)?;
+        self.pc.add_local_candidate(init).map_err(peer_err)?;
         // The codec each encoding is meant for: rtc binds a sender's streams to its
         // interceptors (NACK responder, sender reports) only when the encoding names a
         // codec it negotiated; without it the client never answered a NACK.
@@ -223,7 +222,7 @@ impl Endpoint {
                     kind,
                     encodings,
                 );
-                let sender = c.pc.add_track(track).map_err(peer_err)?;
+                let sender = self.pc.add_track(track).map_err(peer_err)?;
                 Ok(Sending::new(sender, layers))
             };
         let video_rids: &[&str] = if plan.simulcast {
@@ -246,14 +245,16 @@ impl Endpoint {
                     streams: vec![],
                     send_encodings: vec![],
                 };
-                c.pc.add_transceiver_from_kind(kind, Some(init))
+                self.pc
+                    .add_transceiver_from_kind(kind, Some(init))
                     .map_err(peer_err)?;
             }
         }
-        c.video = video;
-        c.audio = audio;
-        let offer = c.pc.create_offer(None).map_err(peer_err)?;
-        c.pc.set_local_description(now, offer.clone())
+        self.video = video;
+        self.audio = audio;
+        let offer = self.pc.create_offer(None).map_err(peer_err)?;
+        self.pc
+            .set_local_description(now, offer.clone())
             .map_err(peer_err)?;
         Ok(offer.sdp)
     }
