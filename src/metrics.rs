@@ -48,6 +48,9 @@ pub struct Metrics {
     /// NACK resends sent, and those held back (the packet was resent moments ago).
     pub retransmissions_out: AtomicU64,
     pub retransmissions_suppressed: AtomicU64,
+    /// Packets forwarded late on a leg that a late (resent) keyframe start switched:
+    /// the rest of that picture, held while the leg waited (engine/held.rs).
+    pub rtp_replayed_after_keyframe: AtomicU64,
     /// Chat messages relayed; refused (too long, too fast, not text); copies not sent
     /// to a participant whose data channel was too far behind.
     pub chat_messages: AtomicU64,
@@ -90,6 +93,7 @@ pub struct MetricsSnapshot {
     pub dynacast_updates: u64,
     pub retransmissions_out: u64,
     pub retransmissions_suppressed: u64,
+    pub rtp_replayed_after_keyframe: u64,
     pub chat_messages: u64,
     pub chat_refused: u64,
     pub chat_dropped: u64,
@@ -144,6 +148,7 @@ impl Metrics {
             dynacast_updates: self.dynacast_updates.load(Relaxed),
             retransmissions_out: self.retransmissions_out.load(Relaxed),
             retransmissions_suppressed: self.retransmissions_suppressed.load(Relaxed),
+            rtp_replayed_after_keyframe: self.rtp_replayed_after_keyframe.load(Relaxed),
             chat_messages: self.chat_messages.load(Relaxed),
             chat_refused: self.chat_refused.load(Relaxed),
             chat_dropped: self.chat_dropped.load(Relaxed),

@@ -40,6 +40,28 @@ fn estimate(stats: &Value, subscriber: &str) -> Option<u64> {
         .as_u64()
 }
 
+/// One line of `subscriber`'s downlink state for a failure's timeline.
+fn downlink_line(stats: &Value, subscriber: &str, at: Duration) -> String {
+    let Some(d) = stats["shards"][0]["downlinks"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["participant_id"] == subscriber))
+    else {
+        return format!("{:5.2}s: no downlink", at.as_secs_f64());
+    };
+    format!(
+        "{:5.2}s: estimate {} allocated {} wanted {} probes {} feedbacks {} loss {:.3} settled {:.3} legs {}",
+        at.as_secs_f64(),
+        d["estimate_bps"],
+        d["allocated_bps"],
+        d["wanted_bps"],
+        d["probes"],
+        d["twcc_feedbacks"],
+        d["loss"].as_f64().unwrap_or(-1.0),
+        d["settled_loss"].as_f64().unwrap_or(-1.0),
+        d["legs"],
+    )
+}
+
 /// Polls `/api/stats` every 250 ms until `done` holds, for at most `secs`; returns how
 /// long it took.
 async fn until(http: &str, secs: u64, mut done: impl FnMut(&Value) -> bool) -> Option<Duration> {
@@ -177,10 +199,18 @@ async fn a_throttled_subscriber_gets_the_low_layer_and_recovers() {
 
     // Lifted: probing finds the room again and the full layer comes back.
     slow.shared.downlink_limit_bps.store(0, Ordering::Relaxed);
+    // What the slow subscriber's downlink looked like while it recovered, printed if it
+    // does not (one CI run in a few dozen stayed on the low layer for 25 s).
+    let mut timeline = Vec::new();
+    let lifted = Instant::now();
     let back = until(&server.http, 25, |s| {
+        timeline.push(downlink_line(s, &slow.id, lifted.elapsed()));
         leg_layer(s, &slow.id, &video).0 == Some(2)
     })
     .await;
+    if back.is_none() {
+        println!("recovery timeline:\n{}", timeline.join("\n"));
+    }
     let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
     println!(
         "limit lifted: full layer after {back:?}, estimate {:?}",

@@ -17,6 +17,7 @@ pub mod extensions;
 pub mod feedback;
 #[cfg(test)]
 mod fuzz_tests;
+mod held;
 mod legs;
 mod negotiate;
 pub mod peer;

@@ -16,14 +16,15 @@ use rtc::sansio::Protocol;
 use tracing::{debug, info};
 
 use super::extensions::AUDIO_LEVEL_URI;
-use super::peer::{source_of, ExtensionMask, Published, RoomKey, TrackDesc};
+use super::held::HeldPackets;
+use super::peer::{source_of, ExtensionMask, Peer, Published, RoomKey, TrackDesc};
 use super::rewrite::apply_rewrite;
 use super::shard::{touch, Shard};
 use super::{EngineError, PeerOutput};
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
 use crate::room::rewrite::FORWARDED_EXTENSIONS;
-use crate::room::{Codec, Output, Room, RtpIn, TrackInfo};
+use crate::room::{Codec, Forward, Output, Room, RtpIn, TrackInfo};
 use crate::webhook::{EventKind, WebhookEvent};
 
 /// Counted per forwarded packet for the bitrate figure (extensions left out).
@@ -53,6 +54,8 @@ pub struct RoomHost {
     pub empty_since: Option<Instant>,
     /// Its chat: the history and each sender's rate limit.
     pub chat: crate::room::chat::Chat,
+    /// Packets of layers a leg waits for a keyframe of.
+    held: HeldPackets,
 }
 
 impl RoomHost {
@@ -66,6 +69,7 @@ impl RoomHost {
             empty_timeout: None,
             empty_since: None,
             chat: Default::default(),
+            held: HeldPackets::default(),
         }
     }
 }
@@ -94,38 +98,47 @@ impl Shard {
                 audio_level,
             };
             host.forwards.clear();
-            host.room.route_rtp(track, rtp_in, now, &mut host.forwards);
+            let waited_for = host.room.route_rtp(track, rtp_in, now, &mut host.forwards);
             for f in &host.forwards {
-                let Some(subscriber) = host.legs.get(&f.leg) else {
-                    continue;
-                };
-                let Some(subscriber) = self.peers.get_mut(subscriber) else {
-                    continue;
-                };
-                let mut copy = copy_for_leg(&packet);
-                apply_rewrite(&mut copy.header, &f.header);
-                subscriber
-                    .downlink
-                    .stamp(&mut copy.header, copy.payload.len(), now);
-                let bytes = copy.payload.len() as u64 + RTP_HEADER_BYTES;
-                // Straight into the connection's write pipeline. `write_rtp` would check
-                // the SSRC, payload type and extension ids against a parameter set it
-                // rebuilds for every packet; the leg's rewrite already guarantees all three
-                // (they come from this sender's negotiated parameters). rtc ignores the
-                // track id here, so an empty one costs no allocation.
-                let written = subscriber.pc.handle_write(TaggedRTCMessage {
+                send_on_leg(
+                    &mut self.peers,
+                    &mut self.touched,
+                    &self.metrics,
+                    host,
+                    f,
+                    &packet,
                     now,
-                    message: RTCMessage::RtpPacket(String::new(), copy),
-                });
-                match written {
-                    Ok(()) => {
-                        Metrics::inc(&self.metrics.rtp_forwarded);
-                        self.metrics.rtp_forwarded_bytes.fetch_add(bytes, Relaxed);
+                );
+                if f.starts_layer {
+                    // Late keyframe start: what came before it, numbered after it.
+                    let seq = packet.header.sequence_number;
+                    for held in host.held.after(track, layer, seq) {
+                        let h = &held.header;
+                        let Some(header) =
+                            host.room
+                                .replay(f.leg, layer, h.sequence_number, h.timestamp, now)
+                        else {
+                            continue;
+                        };
+                        let replayed = Forward {
+                            leg: f.leg,
+                            header,
+                            starts_layer: false,
+                        };
+                        send_on_leg(
+                            &mut self.peers,
+                            &mut self.touched,
+                            &self.metrics,
+                            host,
+                            &replayed,
+                            held,
+                            now,
+                        );
+                        Metrics::inc(&self.metrics.rtp_replayed_after_keyframe);
                     }
-                    Err(_) => Metrics::inc(&self.metrics.rtp_write_errors),
                 }
-                touch(&mut self.touched, subscriber);
             }
+            host.held.note(track, layer, waited_for, &packet);
             self.drain_room_outputs(room, now);
         }
         self.inbound = inbound;
@@ -362,6 +375,7 @@ impl Shard {
         let key = peer.room;
         if let Some(host) = self.rooms.get_mut(&key) {
             host.room.unpublish(published.track);
+            host.held.forget_track(published.track);
             if let Some(desc) = host.tracks.remove(&published.track) {
                 let event =
                     WebhookEvent::for_track(EventKind::TrackUnpublished, &host.name, &desc.info);
@@ -370,6 +384,47 @@ impl Shard {
         }
         self.drain_room_outputs(key, now);
     }
+}
+
+/// Writes `packet`, rewritten for the leg `f`, into that leg's connection.
+fn send_on_leg(
+    peers: &mut HashMap<ParticipantId, Peer>,
+    touched: &mut Vec<ParticipantId>,
+    metrics: &Metrics,
+    host: &RoomHost,
+    f: &Forward,
+    packet: &rtp::Packet,
+    now: Instant,
+) {
+    let Some(subscriber) = host.legs.get(&f.leg) else {
+        return;
+    };
+    let Some(subscriber) = peers.get_mut(subscriber) else {
+        return;
+    };
+    let mut copy = copy_for_leg(packet);
+    apply_rewrite(&mut copy.header, &f.header);
+    subscriber
+        .downlink
+        .stamp(&mut copy.header, copy.payload.len(), now);
+    let bytes = copy.payload.len() as u64 + RTP_HEADER_BYTES;
+    // Straight into the connection's write pipeline. `write_rtp` would check the SSRC,
+    // payload type and extension ids against a parameter set it rebuilds for every
+    // packet; the leg's rewrite already guarantees all three (they come from this
+    // sender's negotiated parameters). rtc ignores the track id here, so an empty one
+    // costs no allocation.
+    let written = subscriber.pc.handle_write(TaggedRTCMessage {
+        now,
+        message: RTCMessage::RtpPacket(String::new(), copy),
+    });
+    match written {
+        Ok(()) => {
+            Metrics::inc(&metrics.rtp_forwarded);
+            metrics.rtp_forwarded_bytes.fetch_add(bytes, Relaxed);
+        }
+        Err(_) => Metrics::inc(&metrics.rtp_write_errors),
+    }
+    touch(touched, subscriber);
 }
 
 /// A leg's copy of a packet, with room for the transport-cc extension it gets stamped

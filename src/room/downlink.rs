@@ -57,7 +57,7 @@ impl Room {
                 size: p.layer_size(l),
                 selectable: l < p.layer_count
                     && (p.kind == MediaKind::Audio
-                        || p.layers[l].is_live(now)
+                        || p.layer_flows(l, now)
                         || !p.dynacast.is_active(l)),
             });
             legs.push((p.id, c.leg));

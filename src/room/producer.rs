@@ -11,12 +11,26 @@ use crate::id::{MediaKind, ParticipantId, TrackId};
 /// are coalesced into one sent when it ends (mediasoup and LiveKit use the same order).
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A request no keyframe answered is repeated after this long: on a path that loses
+/// 15 % each way, one request in seven (or its keyframe's start) is lost, and waiting
+/// the full interval froze a switching subscriber for 1.25 s. Above a round trip and
+/// an encoder's reaction on the paths meetings run on.
+pub const KEYFRAME_RETRY_INTERVAL: Duration = Duration::from_millis(400);
+
 /// Simulcast layers a producer can carry, lowest first (rids q, h, f in the web client).
 pub const MAX_LAYERS: usize = 3;
 
 /// A layer that sent nothing for this long is paused at the publisher (by dynacast,
 /// or by the publisher's own bandwidth estimate) and is not chosen until it returns.
 pub const LAYER_IDLE: Duration = Duration::from_millis(1200);
+
+/// A layer silent this long while another layer of the same track went on flowing
+/// was stopped by the publisher's encoder (its own estimate fell): the legs on it move
+/// at once rather than after [`LAYER_IDLE`]. Chromium stops its top layer whenever its
+/// uplink estimate dips, and each time the subscribers of that layer froze for 1.2 s
+/// and more (tests/scenarios.rs, `layer_switches_under_uplink_loss_keep_the_leg_flowing`).
+/// Longer than a frame interval at the lowest frame rates cameras send (5 fps).
+pub const LAYER_STOPPED: Duration = Duration::from_millis(450);
 
 /// What the allocator assumes a layer costs before it has been measured (or while the
 /// publisher has it paused): the web client's caps for q, h and f.
@@ -61,6 +75,24 @@ impl Layer {
 }
 
 impl Producer {
+    /// Whether layer `l` flows: it sent within [`LAYER_IDLE`], and it was not left
+    /// behind by another layer for [`LAYER_STOPPED`].
+    pub fn layer_flows(&self, l: usize, now: Instant) -> bool {
+        let Some(last) = self.layers.get(l).and_then(|layer| layer.last_packet) else {
+            return false;
+        };
+        if now.saturating_duration_since(last) >= LAYER_IDLE {
+            return false;
+        }
+        let overtaken = self.layers.iter().enumerate().any(|(i, other)| {
+            i != l
+                && other
+                    .last_packet
+                    .is_some_and(|t| t.saturating_duration_since(last) >= LAYER_STOPPED)
+        });
+        !overtaken
+    }
+
     pub fn new(
         id: TrackId,
         owner: ParticipantId,
@@ -161,16 +193,29 @@ impl Producer {
 pub struct KeyframeThrottle {
     last_sent: Option<Instant>,
     pending: bool,
+    /// A keyframe arrived since the last request went out.
+    answered: bool,
     /// Requests absorbed by the throttle (counted, not logged).
     pub coalesced: u64,
     pub sent: u64,
 }
 
 impl KeyframeThrottle {
+    /// How long after a request the next one may go: [`KEYFRAME_REQUEST_INTERVAL`]
+    /// once it was answered, [`KEYFRAME_RETRY_INTERVAL`] while no keyframe came (the
+    /// request or the keyframe's start was lost on a lossy uplink).
+    fn interval(&self) -> Duration {
+        if self.answered {
+            KEYFRAME_REQUEST_INTERVAL
+        } else {
+            KEYFRAME_RETRY_INTERVAL
+        }
+    }
+
     /// Records a request. Returns true when it should be sent to the publisher now.
     pub fn request(&mut self, now: Instant) -> bool {
         match self.last_sent {
-            Some(last) if now.saturating_duration_since(last) < KEYFRAME_REQUEST_INTERVAL => {
+            Some(last) if now.saturating_duration_since(last) < self.interval() => {
                 if self.pending {
                     self.coalesced += 1;
                 }
@@ -187,7 +232,7 @@ impl KeyframeThrottle {
     /// When a deferred request is due, if one is waiting.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.pending, self.last_sent) {
-            (true, Some(last)) => Some(last + KEYFRAME_REQUEST_INTERVAL),
+            (true, Some(last)) => Some(last + self.interval()),
             _ => None,
         }
     }
@@ -206,11 +251,13 @@ impl KeyframeThrottle {
     /// A keyframe arrived: requests waiting for one are answered already.
     pub fn keyframe_received(&mut self) {
         self.pending = false;
+        self.answered = true;
     }
 
     fn mark_sent(&mut self, now: Instant) {
         self.last_sent = Some(now);
         self.pending = false;
+        self.answered = false;
         self.sent += 1;
     }
 }
@@ -218,6 +265,45 @@ impl KeyframeThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_left_behind_by_the_others_stops_flowing_at_once() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = Producer::new(
+            TrackId(1),
+            ParticipantId(1),
+            MediaKind::Video,
+            Codec::Vp8,
+            3,
+            t0,
+        );
+        // 5 frames/s on every layer: each frame's packets of the layers a few ms apart.
+        for frame in 0..5 {
+            for layer in 0..3 {
+                p.packet_in(layer, &[0x10, 0x01], 1000, ms(frame * 200 + layer as u64));
+            }
+        }
+        assert!(p.layer_flows(2, ms(800)), "a slow frame rate is not a stop");
+        assert!(p.layer_flows(2, ms(1000)), "nor is a frame just late");
+        // The encoder stops the top layer; the others go on.
+        let frame_at = |p: &mut Producer, frame: u64| {
+            for layer in 0..2 {
+                p.packet_in(layer, &[0x10, 0x01], 1000, ms(frame * 200 + layer as u64));
+            }
+        };
+        frame_at(&mut p, 5);
+        frame_at(&mut p, 6);
+        assert!(
+            p.layer_flows(2, ms(1201)),
+            "400 ms behind: maybe a late frame"
+        );
+        frame_at(&mut p, 7);
+        assert!(!p.layer_flows(2, ms(1401)), "left behind by 600 ms");
+        assert!(p.layer_flows(1, ms(1401)) && p.layers[2].is_live(ms(1401)));
+        p.packet_in(2, &[0x10, 0x01], 1000, ms(1700));
+        assert!(p.layer_flows(2, ms(1700)), "back with its first packet");
+    }
 
     #[test]
     fn layer_sizes_come_from_keyframes_or_a_known_neighbour() {
@@ -254,6 +340,7 @@ mod tests {
         let t0 = Instant::now();
         let mut k = KeyframeThrottle::default();
         assert!(k.request(t0));
+        k.keyframe_received();
         for ms in [10, 200, 500, 900] {
             assert!(!k.request(t0 + Duration::from_millis(ms)));
         }
@@ -281,18 +368,38 @@ mod tests {
 
     #[test]
     fn ten_seconds_of_constant_requests_send_about_one_per_second() {
+        // Each request answered by a keyframe 50 ms later.
         let t0 = Instant::now();
         let mut k = KeyframeThrottle::default();
-        let mut sent = 0;
+        let (mut sent, mut keyframe_at) = (0, None);
         for step in 0..1000u64 {
             let now = t0 + Duration::from_millis(step * 10);
-            if k.handle_timeout(now) {
-                sent += 1;
+            if keyframe_at.is_some_and(|t| now >= t) {
+                k.keyframe_received();
+                keyframe_at = None;
             }
-            if k.request(now) {
+            if k.handle_timeout(now) || k.request(now) {
                 sent += 1;
+                keyframe_at = Some(now + Duration::from_millis(50));
             }
         }
         assert!((10..=11).contains(&sent), "sent {sent} in 10 s");
+    }
+
+    #[test]
+    fn an_unanswered_request_is_repeated_sooner() {
+        let t0 = Instant::now();
+        let mut k = KeyframeThrottle::default();
+        assert!(k.request(t0));
+        assert!(!k.request(t0 + Duration::from_millis(100)));
+        assert_eq!(k.poll_timeout(), Some(t0 + KEYFRAME_RETRY_INTERVAL));
+        assert!(k.handle_timeout(t0 + KEYFRAME_RETRY_INTERVAL));
+        k.keyframe_received();
+        assert!(!k.request(t0 + KEYFRAME_RETRY_INTERVAL + Duration::from_millis(500)));
+        assert_eq!(
+            k.poll_timeout(),
+            Some(t0 + KEYFRAME_RETRY_INTERVAL + KEYFRAME_REQUEST_INTERVAL),
+            "answered: the full interval"
+        );
     }
 }

@@ -88,6 +88,10 @@ pub enum Output {
 pub struct Forward {
     pub leg: LegId,
     pub header: RewrittenHeader,
+    /// This packet started the leg's layer (a keyframe it waited for): packets of that
+    /// layer that arrived before it, numbered after it, belong on the leg too (see
+    /// [`Room::replay`]).
+    pub starts_layer: bool,
 }
 
 /// The parts of an incoming RTP packet the router reads.
@@ -563,24 +567,26 @@ impl Room {
     }
 
     /// The hot path: decides, per subscriber leg, whether and how a packet is forwarded.
-    /// Appends to `out` (reused by the caller, so no allocation per packet).
+    /// Appends to `out` (reused by the caller, so no allocation per packet). Returns
+    /// whether a leg waits for a keyframe of this packet's layer: the caller holds such
+    /// packets for [`Room::replay`], in case the keyframe's first packet comes late.
     pub fn route_rtp(
         &mut self,
         track: TrackId,
         rtp: RtpIn<'_>,
         now: Instant,
         out: &mut Vec<Forward>,
-    ) {
+    ) -> bool {
         let (Some(producer), Some(legs)) =
             (self.producers.get_mut(&track), self.routes.get(&track))
         else {
             self.packets_unrouted += 1;
-            return;
+            return false;
         };
         let bytes = rtp.payload.len() + RTP_HEADER_BYTES;
         let keyframe = producer.packet_in(rtp.layer, rtp.payload, bytes, now);
         if producer.silenced {
-            return;
+            return false;
         }
         let is_video = producer.codec.is_video();
         if let Some(level) = rtp.audio_level {
@@ -592,8 +598,13 @@ impl Room {
                 continue;
             };
             let start = keyframe || !is_video;
+            let before = consumer.current_layer();
             match consumer.forward(rtp.layer, rtp.sequence_number, rtp.timestamp, start, now) {
-                Some(header) => out.push(Forward { leg: *leg, header }),
+                Some(header) => out.push(Forward {
+                    leg: *leg,
+                    header,
+                    starts_layer: is_video && before != Some(rtp.layer),
+                }),
                 None => {
                     if let Some(l) = consumer.awaited_keyframe().filter(|l| *l < MAX_LAYERS) {
                         awaited[l] = true;
@@ -601,17 +612,38 @@ impl Room {
                 }
             }
         }
+        let held = awaited.get(rtp.layer).copied().unwrap_or(false);
         // A lost keyframe must not leave a subscriber black or stuck on a layer: ask
         // again (throttled per layer), but only for layers that flow.
         for (layer, waits) in awaited.into_iter().enumerate() {
             if waits
-                && producer.layers[layer].is_live(now)
+                && producer.layer_flows(layer, now)
                 && producer.layers[layer].keyframe_throttle.request(now)
             {
                 self.outputs
                     .push_back(Output::RequestKeyframe { track, layer });
             }
         }
+        held
+    }
+
+    /// A packet of `layer` that arrived before the keyframe `leg` switched on, numbered
+    /// after it: the keyframe's first packet was lost and came back resent, and the
+    /// rest of that picture (and what followed) must not be lost on the leg for it.
+    /// `None` unless the leg forwards `layer` now.
+    pub fn replay(
+        &mut self,
+        leg: LegId,
+        layer: usize,
+        sequence_number: u16,
+        timestamp: u32,
+        now: Instant,
+    ) -> Option<RewrittenHeader> {
+        let consumer = self.consumers.get_mut(&leg)?;
+        if consumer.current_layer() != Some(layer) {
+            return None;
+        }
+        consumer.forward(layer, sequence_number, timestamp, false, now)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

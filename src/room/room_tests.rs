@@ -144,6 +144,49 @@ fn forwarding_table_rewrites_per_leg_and_gates_video_on_keyframes() {
 }
 
 #[test]
+fn a_keyframe_whose_first_packet_comes_late_is_forwarded_whole() {
+    // The rest of the keyframe (1002, 1003) arrives before its first packet (1001),
+    // which was lost on the uplink and comes back resent.
+    let now = Instant::now();
+    let mut room = three_person_room(now);
+    let mut out = Vec::new();
+    assert!(
+        room.route_rtp(CAM, rtp(1002, 93_000, DELTA), now, &mut out),
+        "a leg waits for this layer's keyframe: hold the packet"
+    );
+    assert!(room.route_rtp(CAM, rtp(1003, 93_000, DELTA), now, &mut out));
+    assert!(out.is_empty());
+    let waits = room.route_rtp(CAM, rtp(1001, 93_000, KEY), now, &mut out);
+    assert!(!waits, "nobody waits any more");
+    let cy = out.iter().find(|f| f.leg == LegId(2)).unwrap();
+    assert!(cy.starts_layer);
+    assert_eq!(cy.header.sequence_number, 500);
+    let replayed: Vec<u16> = [1002, 1003]
+        .into_iter()
+        .map(|seq| {
+            room.replay(LegId(2), 0, seq, 93_000, now)
+                .expect("the leg is on the layer now")
+                .sequence_number
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        [501, 502],
+        "numbered after the keyframe's start, in order"
+    );
+    out.clear();
+    room.route_rtp(CAM, rtp(1004, 96_000, DELTA), now, &mut out);
+    let cy = out.iter().find(|f| f.leg == LegId(2)).unwrap();
+    assert!(!cy.starts_layer);
+    assert_eq!(cy.header.sequence_number, 503);
+    assert_eq!(
+        room.replay(LegId(2), 1, 1005, 96_000, now),
+        None,
+        "nothing is replayed onto a layer the leg is not on"
+    );
+}
+
+#[test]
 fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest() {
     let t0 = Instant::now();
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob"), (CY, "Cy")]);
@@ -167,12 +210,13 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
         (0, 0),
         t0 + Duration::from_millis(100),
     );
-    for ms in 0..50 {
+    for ms in 0..25 {
         room.keyframe_request(BOB, CAM, t0 + Duration::from_millis(100 + ms * 10));
     }
     assert!(drain(&mut room).is_empty());
-    // The coalesced request goes out when the throttle's second ends, not before.
-    let due = t0 + Duration::from_secs(1);
+    // No keyframe came: the coalesced request goes out when the retry interval ends,
+    // not before.
+    let due = t0 + crate::room::producer::KEYFRAME_RETRY_INTERVAL;
     room.handle_timeout(due - Duration::from_millis(1));
     let early: Vec<Output> = drain(&mut room)
         .into_iter()

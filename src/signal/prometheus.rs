@@ -209,6 +209,12 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     );
     counter(
         &mut r,
+        "rtp_replayed_after_keyframe",
+        "Packets forwarded after a late keyframe start switched a leg (held while it waited)",
+        m.rtp_replayed_after_keyframe,
+    );
+    counter(
+        &mut r,
         "chat_messages",
         "Chat messages relayed",
         m.chat_messages,

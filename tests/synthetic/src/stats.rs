@@ -26,7 +26,16 @@ pub struct StreamStats {
     pub latencies_us: Vec<u32>,
     /// When the first packet arrived (µs since the epoch).
     pub first_packet_micros: Option<u64>,
+    /// Sequence numbers skipped and not (yet) filled by a late packet: holes the
+    /// subscriber's NACKs did not get repaired. Bounded by [`MAX_MISSING`]; padding the
+    /// receiver does not surface shows up here too.
+    pub missing: HashSet<u16>,
 }
+
+/// Holes remembered at most (a stream that lost more is broken anyway).
+const MAX_MISSING: usize = 4096;
+/// A forward step of this many numbers or more is a restart, not loss.
+const MAX_HOLE_RUN: u16 = 512;
 
 impl StreamStats {
     pub fn record(
@@ -49,8 +58,21 @@ impl StreamStats {
             if step < 0x8000 {
                 self.max_seq_jump = self.max_seq_jump.max(step);
             }
+            if (2..MAX_HOLE_RUN).contains(&step) {
+                for skipped in 1..step {
+                    if self.missing.len() < MAX_MISSING {
+                        self.missing.insert(last.wrapping_add(skipped));
+                    }
+                }
+            }
         }
-        self.last_seq = Some(seq);
+        self.missing.remove(&seq);
+        if self
+            .last_seq
+            .is_none_or(|last| seq.wrapping_sub(last) < 0x8000)
+        {
+            self.last_seq = Some(seq);
+        }
         if let Some(last) = self.last_timestamp {
             // Either way: a late (resent) packet steps back a little, a timeline that
             // was not carried over steps anywhere.
@@ -114,5 +136,8 @@ mod tests {
         assert_eq!(s.seq_discontinuities, 2);
         assert_eq!(s.max_seq_jump, 2, "11 -> 13; a repeat is no step");
         assert_eq!(s.latencies_us.len(), 3);
+        assert_eq!(s.missing.len(), 1, "12 is missing");
+        s.record(1, 96, 12, 0, &p(2));
+        assert!(s.missing.is_empty(), "a late packet fills its hole");
     }
 }
