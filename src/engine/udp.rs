@@ -22,8 +22,10 @@ use crate::metrics::Metrics;
 
 /// Large enough for a GRO-coalesced batch of full-size datagrams.
 const RECV_BUF: usize = 64 * 1024;
-/// The kernel's limit on one GSO send's payload.
-const MAX_GSO_BYTES: usize = 64 * 1024;
+/// The limit on one GSO send's payload: a UDP datagram's largest payload over IPv4
+/// (65,535 less the IP and UDP headers). At 64 KiB, a keyframe burst of 65,508-65,536
+/// bytes was refused whole by the kernel.
+const MAX_GSO_BYTES: usize = 65_507;
 /// Datagrams per `sendmmsg` (the kernel takes up to 1024).
 const MMSG_BATCH: usize = 64;
 /// A few hundred ms of a busy shard's traffic either way.
@@ -135,11 +137,16 @@ impl Udp {
                 }
                 let contents = std::mem::take(&mut self.gso_scratch);
                 let contents_len = contents.len();
-                self.send_one(to, &contents, Some(seg), metrics);
+                let sent = self.send_one(to, &contents, Some(seg));
                 self.gso_scratch = contents;
                 Metrics::inc(&metrics.udp_gso_sends);
-                Metrics::add(&metrics.udp_datagrams_out, (end - i) as u64);
-                Metrics::add(&metrics.udp_bytes_out, contents_len as u64);
+                if sent {
+                    Metrics::add(&metrics.udp_datagrams_out, (end - i) as u64);
+                    Metrics::add(&metrics.udp_bytes_out, contents_len as u64);
+                } else {
+                    // Every datagram of the run is lost, not one.
+                    Metrics::add(&metrics.udp_send_errors, (end - i) as u64);
+                }
             } else {
                 self.singles.push((to, std::mem::take(&mut datagrams[i])));
             }
@@ -154,8 +161,11 @@ impl Udp {
         for chunk in singles.chunks(MMSG_BATCH) {
             let sent = match chunk {
                 [(to, d)] => {
-                    self.send_one(*to, d, None, metrics);
-                    1
+                    let sent = self.send_one(*to, d, None);
+                    if !sent {
+                        Metrics::inc(&metrics.udp_send_errors);
+                    }
+                    usize::from(sent)
                 }
                 _ => {
                     let sent = send_mmsg(&self.socket, chunk).unwrap_or(0);
@@ -172,13 +182,8 @@ impl Udp {
         self.singles.clear();
     }
 
-    fn send_one(
-        &mut self,
-        to: SocketAddr,
-        contents: &[u8],
-        segment_size: Option<usize>,
-        metrics: &Metrics,
-    ) {
+    /// One send (a GSO run when `segment_size` is set); false when the kernel refused it.
+    fn send_one(&mut self, to: SocketAddr, contents: &[u8], segment_size: Option<usize>) -> bool {
         let transmit = Transmit {
             destination: to,
             ecn: None,
@@ -188,14 +193,11 @@ impl Udp {
         };
         // Straight to the non-blocking socket: a send never waits on readiness, and a
         // full buffer is an error (loss) rather than a reason to wait.
-        let result = self
-            .state
-            .try_send(UdpSockRef::from(&self.socket), &transmit);
-        if result.is_err() {
-            // Full buffer or an unreachable destination: UDP's answer is loss, and the
-            // media path never waits for one subscriber.
-            Metrics::inc(&metrics.udp_send_errors);
-        }
+        // Full buffer or an unreachable destination: UDP's answer is loss (counted by
+        // the caller), and the media path never waits for one subscriber.
+        self.state
+            .try_send(UdpSockRef::from(&self.socket), &transmit)
+            .is_ok()
     }
 }
 
@@ -301,5 +303,40 @@ mod tests {
         if udp.max_gso_segments() > 1 {
             assert_eq!(snapshot.udp_gso_sends, 1);
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_above_the_datagram_limit_is_split_and_a_refused_send_counts_each_datagram() {
+        let metrics = Metrics::default();
+        let mut udp = Udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let r = receiver();
+        // 64 x 1024 bytes = 65,536: above one UDP payload, so two GSO runs (one run of
+        // it, as before, was refused by the kernel whole).
+        let mut burst: Vec<BytesMut> = (0..64u8)
+            .map(|i| BytesMut::from(&vec![i; 1024][..]))
+            .collect();
+        udp.send_to(r.local_addr().unwrap(), &mut burst, &metrics);
+        udp.flush(&metrics);
+        let got = received(&r, 64);
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, g)| g[0] == i as u8 && g.len() == 1024));
+        let snapshot = metrics.snapshot();
+        assert_eq!(
+            (snapshot.udp_datagrams_out, snapshot.udp_send_errors),
+            (64, 0)
+        );
+
+        // A destination the kernel refuses (port 0): every datagram of the run is lost.
+        let mut burst: Vec<BytesMut> = (0..4u8).map(|i| BytesMut::from(&[i; 500][..])).collect();
+        udp.send_to("127.0.0.1:0".parse().unwrap(), &mut burst, &metrics);
+        udp.flush(&metrics);
+        let snapshot = metrics.snapshot();
+        assert_eq!(
+            snapshot.udp_datagrams_out, 64,
+            "nothing more counted as sent"
+        );
+        assert_eq!(snapshot.udp_send_errors, 4);
     }
 }
