@@ -66,6 +66,14 @@ pub struct Cli {
     /// Allow dev mode (open rooms, no tokens) on a listen address beyond loopback.
     #[arg(long, env = "SWITCHYARD_DEV")]
     pub dev: bool,
+    /// How long a new WebSocket may take to send `join` before it is closed (code
+    /// 4008), e.g. "5s" [default: 5s].
+    #[arg(long, env = "SWITCHYARD_JOIN_TIMEOUT", value_parser = parse_ttl)]
+    pub join_timeout: Option<std::time::Duration>,
+    /// How long one WebSocket write may wait for a client that stopped reading before
+    /// the session is cut off [default: 5s].
+    #[arg(long, env = "SWITCHYARD_WS_WRITE_TIMEOUT", value_parser = parse_ttl)]
+    pub ws_write_timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     pub command: Option<CliCommand>,
 }
@@ -164,6 +172,10 @@ pub struct FileConfig {
     pub keys: Option<BTreeMap<String, String>>,
     pub webhooks: Option<Vec<String>>,
     pub dev: Option<bool>,
+    /// Seconds.
+    pub join_timeout_secs: Option<u64>,
+    /// Seconds.
+    pub ws_write_timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +215,10 @@ pub struct Config {
     pub dev: bool,
     /// Where webhooks go (http:// URLs).
     pub webhooks: Vec<String>,
+    /// A WebSocket that has not sent `join` after this long is closed.
+    pub join_timeout: std::time::Duration,
+    /// A WebSocket write that has not completed after this long ends the session.
+    pub ws_write_timeout: std::time::Duration,
 }
 
 /// What a signaling frame may hold besides the m-sections of a full room: the session
@@ -241,6 +257,8 @@ impl Default for Config {
             api_keys: vec![],
             dev: false,
             webhooks: vec![],
+            join_timeout: std::time::Duration::from_secs(5),
+            ws_write_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -321,6 +339,12 @@ impl Config {
         if let Some(v) = f.webhooks {
             self.webhooks = v;
         }
+        if let Some(v) = f.join_timeout_secs {
+            self.join_timeout = std::time::Duration::from_secs(v);
+        }
+        if let Some(v) = f.ws_write_timeout_secs {
+            self.ws_write_timeout = std::time::Duration::from_secs(v);
+        }
     }
 
     fn apply_cli(&mut self, cli: &Cli) {
@@ -374,6 +398,12 @@ impl Config {
         }
         if let Some(v) = &cli.webhooks {
             self.webhooks = v.iter().filter(|u| !u.is_empty()).cloned().collect();
+        }
+        if let Some(v) = cli.join_timeout {
+            self.join_timeout = v;
+        }
+        if let Some(v) = cli.ws_write_timeout {
+            self.ws_write_timeout = v;
         }
     }
 

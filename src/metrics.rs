@@ -61,6 +61,12 @@ pub struct Metrics {
     pub webhooks_sent: AtomicU64,
     pub webhooks_failed: AtomicU64,
     pub webhooks_dropped: AtomicU64,
+    /// WebSockets closed for not sending `join` within the join timeout; for a write
+    /// the client did not take within the write timeout; for silence (no message, no
+    /// pong) past the liveness timeout.
+    pub ws_join_timeouts: AtomicU64,
+    pub ws_write_timeouts: AtomicU64,
+    pub ws_liveness_timeouts: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,6 +106,9 @@ pub struct MetricsSnapshot {
     pub webhooks_sent: u64,
     pub webhooks_failed: u64,
     pub webhooks_dropped: u64,
+    pub ws_join_timeouts: u64,
+    pub ws_write_timeouts: u64,
+    pub ws_liveness_timeouts: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -155,6 +164,9 @@ impl Metrics {
             webhooks_sent: self.webhooks_sent.load(Relaxed),
             webhooks_failed: self.webhooks_failed.load(Relaxed),
             webhooks_dropped: self.webhooks_dropped.load(Relaxed),
+            ws_join_timeouts: self.ws_join_timeouts.load(Relaxed),
+            ws_write_timeouts: self.ws_write_timeouts.load(Relaxed),
+            ws_liveness_timeouts: self.ws_liveness_timeouts.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

@@ -209,6 +209,24 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     );
     counter(
         &mut r,
+        "ws_join_timeouts",
+        "WebSockets closed for sending no join within the join timeout",
+        m.ws_join_timeouts,
+    );
+    counter(
+        &mut r,
+        "ws_write_timeouts",
+        "WebSockets closed because the client did not take a write within the write timeout",
+        m.ws_write_timeouts,
+    );
+    counter(
+        &mut r,
+        "ws_liveness_timeouts",
+        "Participants removed after silence past the liveness timeout",
+        m.ws_liveness_timeouts,
+    );
+    counter(
+        &mut r,
         "rtp_replayed_after_keyframe",
         "Packets forwarded after a late keyframe start switched a leg (held while it waited)",
         m.rtp_replayed_after_keyframe,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, field, info, info_span, Instrument, Span};
 
@@ -16,6 +16,7 @@ use crate::auth::{AuthError, Grants};
 use crate::engine::{Command, EngineError, PeerOutput, ShardHandle, SESSION_QUEUE};
 use crate::error::SignalError;
 use crate::id::ParticipantId;
+use crate::metrics::Metrics;
 use crate::rate_limit::RateLimit;
 use crate::room::{valid_display_name, valid_room_name};
 
@@ -29,6 +30,11 @@ const MESSAGES_PER_SECOND: u32 = 50;
 const MESSAGE_BURST: u32 = 200;
 /// A browser sends one screen share, perhaps a few: more is a misbehaving client.
 const MAX_NAMED_SOURCES: usize = 16;
+/// Close codes in the range RFC 6455 leaves to applications, for the server's own reasons.
+const CLOSE_JOIN_TIMEOUT: u16 = 4008;
+const CLOSE_SILENT: u16 = 4009;
+const CLOSE_REMOVED: u16 = 4010;
+const CLOSE_ENGINE_STOPPED: u16 = 4011;
 
 pub async fn run(ws: WebSocket, app: Arc<AppState>) {
     let span = info_span!("session", room = field::Empty, participant = field::Empty);
@@ -37,9 +43,11 @@ pub async fn run(ws: WebSocket, app: Arc<AppState>) {
         app,
         joined: None,
         outputs: None,
+        opened: Instant::now(),
         last_heard: Instant::now(),
         rate: RateLimit::new(MESSAGE_BURST, MESSAGES_PER_SECOND, Instant::now()),
         rate_limited: false,
+        stalled: false,
         span: span.clone(),
     };
     session.run().instrument(span).await
@@ -52,7 +60,10 @@ struct Joined {
 
 enum Flow {
     Continue,
+    /// The client closed, or the socket broke: nothing more to say.
     Close,
+    /// The server ends the session: a close frame tells the client why.
+    CloseWith(u16, &'static str),
 }
 
 struct Session {
@@ -60,10 +71,14 @@ struct Session {
     app: Arc<AppState>,
     joined: Option<Joined>,
     outputs: Option<mpsc::Receiver<PeerOutput>>,
+    /// When the socket opened: `join` is due within the configured join timeout.
+    opened: Instant,
     last_heard: Instant,
     rate: RateLimit,
     /// Set while messages are being refused, so the client hears it once.
     rate_limited: bool,
+    /// A write did not finish within the write timeout: the client stopped reading.
+    stalled: bool,
     span: Span,
 }
 
@@ -71,27 +86,67 @@ impl Session {
     async fn run(mut self) {
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
+        let join_deadline =
+            tokio::time::Instant::from_std(self.opened + self.app.config.join_timeout);
         loop {
             let flow = tokio::select! {
                 msg = self.ws.recv() => self.on_ws(msg).await,
                 out = recv_opt(&mut self.outputs) => match out {
                     Some(out) => self.on_output(out).await,
-                    None => Flow::Close, // the shard stopped
+                    None => Flow::CloseWith(CLOSE_ENGINE_STOPPED, "the media engine stopped"),
                 },
                 _ = heartbeat.tick() => self.on_heartbeat().await,
+                _ = tokio::time::sleep_until(join_deadline), if self.joined.is_none() => {
+                    Metrics::inc(&self.app.engine.metrics.ws_join_timeouts);
+                    info!("no join within {:?}; closing", self.app.config.join_timeout);
+                    Flow::CloseWith(CLOSE_JOIN_TIMEOUT, "no join in time")
+                }
             };
-            if let Flow::Close = flow {
-                break;
+            // A client that stopped reading is cut off, not waited for.
+            let flow = if self.stalled {
+                Metrics::inc(&self.app.engine.metrics.ws_write_timeouts);
+                info!(
+                    "a write took over {:?}; closing",
+                    self.app.config.ws_write_timeout
+                );
+                Flow::Close
+            } else {
+                flow
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => break,
+                Flow::CloseWith(code, reason) => {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    self.write(Message::Close(Some(frame))).await;
+                    break;
+                }
             }
         }
         self.leave().await;
     }
 
+    /// One frame to the client, within the write timeout; a client that does not take
+    /// it in time is marked stalled (and the session ends).
+    async fn write(&mut self, message: Message) {
+        if self.stalled {
+            return;
+        }
+        let limit = self.app.config.ws_write_timeout;
+        if tokio::time::timeout(limit, self.ws.send(message))
+            .await
+            .is_err()
+        {
+            self.stalled = true;
+        }
+    }
+
     async fn send(&mut self, msg: ServerMessage) {
         match serde_json::to_string(&msg) {
-            Ok(text) => {
-                let _ = self.ws.send(Message::Text(text.into())).await;
-            }
+            Ok(text) => self.write(Message::Text(text.into())).await,
             Err(e) => debug!("cannot serialize: {e}"),
         }
     }
@@ -130,7 +185,7 @@ impl Session {
                 limit,
             })
             .await;
-            return Flow::Close;
+            return Flow::CloseWith(close_code::SIZE, "message too large");
         }
         let now = Instant::now();
         if !self.rate.allow(now) {
@@ -202,11 +257,14 @@ impl Session {
             ClientMessage::Leave {} => {
                 self.leave().await;
                 self.send(ServerMessage::Left {}).await;
-                return Ok(Flow::Close);
+                return Ok(Flow::CloseWith(close_code::NORMAL, "left"));
             }
         };
         if !joined.shard.send(cmd).await {
-            return Ok(Flow::Close);
+            return Ok(Flow::CloseWith(
+                CLOSE_ENGINE_STOPPED,
+                "the media engine stopped",
+            ));
         }
         Ok(Flow::Continue)
     }
@@ -302,7 +360,7 @@ impl Session {
             PeerOutput::Closed(why) => {
                 info!("removed by the media engine: {why}");
                 self.joined = None;
-                return Flow::Close;
+                return Flow::CloseWith(CLOSE_REMOVED, "the media connection ended");
             }
             PeerOutput::Removed(why) => {
                 info!("removed: {why}");
@@ -311,7 +369,7 @@ impl Session {
                     reason: why.to_string(),
                 })
                 .await;
-                return Flow::Close;
+                return Flow::CloseWith(CLOSE_REMOVED, "removed from the room");
             }
         }
         Flow::Continue
@@ -320,9 +378,10 @@ impl Session {
     async fn on_heartbeat(&mut self) -> Flow {
         if self.last_heard.elapsed() > LIVENESS_TIMEOUT {
             info!("no sign of life for {LIVENESS_TIMEOUT:?}; removing participant");
-            return Flow::Close;
+            Metrics::inc(&self.app.engine.metrics.ws_liveness_timeouts);
+            return Flow::CloseWith(CLOSE_SILENT, "no sign of life");
         }
-        let _ = self.ws.send(Message::Ping(Default::default())).await;
+        self.write(Message::Ping(Default::default())).await;
         Flow::Continue
     }
 

@@ -150,6 +150,19 @@ impl RawWs {
         v
     }
 
+    /// The code of the close frame the server sent within `secs` (skipping other
+    /// messages): `None` when it sent none (the client sees 1006) or did not close.
+    pub async fn close_code_within(&mut self, secs: u64) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Err(_) | Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// True when the server closed the socket within `secs`.
     pub async fn closed_within(&mut self, secs: u64) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

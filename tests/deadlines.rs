@@ -1,0 +1,53 @@
+//! Deadlines and close frames on the signaling socket (issue 17): a socket that never
+//! joins is closed after the join timeout with a reason code, counted; every close the
+//! server starts carries a code the client can act on (never a bare 1006); a client
+//! that joins in time is unaffected.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::{http_get_json, start_server_with, RawWs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_never_joins_is_closed_with_a_reason_and_counted() {
+    let server = start_server_with(|c| c.join_timeout = Duration::from_secs(1)).await;
+    let mut idle = RawWs::connect(&server.ws).await;
+    let mut prompt = RawWs::connect(&server.ws).await;
+    prompt
+        .send_json(json!({"type": "join", "room": "deadlines", "name": "Prompt"}))
+        .await;
+    prompt.expect_type("joined", 5).await;
+
+    let opened = Instant::now();
+    let code = idle.close_code_within(5).await;
+    let after = opened.elapsed();
+    assert_eq!(code, Some(4008), "closed with the join-timeout code");
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(3),
+        "closed after {after:?}, the timeout is 1 s"
+    );
+    let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+    assert_eq!(stats["ws_join_timeouts"], 1, "{stats}");
+
+    // The one that joined is still there past the deadline, and leaves with a 1000.
+    prompt.send_json(json!({"type": "leave"})).await;
+    prompt.expect_type("left", 5).await;
+    assert_eq!(prompt.close_code_within(5).await, Some(1000));
+    let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+    assert_eq!(
+        stats["ws_join_timeouts"], 1,
+        "only the idle socket timed out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_with_close_code_1009() {
+    let server = start_server_with(|_| {}).await;
+    let mut ws = RawWs::connect(&server.ws).await;
+    ws.send_text("x".repeat(300 * 1024)).await; // above the 214 KiB limit of a 50-person room
+    ws.expect_error("too_large").await;
+    assert_eq!(ws.close_code_within(5).await, Some(1009));
+}
