@@ -67,6 +67,11 @@ pub struct Metrics {
     pub ws_join_timeouts: AtomicU64,
     pub ws_write_timeouts: AtomicU64,
     pub ws_liveness_timeouts: AtomicU64,
+    /// Gauges: participants and rooms on all shards, as of each shard's last
+    /// housekeeping tick (20 ms). Each shard adds its own changes (wrapping adds of
+    /// the difference), so `/healthz` reads them without a walk of the shards.
+    pub participants_now: AtomicU64,
+    pub rooms_now: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]

@@ -109,6 +109,9 @@ async fn bad_input_is_refused_and_the_healthy_room_carries_on() {
     );
     let health = http_get_json(&format!("{}/healthz", server.http)).await;
     assert_eq!(health["status"], "ok");
+    // The gauges: the healthy room's pair at least (the bad clients may still be in).
+    assert!(health["participants"].as_u64() >= Some(2), "{health}");
+    assert!(health["rooms"].as_u64() >= Some(1), "{health}");
     let rooms = http_get_json(&format!("{}/api/rooms", server.http)).await;
     let healthy = rooms
         .as_array()

@@ -1,7 +1,8 @@
 //! Deadlines and close frames on the signaling socket (issue 17): a socket that never
 //! joins is closed after the join timeout with a reason code, counted; every close the
 //! server starts carries a code the client can act on (never a bare 1006); a client
-//! that joins in time is unaffected.
+//! that joins in time is unaffected. `/healthz` answers from gauges, not a walk of the
+//! shards.
 
 mod common;
 
@@ -10,6 +11,18 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use common::{http_get_json, start_server_with, RawWs};
+
+/// Polls `/healthz` for up to 3 s until it reports `participants` in `rooms`.
+async fn health_reaches(url: &str, participants: u64, rooms: u64) -> bool {
+    for _ in 0..30 {
+        let h = http_get_json(url).await;
+        if h["participants"] == participants && h["rooms"] == rooms {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_never_joins_is_closed_with_a_reason_and_counted() {
@@ -20,6 +33,13 @@ async fn a_socket_that_never_joins_is_closed_with_a_reason_and_counted() {
         .send_json(json!({"type": "join", "room": "deadlines", "name": "Prompt"}))
         .await;
     prompt.expect_type("joined", 5).await;
+
+    // /healthz reads gauges the shard updates on its 20 ms tick.
+    let healthz = format!("{}/healthz", server.http);
+    assert!(
+        health_reaches(&healthz, 1, 1).await,
+        "one participant in one room"
+    );
 
     let opened = Instant::now();
     let code = idle.close_code_within(5).await;
@@ -36,6 +56,7 @@ async fn a_socket_that_never_joins_is_closed_with_a_reason_and_counted() {
     prompt.send_json(json!({"type": "leave"})).await;
     prompt.expect_type("left", 5).await;
     assert_eq!(prompt.close_code_within(5).await, Some(1000));
+    assert!(health_reaches(&healthz, 0, 0).await, "nobody left");
     let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
     assert_eq!(
         stats["ws_join_timeouts"], 1,

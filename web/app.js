@@ -948,6 +948,11 @@ function init() {
   const params = new URLSearchParams(location.search);
   const token = params.get('token');
   if (token) {
+    // Read once, then out of the address bar, the history and any screenshot of the
+    // page: the token is a credential (it stays in memory for reconnects).
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
     const granted = readToken(token);
     if (granted) {
       ui.screenButton.hidden = !granted.mayShareScreen; // the server would refuse it

@@ -170,6 +170,8 @@ pub(super) struct Shard {
     outgoing: Vec<BytesMut>,
     pub(super) ids: Arc<Ids>,
     pub(super) metrics: Arc<Metrics>,
+    /// (participants, rooms) this shard last added to the process-wide gauges.
+    published_counts: (u64, u64),
 }
 
 impl Shard {
@@ -196,6 +198,26 @@ impl Shard {
             outgoing: Vec::new(),
             ids,
             metrics,
+            published_counts: (0, 0),
+        }
+    }
+
+    /// Brings the process-wide participant and room gauges up to date with this
+    /// shard's own counts (by the difference, so shards never overwrite each other):
+    /// `/healthz` reads them without asking any shard.
+    fn publish_counts(&mut self) {
+        let now = (self.peers.len() as u64, self.rooms.len() as u64);
+        let (before, m) = (self.published_counts, &self.metrics);
+        if now != before {
+            m.participants_now.fetch_add(
+                now.0.wrapping_sub(before.0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            m.rooms_now.fetch_add(
+                now.1.wrapping_sub(before.1),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.published_counts = now;
         }
     }
 
@@ -509,6 +531,7 @@ impl Shard {
     /// participants marked for removal (kept off the per-packet rounds, which would
     /// otherwise scan every peer each time).
     pub(super) fn housekeeping(&mut self, now: Instant) {
+        self.publish_counts();
         self.remove_doomed(now);
         self.close_expired_rooms(now);
         self.probe_tick(HOUSEKEEPING, now);

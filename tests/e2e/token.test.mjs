@@ -34,6 +34,8 @@ test('pages join with links made by `switchyard token`; a forged one is refused'
   for (const p of pages) await waitConnected(p, 1);
   const names = await pages[0].page.evaluate(() => [...document.querySelectorAll('.tile .name')].map((e) => e.textContent));
   assert.deepEqual([...names].sort(), ['Ada (you)', 'Bob'], `the names come from the tokens: ${names}`);
+  const address = await pages[0].page.evaluate(() => location.href);
+  assert.ok(!/token=/.test(address), `the token left the address bar: ${address}`);
 
   // Signed by a key the server does not have.
   const forged = cliLink('eve', 'Eve', `APIforger:${'f'.repeat(40)}`);
