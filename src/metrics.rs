@@ -67,6 +67,10 @@ pub struct Metrics {
     pub ws_join_timeouts: AtomicU64,
     pub ws_write_timeouts: AtomicU64,
     pub ws_liveness_timeouts: AtomicU64,
+    /// Client offers refused (bad SDP, too many sent tracks) and candidates refused
+    /// (malformed, over the per-description cap).
+    pub offers_refused: AtomicU64,
+    pub candidates_refused: AtomicU64,
     /// Gauges: participants and rooms on all shards, as of each shard's last
     /// housekeeping tick (20 ms). Each shard adds its own changes (wrapping adds of
     /// the difference), so `/healthz` reads them without a walk of the shards.
@@ -114,6 +118,8 @@ pub struct MetricsSnapshot {
     pub ws_join_timeouts: u64,
     pub ws_write_timeouts: u64,
     pub ws_liveness_timeouts: u64,
+    pub offers_refused: u64,
+    pub candidates_refused: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -172,6 +178,8 @@ impl Metrics {
             ws_join_timeouts: self.ws_join_timeouts.load(Relaxed),
             ws_write_timeouts: self.ws_write_timeouts.load(Relaxed),
             ws_liveness_timeouts: self.ws_liveness_timeouts.load(Relaxed),
+            offers_refused: self.offers_refused.load(Relaxed),
+            candidates_refused: self.candidates_refused.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

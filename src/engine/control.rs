@@ -17,6 +17,7 @@ use super::{Command, EngineError, PeerOutput, RoomSummary, ShardInfo};
 use crate::auth::Grants;
 use crate::error::SignalError;
 use crate::id::ParticipantId;
+use crate::metrics::Metrics;
 use crate::room::JoinSnapshot;
 use crate::webhook::{EventKind, WebhookEvent};
 
@@ -32,6 +33,7 @@ impl Shard {
                 reply,
             } => self.join(id, room, name, grants, events, reply, now),
             Command::Offer { id, sdp, sources } => {
+                let metrics = self.metrics.clone();
                 let mut stopped = Vec::new();
                 self.on_peer(id, now, |peer| match peer.client_offer(sdp, sources, now) {
                     Ok(Some(answer)) => {
@@ -39,18 +41,25 @@ impl Shard {
                         stopped = peer.stopped_publications();
                     }
                     Ok(None) => {}
-                    Err(e) => peer.tell(PeerOutput::Error(e)),
+                    Err(e) => {
+                        Metrics::inc(&metrics.offers_refused);
+                        peer.tell(PeerOutput::Error(e))
+                    }
                 });
                 for track in stopped {
                     self.unpublish(id, &track, now);
                 }
             }
             Command::Answer { id, sdp } => self.answer(id, sdp, now),
-            Command::Candidate { id, candidate } => self.on_peer(id, now, |peer| {
-                if let Err(e) = peer.add_candidate(candidate) {
-                    peer.tell(PeerOutput::Error(e));
-                }
-            }),
+            Command::Candidate { id, candidate } => {
+                let metrics = self.metrics.clone();
+                self.on_peer(id, now, |peer| {
+                    if let Err(e) = peer.add_candidate(candidate) {
+                        Metrics::inc(&metrics.candidates_refused);
+                        peer.tell(PeerOutput::Error(e));
+                    }
+                })
+            }
             Command::Mute { id, kind, muted } => {
                 if let Some(key) = self.peers.get(&id).map(|p| p.room) {
                     if let Some(host) = self.rooms.get_mut(&key) {

@@ -21,6 +21,13 @@ use crate::room::NegotiationError;
 
 /// Candidates held while no remote description is set; more means a misbehaving client.
 const MAX_QUEUED_CANDIDATES: usize = 64;
+/// Candidates a client may add for one description of its own. A browser gathers a
+/// dozen or two (host, srflx and relay, per interface and protocol); each one is a pair
+/// rtc checks and keeps.
+const MAX_REMOTE_CANDIDATES: usize = 64;
+/// Tracks one offer may send: the web client sends a camera, a microphone and a screen
+/// share (with its audio); each sent track becomes a leg for every other participant.
+pub const MAX_SENT_TRACKS: usize = 8;
 
 pub(super) fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
@@ -51,6 +58,12 @@ impl Peer {
     }
 
     fn answer_client_offer(&mut self, sdp: String, now: Instant) -> Result<String, EngineError> {
+        let sending = sent_sections(&sdp);
+        if sending > MAX_SENT_TRACKS {
+            return Err(EngineError::BadSdp(format!(
+                "an offer may send at most {MAX_SENT_TRACKS} tracks ({sending} here)"
+            )));
+        }
         self.apply_remote(RTCSessionDescription::offer(sdp), now)?;
         let answer = self.pc.create_answer(None).map_err(internal)?;
         self.pc
@@ -121,6 +134,12 @@ impl Peer {
             self.queued_candidates.push(candidate);
             return Ok(());
         }
+        if self.remote_candidates >= MAX_REMOTE_CANDIDATES {
+            return Err(EngineError::BadCandidate(format!(
+                "at most {MAX_REMOTE_CANDIDATES} candidates per description"
+            )));
+        }
+        self.remote_candidates += 1;
         self.pc
             .add_remote_candidate(candidate)
             .map_err(|e| EngineError::BadCandidate(e.to_string()))
@@ -136,6 +155,7 @@ impl Peer {
         let desc = desc.map_err(bad_sdp)?;
         self.pc.set_remote_description(now, desc).map_err(bad_sdp)?;
         self.remote_description_set = true;
+        self.remote_candidates = 0;
         for c in std::mem::take(&mut self.queued_candidates) {
             if let Err(e) = self.pc.add_remote_candidate(c) {
                 debug!("queued candidate rejected: {e}");
@@ -205,5 +225,46 @@ impl Peer {
                 self.retire_leg(track);
             }
         }
+    }
+}
+
+/// How many media sections of a client's SDP send (sendrecv or sendonly; a section
+/// without a direction attribute is sendrecv). Read before rtc parses anything, so a
+/// flood of sections is refused for the cost of a line scan.
+pub fn sent_sections(sdp: &str) -> usize {
+    let mut sections = sdp.split("\nm=").skip(1).peekable();
+    let mut sending = 0;
+    while let Some(section) = sections.next() {
+        if section.starts_with("application") {
+            continue;
+        }
+        let direction = section.lines().map(str::trim).find(|l| {
+            matches!(
+                *l,
+                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+            )
+        });
+        if matches!(direction, None | Some("a=sendrecv") | Some("a=sendonly")) {
+            sending += 1;
+        }
+    }
+    sending
+}
+
+#[cfg(test)]
+mod sent_sections_tests {
+    use super::sent_sections;
+
+    #[test]
+    fn counts_the_sections_that_send() {
+        let sdp = "v=0\r\ns=-\r\nm=audio 9 UDP\r\na=sendrecv\r\nm=video 9 UDP\r\na=recvonly\r\n\
+                   m=video 9 UDP\r\na=sendonly\r\nm=application 9 UDP\r\nm=video 9 UDP\r\na=mid:4\r\n\
+                   m=audio 9 UDP\r\na=inactive\r\n";
+        assert_eq!(
+            sent_sections(sdp),
+            3,
+            "sendrecv, sendonly and one without a direction"
+        );
+        assert_eq!(sent_sections("garbage"), 0);
     }
 }

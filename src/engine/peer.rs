@@ -117,6 +117,8 @@ pub struct Peer {
     pub published: HashMap<String, Published>,
     pub queued_candidates: Vec<RTCIceCandidateInit>,
     pub remote_description_set: bool,
+    /// Candidates added since the client's last description: capped (negotiate.rs).
+    pub remote_candidates: usize,
     /// The server offers on its own after this, if the browser has not offered first.
     pub first_offer_deadline: Instant,
     /// The deadline this peer has in the shard's timer heap (stale heap entries differ).
@@ -164,6 +166,7 @@ impl Peer {
             published: HashMap::new(),
             queued_candidates: Vec::new(),
             remote_description_set: false,
+            remote_candidates: 0,
             first_offer_deadline,
             armed: None,
             touched: false,

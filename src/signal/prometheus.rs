@@ -221,6 +221,18 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     );
     counter(
         &mut r,
+        "offers_refused",
+        "Client offers refused (bad SDP, more sent tracks than allowed)",
+        m.offers_refused,
+    );
+    counter(
+        &mut r,
+        "candidates_refused",
+        "ICE candidates refused (malformed, over the per-description cap)",
+        m.candidates_refused,
+    );
+    counter(
+        &mut r,
         "ws_liveness_timeouts",
         "Participants removed after silence past the liveness timeout",
         m.ws_liveness_timeouts,

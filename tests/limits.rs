@@ -1,7 +1,8 @@
-//! Deadlines and close frames on the signaling socket (issue 17): a socket that never
-//! joins is closed after the join timeout with a reason code, counted; every close the
-//! server starts carries a code the client can act on (never a bare 1006); a client
-//! that joins in time is unaffected. `/healthz` answers from gauges, not a walk of the
+//! Deadlines, caps and close frames on the signaling socket (issue 17): a socket that
+//! never joins is closed after the join timeout with a reason code, counted; every close
+//! the server starts carries a code the client can act on (never a bare 1006); a client
+//! that joins in time is unaffected; an offer sending more tracks than allowed is
+//! refused with a clear error, counted, and the session carries on. `/healthz` answers from gauges, not a walk of the
 //! shards.
 
 mod common;
@@ -71,4 +72,34 @@ async fn an_oversized_message_is_refused_with_close_code_1009() {
     ws.send_text("x".repeat(300 * 1024)).await; // above the 214 KiB limit of a 50-person room
     ws.expect_error("too_large").await;
     assert_eq!(ws.close_code_within(5).await, Some(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_sending_too_many_tracks_is_refused_and_counted() {
+    let server = start_server_with(|_| {}).await;
+    let mut ws = RawWs::connect(&server.ws).await;
+    ws.send_json(json!({"type": "join", "room": "caps", "name": "Greedy"}))
+        .await;
+    ws.expect_type("joined", 5).await;
+    // Nine sending video sections: refused before rtc parses it (each one would have
+    // become a leg for everyone else in the room).
+    let mut sdp = String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+    for mid in 0..9 {
+        sdp.push_str(&format!(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{mid}\r\na=sendonly\r\n"
+        ));
+    }
+    ws.send_json(json!({"type": "offer", "sdp": sdp})).await;
+    let e = ws.expect_error("bad_sdp").await;
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("at most 8"),
+        "{e}"
+    );
+    let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+    assert_eq!(stats["offers_refused"], 1, "{stats}");
+    // The session carries on: the socket is open and answers.
+    ws.send_json(json!({"type": "mute", "kind": "audio", "muted": true}))
+        .await;
+    ws.send_json(json!({"type": "leave"})).await;
+    ws.expect_type("left", 5).await;
 }
