@@ -232,9 +232,8 @@ impl Peer {
 /// without a direction attribute is sendrecv). Read before rtc parses anything, so a
 /// flood of sections is refused for the cost of a line scan.
 pub fn sent_sections(sdp: &str) -> usize {
-    let mut sections = sdp.split("\nm=").skip(1).peekable();
     let mut sending = 0;
-    while let Some(section) = sections.next() {
+    for section in sdp.split("\nm=").skip(1) {
         if section.starts_with("application") {
             continue;
         }
