@@ -74,6 +74,10 @@ pub struct Cli {
     /// the session is cut off [default: 5s].
     #[arg(long, env = "SWITCHYARD_WS_WRITE_TIMEOUT", value_parser = parse_ttl)]
     pub ws_write_timeout: Option<std::time::Duration>,
+    /// How long after joining a participant's media connection may take to connect
+    /// before the participant is removed [default: 20s].
+    #[arg(long, env = "SWITCHYARD_ICE_CONNECT_TIMEOUT", value_parser = parse_ttl)]
+    pub ice_connect_timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     pub command: Option<CliCommand>,
 }
@@ -176,6 +180,8 @@ pub struct FileConfig {
     pub join_timeout_secs: Option<u64>,
     /// Seconds.
     pub ws_write_timeout_secs: Option<u64>,
+    /// Seconds.
+    pub ice_connect_timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -187,6 +193,9 @@ pub struct MediaConfig {
     pub shards: usize,
     pub srtp: SrtpPolicy,
     pub bwe: bool,
+    /// A participant whose media connection has not connected this long after joining
+    /// is removed (it would hold its slot for as long as its socket lives).
+    pub ice_connect_timeout: std::time::Duration,
 }
 
 impl MediaConfig {
@@ -251,6 +260,7 @@ impl Default for Config {
                 shards: 1,
                 srtp: SrtpPolicy::Gcm,
                 bwe: true,
+                ice_connect_timeout: std::time::Duration::from_secs(20),
             },
             ice_servers: vec![],
             max_participants: 50,
@@ -345,6 +355,9 @@ impl Config {
         if let Some(v) = f.ws_write_timeout_secs {
             self.ws_write_timeout = std::time::Duration::from_secs(v);
         }
+        if let Some(v) = f.ice_connect_timeout_secs {
+            self.media.ice_connect_timeout = std::time::Duration::from_secs(v);
+        }
     }
 
     fn apply_cli(&mut self, cli: &Cli) {
@@ -404,6 +417,9 @@ impl Config {
         }
         if let Some(v) = cli.ws_write_timeout {
             self.ws_write_timeout = v;
+        }
+        if let Some(v) = cli.ice_connect_timeout {
+            self.media.ice_connect_timeout = v;
         }
     }
 

@@ -71,6 +71,8 @@ pub struct Metrics {
     /// (malformed, over the per-description cap).
     pub offers_refused: AtomicU64,
     pub candidates_refused: AtomicU64,
+    /// Participants removed because their media connection never connected.
+    pub ice_connect_timeouts: AtomicU64,
     /// Gauges: participants and rooms on all shards, as of each shard's last
     /// housekeeping tick (20 ms). Each shard adds its own changes (wrapping adds of
     /// the difference), so `/healthz` reads them without a walk of the shards.
@@ -120,6 +122,7 @@ pub struct MetricsSnapshot {
     pub ws_liveness_timeouts: u64,
     pub offers_refused: u64,
     pub candidates_refused: u64,
+    pub ice_connect_timeouts: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -180,6 +183,7 @@ impl Metrics {
             ws_liveness_timeouts: self.ws_liveness_timeouts.load(Relaxed),
             offers_refused: self.offers_refused.load(Relaxed),
             candidates_refused: self.candidates_refused.load(Relaxed),
+            ice_connect_timeouts: self.ice_connect_timeouts.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

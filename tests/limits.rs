@@ -103,3 +103,26 @@ async fn an_offer_sending_too_many_tracks_is_refused_and_counted() {
     ws.send_json(json!({"type": "leave"})).await;
     ws.expect_type("left", 5).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_whose_media_never_connects_is_removed_and_counted() {
+    let server = start_server_with(|c| c.media.ice_connect_timeout = Duration::from_secs(1)).await;
+    let mut stuck = RawWs::connect(&server.ws).await;
+    stuck
+        .send_json(json!({"type": "join", "room": "ice", "name": "Stuck"}))
+        .await;
+    let stuck_id = stuck.expect_type("joined", 5).await["participant_id"].clone();
+    let mut other = RawWs::connect(&server.ws).await;
+    other
+        .send_json(json!({"type": "join", "room": "ice", "name": "Other"}))
+        .await;
+    other.expect_type("joined", 5).await;
+    // Neither ever offers nor connects: both go, each with a close code, and the
+    // others hear of it.
+    let left = other.expect_type("participant_left", 5).await;
+    assert_eq!(left["participant_id"], stuck_id, "{left}");
+    assert_eq!(stuck.close_code_within(5).await, Some(4010));
+    assert_eq!(other.close_code_within(5).await, Some(4010));
+    let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+    assert_eq!(stats["ice_connect_timeouts"], 2, "{stats}");
+}

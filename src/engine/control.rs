@@ -155,6 +155,7 @@ impl Shard {
                 peer.downlink.retransmit_budget = retransmit_budget;
                 peer.uplink_feedback = uplink_feedback;
                 peer.grants = grants;
+                peer.joined_at = now;
                 touch(&mut self.touched, &mut peer);
                 self.peers.insert(id, peer);
                 info!(participant = %id, room = %room, name = %name, "joined");

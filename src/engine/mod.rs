@@ -261,6 +261,7 @@ impl Engine {
                 srtp: media.srtp,
                 bwe: media.bwe,
                 max_participants,
+                ice_connect_timeout: media.ice_connect_timeout,
                 webhooks: webhooks.clone(),
             };
             shard::spawn(settings, rx, ids.clone(), metrics.clone())?;

@@ -121,6 +121,10 @@ pub struct Peer {
     pub remote_candidates: usize,
     /// The server offers on its own after this, if the browser has not offered first.
     pub first_offer_deadline: Instant,
+    /// When it joined, and whether its media connection has ever connected: one that
+    /// never does is removed after the ICE-connect timeout.
+    pub joined_at: Instant,
+    pub connected_once: bool,
     /// The deadline this peer has in the shard's timer heap (stale heap entries differ).
     pub armed: Option<Instant>,
     /// Already on the shard's list of peers to settle and flush this round.
@@ -168,6 +172,8 @@ impl Peer {
             remote_description_set: false,
             remote_candidates: 0,
             first_offer_deadline,
+            joined_at: Instant::now(),
+            connected_once: false,
             armed: None,
             touched: false,
             doomed: None,

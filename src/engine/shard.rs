@@ -59,6 +59,8 @@ pub struct ShardSettings {
     /// Stamp transport-cc and estimate each subscriber's downlink.
     pub bwe: bool,
     pub max_participants: usize,
+    /// A participant not connected this long after joining is removed.
+    pub ice_connect_timeout: std::time::Duration,
     /// Where room, participant and track events go.
     pub webhooks: crate::webhook::WebhookSink,
 }
@@ -470,6 +472,11 @@ impl Shard {
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 debug!(participant = %id, %state, "peer connection state");
+                if state == RTCPeerConnectionState::Connected {
+                    if let Some(peer) = self.peers.get_mut(&id) {
+                        peer.connected_once = true;
+                    }
+                }
                 if matches!(
                     state,
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
@@ -559,6 +566,16 @@ impl Shard {
     }
 
     fn remove_doomed(&mut self, now: Instant) {
+        let limit = self.settings.ice_connect_timeout;
+        for peer in self.peers.values_mut() {
+            if !peer.connected_once
+                && peer.doomed.is_none()
+                && now.saturating_duration_since(peer.joined_at) >= limit
+            {
+                peer.doomed = Some("media never connected");
+                Metrics::inc(&self.metrics.ice_connect_timeouts);
+            }
+        }
         let doomed: Vec<(ParticipantId, &'static str)> = self
             .peers
             .values()

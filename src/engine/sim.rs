@@ -34,6 +34,7 @@ impl SimShard {
             srtp: SrtpPolicy::default(),
             bwe,
             max_participants: 1000,
+            ice_connect_timeout: std::time::Duration::from_secs(20),
             webhooks: crate::webhook::WebhookSink::default(),
         };
         let shard = Shard::new(

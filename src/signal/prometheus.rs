@@ -233,6 +233,12 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     );
     counter(
         &mut r,
+        "ice_connect_timeouts",
+        "Participants removed because their media connection never connected",
+        m.ice_connect_timeouts,
+    );
+    counter(
+        &mut r,
         "ws_liveness_timeouts",
         "Participants removed after silence past the liveness timeout",
         m.ws_liveness_timeouts,
