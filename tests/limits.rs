@@ -112,6 +112,9 @@ async fn a_participant_whose_media_never_connects_is_removed_and_counted() {
         .send_json(json!({"type": "join", "room": "ice", "name": "Stuck"}))
         .await;
     let stuck_id = stuck.expect_type("joined", 5).await["participant_id"].clone();
+    // The other joins well after (both time out; in the same 20 ms housekeeping tick
+    // the other could go first and never hear of the stuck one).
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let mut other = RawWs::connect(&server.ws).await;
     other
         .send_json(json!({"type": "join", "room": "ice", "name": "Other"}))

@@ -14,6 +14,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -211,14 +212,9 @@ impl Shard {
         let now = (self.peers.len() as u64, self.rooms.len() as u64);
         let (before, m) = (self.published_counts, &self.metrics);
         if now != before {
-            m.participants_now.fetch_add(
-                now.0.wrapping_sub(before.0),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            m.rooms_now.fetch_add(
-                now.1.wrapping_sub(before.1),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            m.participants_now
+                .fetch_add(now.0.wrapping_sub(before.0), Relaxed);
+            m.rooms_now.fetch_add(now.1.wrapping_sub(before.1), Relaxed);
             self.published_counts = now;
         }
     }

@@ -266,18 +266,23 @@ impl KeyframeThrottle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_layer_left_behind_by_the_others_stops_flowing_at_once() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut p = Producer::new(
+    /// A VP8 camera with three simulcast layers.
+    fn simulcast_camera(t0: Instant) -> Producer {
+        Producer::new(
             TrackId(1),
             ParticipantId(1),
             MediaKind::Video,
             Codec::Vp8,
             3,
             t0,
-        );
+        )
+    }
+
+    #[test]
+    fn a_layer_left_behind_by_the_others_stops_flowing_at_once() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = simulcast_camera(t0);
         // 5 frames/s on every layer: each frame's packets of the layers a few ms apart.
         for frame in 0..5 {
             for layer in 0..3 {
@@ -308,14 +313,7 @@ mod tests {
     #[test]
     fn layer_sizes_come_from_keyframes_or_a_known_neighbour() {
         let t0 = Instant::now();
-        let mut p = Producer::new(
-            TrackId(1),
-            ParticipantId(1),
-            MediaKind::Video,
-            Codec::Vp8,
-            3,
-            t0,
-        );
+        let mut p = simulcast_camera(t0);
         assert_eq!(p.layer_size(0), None);
         let kf = [
             0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
