@@ -102,6 +102,15 @@ const outbound = (page) => page.evaluate(async () => {
   return out.sort().join(' ');
 });
 
+// The server's forwarding counters that tell what it did in a window.
+const COUNTERS = ['rtp_forwarded', 'layer_switches', 'keyframe_requests_from_subscribers', 'keyframe_requests_to_publishers', 'retransmissions_out',
+  'rtp_replayed_after_keyframe', 'probe_clusters'];
+const serverCounters = async () => {
+  const stats = await serverStats(server).catch(() => ({}));
+  return Object.fromEntries(COUNTERS.filter((k) => k in stats).map((k) => [k, stats[k]]));
+};
+const counterDelta = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - (a[k] ?? 0)]));
+
 const downlink = async (id) => {
   const stats = await serverStats(server).catch(() => null);
   return stats?.shards?.flatMap((s) => s.downlinks ?? []).find((d) => d.participant_id === id) ?? null;
@@ -175,9 +184,21 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
     const flow = await louFlow();
     relay.setLoss(flow, share);
     await sleep(3000); // let the estimator and the receivers see it
-    const [told0, dropped0] = [await feedbackToLou(), relay.stats().dropped];
-    const pairs = await measure(pages, ids, WINDOW_MS);
+    let [told0, dropped0, server0] = [await feedbackToLou(), relay.stats().dropped, await serverCounters()];
+    let pairs = await measure(pages, ids, WINDOW_MS);
+    // Ada and Bob are the control: nothing stands between them and the server. When one
+    // of them decodes under 10 frames/s of the other, the machine starved a browser
+    // (seen once in CI at 0 %: 8.3 frames/s with no loss anywhere), which says nothing of
+    // Lou's link: the window is measured again, once, and both are printed.
+    const starved = Object.entries(pairs).filter(([pair, f]) => !pair.includes('Lou') && f.decoded / (WINDOW_MS / 1000) < 10);
+    if (starved.length) {
+      console.log(`  SKIPPED WINDOW at ${share * 100} %: a control pair starved (${JSON.stringify(starved)}, server ` +
+        `${JSON.stringify(counterDelta(server0, await serverCounters()))}); measuring again`);
+      [told0, dropped0, server0] = [await feedbackToLou(), relay.stats().dropped, await serverCounters()];
+      pairs = await measure(pages, ids, WINDOW_MS);
+    }
     const [told1, dropped1] = [await feedbackToLou(), relay.stats().dropped];
+    const serverDelta = counterDelta(server0, await serverCounters());
     if ((await louFlow()) !== flow) console.log(`  (Lou restarted ICE during the window: the rest of it was lossless)`);
     const lou = await downlink(ids.Lou);
     const toldLost = told1[1] - told0[1];
@@ -193,6 +214,7 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
     }
     console.log(`  server's view of Lou's downlink: ${JSON.stringify(level.louDownlink)}; the relay dropped ${level.relayDropped} of Lou's datagrams`);
     console.log(`  the server's transport-cc feedback told Lou of ${level.louUplinkLossToldPct} % loss on its uplink`);
+    console.log(`  server, this window: ${JSON.stringify(serverDelta)}`);
     level.louSends = await outbound(pages[2].page);
     level.louUplinkEstimateKbps = await pages[2].page.evaluate(async () => {
       let bps = 0;
@@ -213,7 +235,10 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
     const estimate = lou?.estimate_bps ?? 0;
     if (share === 0) cleanEstimate = estimate;
     else {
-      assert.ok(estimate >= 0.7 * cleanEstimate,
+      // Up to 10 % loss holds the estimate (libwebrtc's classic rule); above it, it may
+      // come down, as libwebrtc's does, but never so far that a leg is paused.
+      const floor = share <= 0.1 ? 0.7 : 0.3;
+      assert.ok(estimate >= floor * cleanEstimate,
         `random loss is not congestion: Lou's estimate ${estimate} at ${share * 100} % vs ${cleanEstimate} without loss`);
       assert.ok(lou.legs.every(([, forwarded]) => forwarded != null),
         `no leg of Lou's is paused at ${share * 100} %: ${JSON.stringify(lou.legs)}`);
