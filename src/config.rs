@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "switchyard",
@@ -59,10 +61,23 @@ pub struct Cli {
         hide_env_values = true,
         global = true
     )]
-    pub api_keys: Option<Vec<String>>,
-    /// Webhook receivers (http://host:port/path), comma separated.
+    pub api_keys: Option<Vec<Secret>>,
+    /// A bearer token that may read /metrics and nothing else (for Prometheus; at
+    /// least 16 bytes). Without it /metrics takes the admin credentials.
+    #[arg(long, env = "SWITCHYARD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+    /// Webhook receivers (https://host/path, or http:// to a loopback receiver), comma
+    /// separated.
     #[arg(long, env = "SWITCHYARD_WEBHOOKS", value_delimiter = ',')]
     pub webhooks: Option<Vec<String>>,
+    /// The key webhook bodies are signed with (HMAC-SHA256, at least 32 bytes); never
+    /// an API secret. In dev mode one is generated and logged when none is given.
+    #[arg(long, env = "SWITCHYARD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+    /// Extra trust anchors (PEM) for https webhook receivers, besides the usual public
+    /// roots: a private CA.
+    #[arg(long, env = "SWITCHYARD_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
     /// Allow dev mode (open rooms, no tokens) on a listen address beyond loopback.
     #[arg(long, env = "SWITCHYARD_DEV")]
     pub dev: bool,
@@ -78,6 +93,18 @@ pub struct Cli {
     /// before the participant is removed [default: 20s].
     #[arg(long, env = "SWITCHYARD_ICE_CONNECT_TIMEOUT", value_parser = parse_ttl)]
     pub ice_connect_timeout: Option<std::time::Duration>,
+    /// How long a client may take to send an HTTP request's headers (a connection
+    /// that stalls mid-request, or sends nothing, is closed) [default: 10s].
+    #[arg(long, env = "SWITCHYARD_HTTP_HEADER_TIMEOUT", value_parser = parse_ttl)]
+    pub http_header_timeout: Option<std::time::Duration>,
+    /// Most HTTP/WebSocket connections open at once from one IP address; 0 = no cap
+    /// [default: 256].
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// A joined WebSocket that answers no ping and sends nothing for this long is
+    /// closed (code 4009) and its participant removed [default: 10s].
+    #[arg(long, env = "SWITCHYARD_LIVENESS_TIMEOUT", value_parser = parse_ttl)]
+    pub liveness_timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     pub command: Option<CliCommand>,
 }
@@ -156,7 +183,7 @@ pub struct IceServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<Secret>,
 }
 
 /// The configuration file. Every field is optional; see docs/configuration.md.
@@ -173,8 +200,11 @@ pub struct FileConfig {
     pub ice_servers: Option<Vec<IceServer>>,
     pub max_participants: Option<usize>,
     /// API key -> secret.
-    pub keys: Option<BTreeMap<String, String>>,
+    pub keys: Option<BTreeMap<String, Secret>>,
+    pub metrics_token: Option<Secret>,
     pub webhooks: Option<Vec<String>>,
+    pub webhook_secret: Option<Secret>,
+    pub webhook_ca_file: Option<PathBuf>,
     pub dev: Option<bool>,
     /// Seconds.
     pub join_timeout_secs: Option<u64>,
@@ -182,6 +212,11 @@ pub struct FileConfig {
     pub ws_write_timeout_secs: Option<u64>,
     /// Seconds.
     pub ice_connect_timeout_secs: Option<u64>,
+    /// Seconds.
+    pub http_header_timeout_secs: Option<u64>,
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds.
+    pub liveness_timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -219,16 +254,32 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     pub max_participants: usize,
     /// (API key, secret) pairs that sign access tokens; none: dev mode.
-    pub api_keys: Vec<(String, String)>,
+    pub api_keys: Vec<(String, Secret)>,
+    /// Reads /metrics, nothing else.
+    pub metrics_token: Option<Secret>,
     /// Dev mode allowed beyond loopback.
     pub dev: bool,
-    /// Where webhooks go (http:// URLs).
+    /// Where webhooks go (https:// URLs, http:// for loopback receivers).
     pub webhooks: Vec<String>,
+    /// Signs webhook bodies; `None`: unsigned.
+    pub webhook_secret: Option<Secret>,
+    /// PEM trust anchors for https receivers besides the public roots.
+    pub webhook_ca_file: Option<PathBuf>,
     /// A WebSocket that has not sent `join` after this long is closed.
     pub join_timeout: std::time::Duration,
     /// A WebSocket write that has not completed after this long ends the session.
     pub ws_write_timeout: std::time::Duration,
+    /// A connection that has not sent a request's headers after this long is closed.
+    pub http_header_timeout: std::time::Duration,
+    /// HTTP connections (WebSockets included) one IP may hold open; 0 = no cap.
+    pub max_connections_per_ip: usize,
+    /// A WebSocket silent this long (no message, no pong) is closed.
+    pub liveness_timeout: std::time::Duration,
 }
+
+/// The shortest metrics token accepted: it is compared in constant time, but a short one
+/// could be guessed.
+const MIN_METRICS_TOKEN_BYTES: usize = 16;
 
 /// What a signaling frame may hold besides the m-sections of a full room: the session
 /// part of an SDP, the client's own three sections, JSON around it.
@@ -265,10 +316,16 @@ impl Default for Config {
             ice_servers: vec![],
             max_participants: 50,
             api_keys: vec![],
+            metrics_token: None,
             dev: false,
             webhooks: vec![],
+            webhook_secret: None,
+            webhook_ca_file: None,
             join_timeout: std::time::Duration::from_secs(5),
             ws_write_timeout: std::time::Duration::from_secs(5),
+            http_header_timeout: std::time::Duration::from_secs(10),
+            max_connections_per_ip: 256,
+            liveness_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -349,6 +406,24 @@ impl Config {
         if let Some(v) = f.webhooks {
             self.webhooks = v;
         }
+        if let Some(v) = f.metrics_token {
+            self.metrics_token = Some(v);
+        }
+        if let Some(v) = f.webhook_secret {
+            self.webhook_secret = Some(v);
+        }
+        if let Some(v) = f.webhook_ca_file {
+            self.webhook_ca_file = Some(v);
+        }
+        if let Some(v) = f.http_header_timeout_secs {
+            self.http_header_timeout = std::time::Duration::from_secs(v);
+        }
+        if let Some(v) = f.max_connections_per_ip {
+            self.max_connections_per_ip = v;
+        }
+        if let Some(v) = f.liveness_timeout_secs {
+            self.liveness_timeout = std::time::Duration::from_secs(v);
+        }
         if let Some(v) = f.join_timeout_secs {
             self.join_timeout = std::time::Duration::from_secs(v);
         }
@@ -400,9 +475,9 @@ impl Config {
             self.api_keys = pairs
                 .iter()
                 .filter(|p| !p.is_empty())
-                .map(|p| match p.split_once(':') {
-                    Some((k, s)) => (k.to_string(), s.to_string()),
-                    None => (p.clone(), String::new()),
+                .map(|p| match p.expose().split_once(':') {
+                    Some((k, s)) => (k.to_string(), Secret::from(s)),
+                    None => (p.expose().to_string(), Secret::default()),
                 })
                 .collect();
         }
@@ -411,6 +486,24 @@ impl Config {
         }
         if let Some(v) = &cli.webhooks {
             self.webhooks = v.iter().filter(|u| !u.is_empty()).cloned().collect();
+        }
+        if let Some(v) = &cli.metrics_token {
+            self.metrics_token = Some(v.clone());
+        }
+        if let Some(v) = &cli.webhook_secret {
+            self.webhook_secret = Some(v.clone());
+        }
+        if let Some(v) = &cli.webhook_ca_file {
+            self.webhook_ca_file = Some(v.clone());
+        }
+        if let Some(v) = cli.http_header_timeout {
+            self.http_header_timeout = v;
+        }
+        if let Some(v) = cli.max_connections_per_ip {
+            self.max_connections_per_ip = v;
+        }
+        if let Some(v) = cli.liveness_timeout {
+            self.liveness_timeout = v;
         }
         if let Some(v) = cli.join_timeout {
             self.join_timeout = v;
@@ -467,8 +560,42 @@ impl Config {
         }
         if let Some(bad) = self.webhooks.iter().find(|u| !crate::webhook::valid_url(u)) {
             return Err(ConfigError::Invalid(format!(
-                "webhook URL {bad:?}: http://host:port/path (no TLS client here: put a relay in front of an https receiver)"
+                "webhook URL {bad:?}: https://host[:port]/path, or http:// to a loopback receiver only \
+                 (an http body and its signature cross the network in the clear)"
             )));
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.len() < MIN_METRICS_TOKEN_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "metrics_token must be at least {MIN_METRICS_TOKEN_BYTES} bytes"
+                )));
+            }
+        }
+        if let Some(s) = &self.webhook_secret {
+            if s.len() < crate::auth::MIN_SECRET_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook_secret must be at least {} bytes",
+                    crate::auth::MIN_SECRET_BYTES
+                )));
+            }
+            if self.api_keys.iter().any(|(_, k)| k == s) {
+                // The point of a separate secret: a receiver holding it cannot mint tokens.
+                return Err(ConfigError::Invalid(
+                    "webhook_secret must not be an API secret (a webhook receiver could sign tokens)".into(),
+                ));
+            }
+        }
+        if let Some(t) = &self.metrics_token {
+            if self.api_keys.iter().any(|(_, k)| k == t) {
+                return Err(ConfigError::Invalid(
+                    "metrics_token must not be an API secret (a Prometheus config could sign tokens)".into(),
+                ));
+            }
+        }
+        if self.http_header_timeout.is_zero() || self.liveness_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "http_header_timeout and liveness_timeout must be above zero".into(),
+            ));
         }
         if self.dev_mode() && !self.listen.ip().is_loopback() && !self.dev {
             return Err(ConfigError::Invalid(format!(
@@ -559,7 +686,7 @@ mod tests {
         assert!(Config::load(&dev).unwrap().dev_mode());
         let keyed = Cli {
             listen: Some("0.0.0.0:8080".parse().unwrap()),
-            api_keys: Some(vec![format!("APIkey:{}", "s".repeat(32))]),
+            api_keys: Some(vec![format!("APIkey:{}", "s".repeat(32)).into()]),
             ..Cli::default()
         };
         let c = Config::load(&keyed).unwrap();

@@ -18,6 +18,7 @@ pub mod id;
 pub mod metrics;
 pub mod rate_limit;
 pub mod room;
+pub mod secret;
 pub mod server;
 pub mod signal;
 pub mod webhook;

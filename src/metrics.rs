@@ -73,6 +73,11 @@ pub struct Metrics {
     pub candidates_refused: AtomicU64,
     /// Participants removed because their media connection never connected.
     pub ice_connect_timeouts: AtomicU64,
+    /// HTTP connections closed for not sending a request's headers in time; refused
+    /// for holding too many connections from one address; accepts that failed (EMFILE).
+    pub http_header_timeouts: AtomicU64,
+    pub http_connections_refused: AtomicU64,
+    pub http_accept_errors: AtomicU64,
     /// Gauges: participants and rooms on all shards, as of each shard's last
     /// housekeeping tick (20 ms). Each shard adds its own changes (wrapping adds of
     /// the difference), so `/healthz` reads them without a walk of the shards.
@@ -123,6 +128,9 @@ pub struct MetricsSnapshot {
     pub offers_refused: u64,
     pub candidates_refused: u64,
     pub ice_connect_timeouts: u64,
+    pub http_header_timeouts: u64,
+    pub http_connections_refused: u64,
+    pub http_accept_errors: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -184,6 +192,9 @@ impl Metrics {
             offers_refused: self.offers_refused.load(Relaxed),
             candidates_refused: self.candidates_refused.load(Relaxed),
             ice_connect_timeouts: self.ice_connect_timeouts.load(Relaxed),
+            http_header_timeouts: self.http_header_timeouts.load(Relaxed),
+            http_connections_refused: self.http_connections_refused.load(Relaxed),
+            http_accept_errors: self.http_accept_errors.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::signal::listener::{self, HttpLimits};
 use crate::signal::{router, AppState};
 
 pub struct Server {
@@ -21,12 +22,28 @@ impl Server {
     pub async fn bind(config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(Metrics::default());
-        // Signed with the first API key's secret (unsigned in dev mode).
+        let mut config = config;
+        if config.webhook_secret.is_none() && !config.webhooks.is_empty() {
+            if config.dev_mode() {
+                // Dev mode: a receiver being developed can still check signatures.
+                let secret = crate::secret::Secret::generate();
+                tracing::warn!(
+                    webhook_secret = secret.expose(),
+                    "dev mode: webhooks are signed with this generated secret (set --webhook-secret to choose one)"
+                );
+                config.webhook_secret = Some(secret);
+            } else {
+                tracing::warn!(
+                    "webhooks are sent unsigned: set --webhook-secret (never an API secret) to sign them"
+                );
+            }
+        }
         let webhooks = crate::webhook::start(
             config.webhooks.clone(),
-            config.api_keys.first().cloned(),
+            config.webhook_secret.clone(),
+            config.webhook_ca_file.clone(),
             metrics.clone(),
-        );
+        )?;
         let engine = Engine::start(&config.media, config.max_participants, metrics, webhooks)?;
         let keys = KeySet::new(&config.api_keys);
         if keys.is_empty() {
@@ -51,8 +68,11 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, router(self.app))
-            .with_graceful_shutdown(shutdown)
-            .await
+        let limits = HttpLimits {
+            header_read_timeout: self.app.config.http_header_timeout,
+            max_connections_per_ip: self.app.config.max_connections_per_ip,
+        };
+        let metrics = self.app.engine.metrics.clone();
+        listener::serve(self.listener, router(self.app), limits, metrics, shutdown).await
     }
 }

@@ -44,7 +44,7 @@ fn bad_token(i: usize) -> (&'static str, String, &'static str) {
     };
     match i % 9 {
         0 => {
-            let forger = KeySet::new(&[(KEY.into(), format!("{SECRET} but not quite"))]);
+            let forger = KeySet::new(&[(KEY.into(), format!("{SECRET} but not quite").into())]);
             ("forged", forger.issue(KEY, &valid).unwrap(), ROOM)
         }
         1 => (

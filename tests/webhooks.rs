@@ -1,8 +1,9 @@
 //! Webhooks from a real server to receivers on 127.0.0.1: every event of a room's life
 //! (started, joined, published, unpublished, left, finished), in order, with signatures
-//! checked against the API secret; and a dead receiver and a stalled one next to a good
-//! one: the room is not slowed, the good receiver still gets everything, failures are
-//! counted.
+//! checked against the webhook secret (not the API secret); a dead receiver and a
+//! stalled one next to a good one: the room is not slowed, the good receiver still gets
+//! everything, failures are counted. And delivery over https to a receiver whose
+//! certificate a test CA signed, which the server trusts through --webhook-ca-file.
 
 mod common;
 
@@ -17,6 +18,8 @@ use tokio::net::TcpListener;
 
 const KEY: &str = "APIhooks";
 const SECRET: &str = "a webhook test secret of 32+ bytes!";
+/// What signs the webhooks: its own secret, so a receiver cannot mint tokens.
+const HOOK_SECRET: &str = "the receivers' own secret, 32+ bytes";
 
 /// A receiver that accepts connections and never answers.
 async fn stalled_receiver() -> String {
@@ -47,7 +50,7 @@ fn token(identity: &str, room: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rooms_life_arrives_signed_and_in_order_and_dead_receivers_slow_nothing() {
-    let (good, got) = receiver(SECRET).await;
+    let (good, got) = receiver(HOOK_SECRET).await;
     // A port nothing listens on, and one that never answers.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -56,6 +59,7 @@ async fn a_rooms_life_arrives_signed_and_in_order_and_dead_receivers_slow_nothin
     let stalled = stalled_receiver().await;
     let server = start_server_with(|c| {
         c.api_keys = vec![(KEY.into(), SECRET.into())];
+        c.webhook_secret = Some(HOOK_SECRET.into());
         c.webhooks = vec![dead.clone(), stalled.clone(), good.clone()];
     })
     .await;
@@ -128,4 +132,96 @@ async fn a_rooms_life_arrives_signed_and_in_order_and_dead_receivers_slow_nothin
     );
     assert!(stats["webhooks_failed"].as_u64() >= Some(1), "{stats}");
     assert!(stats["webhooks_sent"].as_u64() >= Some(events.len() as u64));
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1: (CA PEM, server TLS acceptor).
+fn test_pki() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (
+        ca_cert.pem(),
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_go_over_https_to_a_receiver_the_server_trusts_and_not_to_one_it_does_not() {
+    let (ca_pem, acceptor) = test_pki();
+    let dir = std::env::temp_dir().join(format!("switchyard-hooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (trusted, got) = common::hooks::receiver_with(HOOK_SECRET, Some(acceptor)).await;
+    // The same kind of receiver with a certificate from a CA nobody configured.
+    let (_, stranger_acceptor) = test_pki();
+    let (untrusted, got_untrusted) =
+        common::hooks::receiver_with(HOOK_SECRET, Some(stranger_acceptor)).await;
+    assert!(trusted.starts_with("https://127.0.0.1:"), "{trusted}");
+    let server = start_server_with(|c| {
+        c.api_keys = vec![(KEY.into(), SECRET.into())];
+        c.webhook_secret = Some(HOOK_SECRET.into());
+        c.webhook_ca_file = Some(ca_file.clone());
+        c.webhooks = vec![trusted.clone(), untrusted.clone()];
+    })
+    .await;
+    let ada = client::join_token(&server.ws, &token("ada", "tls")).await;
+    let arrived = wait_until(15, || {
+        events_of(&got, "tls").contains(&"participant_joined".to_string())
+    })
+    .await;
+    let events = events_of(&got, "tls");
+    assert!(arrived, "over https: {events:?}");
+    assert!(
+        got.lock().unwrap().iter().all(|(_, signed)| *signed),
+        "every signature checks out"
+    );
+    // The untrusted receiver's handshake fails: nothing reaches it, the failure counts.
+    let auth = basic_auth(KEY, SECRET);
+    let mut failed = false;
+    for _ in 0..150 {
+        let stats = http::call(
+            &format!("{}/api/stats", server.http),
+            "GET",
+            None,
+            Some(&auth),
+        )
+        .await
+        .unwrap()
+        .1;
+        if stats["webhooks_failed"].as_u64() >= Some(1) {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "https: {} events delivered; untrusted receiver got {}",
+        events.len(),
+        got_untrusted.lock().unwrap().len()
+    );
+    assert!(
+        failed,
+        "the delivery to a receiver with an unknown CA failed and was counted"
+    );
+    assert!(got_untrusted.lock().unwrap().is_empty());
+    drop(ada);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -56,7 +56,7 @@ mod tests {
 
     fn config() -> Config {
         Config {
-            api_keys: vec![("APIdev".into(), "s".repeat(32))],
+            api_keys: vec![("APIdev".into(), "s".repeat(32).into())],
             ..Config::default()
         }
     }

@@ -49,10 +49,11 @@ pub fn unix_now() -> u64 {
 }
 
 impl KeySet {
-    pub fn new(pairs: &[(String, String)]) -> KeySet {
+    pub fn new(pairs: &[(String, crate::secret::Secret)]) -> KeySet {
         let keys = pairs
             .iter()
             .map(|(id, secret)| {
+                let secret = secret.expose();
                 let key = Key {
                     decoding: DecodingKey::from_secret(secret.as_bytes()),
                     encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -169,7 +170,7 @@ mod tests {
     fn keys() -> KeySet {
         KeySet::new(&[
             ("APIkey1".into(), SECRET.into()),
-            ("APIkey2".into(), "z".repeat(40)),
+            ("APIkey2".into(), "z".repeat(40).into()),
         ])
     }
 
@@ -218,7 +219,7 @@ mod tests {
         assert_eq!(k.verify(&early), Err(AuthError::NotYetValid));
 
         // Signed with another secret under our key's name.
-        let other = KeySet::new(&[("APIkey1".into(), "x".repeat(32))]);
+        let other = KeySet::new(&[("APIkey1".into(), "x".repeat(32).into())]);
         let forged = other.issue("APIkey1", &claims(3600, 0)).unwrap();
         assert_eq!(k.verify(&forged), Err(AuthError::BadSignature));
 

@@ -3,6 +3,7 @@
 //! (docs/signaling.md).
 
 pub mod admin;
+pub mod listener;
 pub mod prometheus;
 pub mod protocol;
 pub mod session;

@@ -26,16 +26,33 @@ pub const MAX_ROOM_SERIES: usize = 50;
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    // With API keys configured, scrapes authenticate like the admin API (Prometheus:
-    // `basic_auth` with the key and secret; docs/metrics.md).
-    if let Err(e) = super::admin::authorize(&app, &headers, None) {
-        return e.into_response();
+    // The metrics token (Prometheus: `authorization: {credentials: TOKEN}`) reads this
+    // route and no other; without one, scrapes authenticate like the admin API
+    // (docs/metrics.md).
+    let by_token =
+        app.config.metrics_token.as_ref().is_some_and(|token| {
+            bearer(&headers).is_some_and(|presented| token.matches(presented))
+        });
+    if !by_token {
+        if let Err(e) = super::admin::authorize(&app, &headers, None) {
+            return e.into_response();
+        }
     }
     let snapshot = app.engine.metrics.snapshot();
     let rooms = app.engine.rooms().await;
     let shards = app.engine.inspect().await;
     let body = render(&snapshot, &rooms, &shards);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -236,6 +253,24 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
         "ice_connect_timeouts",
         "Participants removed because their media connection never connected",
         m.ice_connect_timeouts,
+    );
+    counter(
+        &mut r,
+        "http_header_timeouts",
+        "HTTP connections closed for not sending a request's headers within the header timeout",
+        m.http_header_timeouts,
+    );
+    counter(
+        &mut r,
+        "http_connections_refused",
+        "HTTP connections refused: the address already held the most allowed",
+        m.http_connections_refused,
+    );
+    counter(
+        &mut r,
+        "http_accept_errors",
+        "Accepts of the HTTP listener that failed (out of descriptors, aborted handshakes)",
+        m.http_accept_errors,
     );
     counter(
         &mut r,

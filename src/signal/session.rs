@@ -22,8 +22,6 @@ use crate::room::{valid_display_name, valid_room_name};
 
 /// The server pings this often; browsers answer pings on their own.
 const HEARTBEAT: Duration = Duration::from_secs(2);
-/// A participant silent this long (no message, no pong) is gone.
-const LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client messages per second, sustained and in a burst. A browser's join, offers,
 /// answers and a few dozen trickled candidates stay far below; a flood does not.
 const MESSAGES_PER_SECOND: u32 = 50;
@@ -376,8 +374,9 @@ impl Session {
     }
 
     async fn on_heartbeat(&mut self) -> Flow {
-        if self.last_heard.elapsed() > LIVENESS_TIMEOUT {
-            info!("no sign of life for {LIVENESS_TIMEOUT:?}; removing participant");
+        let limit = self.app.config.liveness_timeout;
+        if self.last_heard.elapsed() > limit {
+            info!("no sign of life for {limit:?}; removing participant");
             Metrics::inc(&self.app.engine.metrics.ws_liveness_timeouts);
             return Flow::CloseWith(CLOSE_SILENT, "no sign of life");
         }

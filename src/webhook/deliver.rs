@@ -10,15 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ring::hmac;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
+use super::post::{post, Target};
 use super::WebhookEvent;
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 
-/// The header that carries `sha256=<hex HMAC-SHA256 of the body with the API secret>`.
+/// The header that carries `sha256=<hex HMAC-SHA256 of the body with the webhook secret>`.
 pub const SIGNATURE_HEADER: &str = "X-Switchyard-Signature";
 /// Events one room may have waiting.
 const ROOM_QUEUE: usize = 256;
@@ -36,19 +37,22 @@ const IDLE: Duration = Duration::from_secs(30);
 static NEXT_EVENT: AtomicU64 = AtomicU64::new(1);
 
 struct Delivery {
-    signing: Option<(String, hmac::Key)>,
+    signing: Option<hmac::Key>,
+    tls: TlsConnector,
     metrics: Arc<Metrics>,
 }
 
 pub(super) async fn dispatch(
     mut events: mpsc::Receiver<WebhookEvent>,
     urls: Vec<String>,
-    signing: Option<(String, String)>,
+    signing: Option<Secret>,
+    tls: TlsConnector,
     metrics: Arc<Metrics>,
 ) {
     let delivery = Arc::new(Delivery {
         signing: signing
-            .map(|(key, secret)| (key, hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()))),
+            .map(|secret| hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes())),
+        tls,
         metrics: metrics.clone(),
     });
     // (room, receiver) -> its delivery task's queue.
@@ -113,7 +117,7 @@ async fn deliver_one(url: &str, body: &str, delivery: &Delivery) {
         if attempt > 0 {
             tokio::time::sleep(BACKOFF[attempt - 1]).await;
         }
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, post(url, body, delivery)).await {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, post_signed(url, body, delivery)).await {
             Ok(Ok(status)) if (200..300).contains(&status) => {
                 Metrics::inc(&delivery.metrics.webhooks_sent);
                 return;
@@ -131,75 +135,19 @@ async fn deliver_one(url: &str, body: &str, delivery: &Delivery) {
     );
 }
 
-/// `http://host:port/path` -> (`host:port`, `/path`).
-pub(super) fn split_url(url: &str) -> Option<(&str, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = match rest.split_once('/') {
-        Some((h, p)) => (h, format!("/{p}")),
-        None => (rest, "/".to_string()),
+async fn post_signed(url: &str, body: &str, delivery: &Delivery) -> std::io::Result<u16> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a webhook URL");
+    let target = Target::parse(url).ok_or_else(bad)?;
+    let headers = match &delivery.signing {
+        Some(key) => format!("{SIGNATURE_HEADER}: {}\r\n", sign(key, body.as_bytes())),
+        None => String::new(),
     };
-    let (name, port) = host.rsplit_once(':')?;
-    (!name.is_empty() && port.parse::<u16>().is_ok() && !path.contains(['\r', '\n', ' ']))
-        .then_some((host, path))
-}
-
-async fn post(url: &str, body: &str, delivery: &Delivery) -> std::io::Result<u16> {
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an http:// URL");
-    let (host, path) = split_url(url).ok_or_else(bad)?;
-    let mut headers = String::new();
-    if let Some((key_id, key)) = &delivery.signing {
-        headers.push_str(&format!(
-            "{SIGNATURE_HEADER}: {}\r\nX-Switchyard-Key: {key_id}\r\n",
-            sign(key, body.as_bytes())
-        ));
-    }
-    let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(host).await?;
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = Vec::with_capacity(64);
-    let mut buf = [0u8; 256];
-    // The status line is all we need.
-    while !head.contains(&b'\n') && head.len() < 1024 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status"))
+    post(&target, &headers, body, &delivery.tls).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_plain_http_with_a_port() {
-        assert_eq!(
-            split_url("http://127.0.0.1:9000/hooks"),
-            Some(("127.0.0.1:9000", "/hooks".to_string()))
-        );
-        assert_eq!(
-            split_url("http://127.0.0.1:9000"),
-            Some(("127.0.0.1:9000", "/".into()))
-        );
-        for bad in [
-            "https://x:1/",
-            "http://x/",
-            "http://:80/",
-            "ftp://x:1",
-            "http://x:1/a b",
-        ] {
-            assert_eq!(split_url(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn the_signature_is_the_hex_hmac_of_the_body() {

@@ -1,5 +1,6 @@
 //! Webhooks: room started/finished, participant joined/left, track published/unpublished,
-//! POSTed as JSON to the configured URLs, signed with the first API key's secret.
+//! POSTed as JSON to the configured URLs (https, or http to loopback), signed with the
+//! webhook secret: its own, never an API secret, so a receiver cannot mint tokens.
 //!
 //! The media shards only `emit` (a `try_send` into a bounded queue: a full queue drops
 //! the event and counts it, so a slow or dead receiver never blocks a room). A delivery
@@ -7,7 +8,9 @@
 //! (deliver.rs).
 
 mod deliver;
+mod post;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -15,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::id::{MediaKind, ParticipantId, TrackId};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 
 pub use deliver::{sign, SIGNATURE_HEADER};
 
@@ -116,28 +120,30 @@ impl WebhookSink {
 }
 
 /// Starts delivering to `urls` (on the current tokio runtime), signing with `signing`
-/// (API key, secret) when there is one.
+/// when there is one. Fails only on an unreadable `ca_file`.
 pub fn start(
     urls: Vec<String>,
-    signing: Option<(String, String)>,
+    signing: Option<Secret>,
+    ca_file: Option<PathBuf>,
     metrics: Arc<Metrics>,
-) -> WebhookSink {
+) -> std::io::Result<WebhookSink> {
     if urls.is_empty() {
-        return WebhookSink {
+        return Ok(WebhookSink {
             queue: None,
             metrics,
-        };
+        });
     }
+    let tls = post::tls_connector(ca_file.as_deref())?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(deliver::dispatch(rx, urls, signing, metrics.clone()));
-    WebhookSink {
+    tokio::spawn(deliver::dispatch(rx, urls, signing, tls, metrics.clone()));
+    Ok(WebhookSink {
         queue: Some(tx),
         metrics,
-    }
+    })
 }
 
-/// Whether `url` is one we can POST to: `http://host:port/path` (no TLS client here;
-/// put a relay in front for https receivers).
+/// Whether `url` is one we POST to: `https://host[:port]/path`, or plain http to a
+/// loopback receiver.
 pub fn valid_url(url: &str) -> bool {
-    deliver::split_url(url).is_some()
+    post::Target::parse(url).is_some()
 }

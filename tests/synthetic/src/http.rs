@@ -61,7 +61,7 @@ async fn request_raw(
 }
 
 // HTTP/1.0, so no server answers with a chunked body.
-async fn request_full(
+pub async fn request_full(
     url: &str,
     method: &str,
     body: Option<String>,
