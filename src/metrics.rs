@@ -15,6 +15,12 @@ pub struct Metrics {
     pub rtp_forwarded_bytes: AtomicU64,
     /// `write_rtp` errors on subscriber legs (leg not bound yet, connection gone).
     pub rtp_write_errors: AtomicU64,
+    /// Dropped on the shard: RTP for a room that is gone; a forward for a leg (or its
+    /// subscriber) closed in the same round. The rooms count the rest (RoomRtpCounts).
+    pub rtp_dropped_no_room: AtomicU64,
+    pub rtp_dropped_no_leg: AtomicU64,
+    /// Dropped: for a subscriber whose connection has not finished DTLS yet.
+    pub rtp_dropped_not_connected: AtomicU64,
     pub udp_datagrams_in: AtomicU64,
     pub udp_datagrams_out: AtomicU64,
     pub udp_bytes_in: AtomicU64,
@@ -73,6 +79,10 @@ pub struct Metrics {
     pub candidates_refused: AtomicU64,
     /// Participants removed because their media connection never connected.
     pub ice_connect_timeouts: AtomicU64,
+    /// Room notifications not queued for a participant whose signaling fell behind,
+    /// and the resyncs (the room as it is now) sent to such participants instead.
+    pub notifications_dropped: AtomicU64,
+    pub resyncs_sent: AtomicU64,
     /// HTTP connections closed for not sending a request's headers in time; refused
     /// for holding too many connections from one address; accepts that failed (EMFILE).
     pub http_header_timeouts: AtomicU64,
@@ -92,6 +102,9 @@ pub struct MetricsSnapshot {
     pub rtp_forwarded: u64,
     pub rtp_forwarded_bytes: u64,
     pub rtp_write_errors: u64,
+    pub rtp_dropped_no_room: u64,
+    pub rtp_dropped_no_leg: u64,
+    pub rtp_dropped_not_connected: u64,
     pub udp_datagrams_in: u64,
     pub udp_datagrams_out: u64,
     pub udp_bytes_in: u64,
@@ -128,6 +141,8 @@ pub struct MetricsSnapshot {
     pub offers_refused: u64,
     pub candidates_refused: u64,
     pub ice_connect_timeouts: u64,
+    pub notifications_dropped: u64,
+    pub resyncs_sent: u64,
     pub http_header_timeouts: u64,
     pub http_connections_refused: u64,
     pub http_accept_errors: u64,
@@ -154,6 +169,9 @@ impl Metrics {
             rtp_forwarded: self.rtp_forwarded.load(Relaxed),
             rtp_forwarded_bytes: self.rtp_forwarded_bytes.load(Relaxed),
             rtp_write_errors: self.rtp_write_errors.load(Relaxed),
+            rtp_dropped_no_room: self.rtp_dropped_no_room.load(Relaxed),
+            rtp_dropped_no_leg: self.rtp_dropped_no_leg.load(Relaxed),
+            rtp_dropped_not_connected: self.rtp_dropped_not_connected.load(Relaxed),
             udp_datagrams_in: self.udp_datagrams_in.load(Relaxed),
             udp_datagrams_out: self.udp_datagrams_out.load(Relaxed),
             udp_bytes_in: self.udp_bytes_in.load(Relaxed),
@@ -192,6 +210,8 @@ impl Metrics {
             offers_refused: self.offers_refused.load(Relaxed),
             candidates_refused: self.candidates_refused.load(Relaxed),
             ice_connect_timeouts: self.ice_connect_timeouts.load(Relaxed),
+            notifications_dropped: self.notifications_dropped.load(Relaxed),
+            resyncs_sent: self.resyncs_sent.load(Relaxed),
             http_header_timeouts: self.http_header_timeouts.load(Relaxed),
             http_connections_refused: self.http_connections_refused.load(Relaxed),
             http_accept_errors: self.http_accept_errors.load(Relaxed),
@@ -250,4 +270,27 @@ pub mod process {
             assert!(super::status_mb("VmRSS:").unwrap() > 0.0);
         }
     }
+}
+
+/// Every cause an RTP packet from a publisher can be dropped for, with its count: the
+/// shard's own (`m`) and its rooms' (`rooms`, summed over shards). With what is
+/// forwarded they add up (docs/metrics.md, "Where packets go").
+pub fn rtp_drops(
+    m: &MetricsSnapshot,
+    rooms: &crate::room::RoomRtpCounts,
+) -> [(&'static str, u64); 12] {
+    [
+        ("unknown_ssrc", m.rtp_in_unrouted),
+        ("no_room", m.rtp_dropped_no_room),
+        ("unknown_track", rooms.unknown_track),
+        ("no_subscribers", rooms.no_subscribers),
+        ("silenced", rooms.silenced),
+        ("paused", rooms.legs.paused),
+        ("other_layer", rooms.legs.other_layer),
+        ("awaiting_keyframe", rooms.legs.awaiting_keyframe),
+        ("stale", rooms.legs.stale),
+        ("no_leg", m.rtp_dropped_no_leg),
+        ("not_connected", m.rtp_dropped_not_connected),
+        ("write_error", m.rtp_write_errors),
+    ]
 }

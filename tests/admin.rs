@@ -15,6 +15,7 @@ use switchyard_synthetic::http;
 
 const KEY: &str = "APIadmin";
 const SECRET: &str = "an admin test secret, thirty-two+ bytes";
+const HOOK_SECRET: &str = "the admin test's webhook secret, 32+ bytes";
 
 fn token(identity: &str, grants: Grants) -> String {
     let claims = claims_for(KEY, identity, None, Duration::from_secs(600), grants);
@@ -40,9 +41,10 @@ async fn call(url: &str, method: &str, body: Option<Value>, auth: Option<&str>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_call_works_on_a_live_room_and_only_for_administrators() {
-    let (hook_url, hooks) = receiver(SECRET).await;
+    let (hook_url, hooks) = receiver(HOOK_SECRET).await;
     let server = start_server_with(|c| {
         c.api_keys = vec![(KEY.into(), SECRET.into())];
+        c.webhook_secret = Some(HOOK_SECRET.into());
         c.webhooks = vec![hook_url];
     })
     .await;

@@ -193,6 +193,7 @@ async function handleMessage(s, msg) {
     case 'offer': console.debug('server offer in', s.pc?.signalingState); return onRemoteOffer(s, msg.sdp);
     case 'answer': console.debug('server answer in', s.pc?.signalingState); return onRemoteAnswer(s, msg.sdp);
     case 'candidate': return onRemoteCandidate(s, msg.candidate);
+    case 'resync': return onResync(msg);
     case 'participant_joined': return ensureRemoteTile(msg.participant);
     case 'participant_left': return removeRemoteTile(msg.participant_id);
     case 'track_published': return void noteTrack(msg.track);
@@ -408,6 +409,24 @@ function ensureRemoteTile(p) {
   if ('video_muted' in p) setTileMuted(tile.el, 'video', p.video_muted);
   refreshRoomViews();
   return tile;
+}
+
+// The server dropped notifications while this page fell behind (a burst of others'
+// changes, a slow tab): the room as it is now replaces what the page knew.
+function onResync(msg) {
+  const present = new Set(msg.participants.map((p) => p.id));
+  for (const id of [...tiles.keys()]) if (id !== meeting.participantId && !present.has(id)) removeRemoteTile(id);
+  for (const p of msg.participants) ensureRemoteTile(p);
+  const published = new Set((msg.tracks ?? []).map((t) => t.track_id));
+  for (const trackId of [...screens.keys()]) if (!published.has(trackId)) removeScreenTile(trackId);
+  for (const tile of tiles.values()) {
+    for (const track of tile.tracks) {
+      const serverId = receivedAs.get(track);
+      if (serverId && !published.has(serverId)) onTrackUnpublished(tile.id, serverId);
+    }
+  }
+  for (const trackId of [...trackSources.keys()]) if (!published.has(trackId)) trackSources.delete(trackId);
+  for (const t of msg.tracks ?? []) noteTrack(t);
 }
 
 function removeRemoteTile(id) {

@@ -39,7 +39,7 @@ cfg="$out/janus-config"
 bash benches/janus/janus-configs.sh "$(realpath -m "$cfg")"
 ip netns exec "$ns" janus -F "$(realpath "$cfg")" -C "$(realpath "$cfg")/janus.jcfg" >"$out/janus.log" 2>&1 &
 janus_pid=$!; pids+=("$janus_pid")
-ip netns exec "$ns" target/release/switchyard --listen 127.0.0.2:8080 --media-ips 127.0.0.2 --udp-port 30000 --max-participants 1000 >"$out/switchyard.log" 2>&1 &
+ip netns exec "$ns" target/release/switchyard --listen 127.0.0.2:8080 --media-ips 127.0.0.2 --udp-port 30000 --max-participants 1000 --max-connections-per-ip 0 >"$out/switchyard.log" 2>&1 &
 switchyard_pid=$!; pids+=("$switchyard_pid")
 
 # Both up within 20 s.

@@ -100,6 +100,7 @@ impl Shard {
                     srtp: self.srtp_ciphers(now),
                     downlinks: self.downlink_infos(),
                     publications: self.publication_infos(now),
+                    rtp: self.rtp_counts(),
                 };
                 let _ = reply.send(info);
             }
@@ -302,10 +303,20 @@ impl Shard {
         key
     }
 
+    /// What became of the packets this shard's rooms were given, finished rooms included.
+    fn rtp_counts(&self) -> crate::room::RoomRtpCounts {
+        let mut counts = self.finished_rooms_rtp;
+        for host in self.rooms.values() {
+            counts.add(&host.room.rtp_counts());
+        }
+        counts
+    }
+
     /// Removes a room (empty by now) and says so.
     pub(super) fn finish_room(&mut self, key: crate::engine::peer::RoomKey) {
         if let Some(host) = self.rooms.remove(&key) {
             self.room_keys.remove(&host.name);
+            self.finished_rooms_rtp.add(&host.room.rtp_counts());
             self.settings
                 .webhooks
                 .emit(WebhookEvent::room(EventKind::RoomFinished, &host.name));

@@ -225,6 +225,7 @@ impl Shard {
                     uplink_feedback: p.uplink_feedback.counts(),
                     layer_switches: room.map_or(0, |r| r.layer_switches(p.id)),
                     legs: room.map_or_else(Vec::new, |r| r.leg_layers(p.id)),
+                    leg_counts: room.map_or_else(Vec::new, |r| r.leg_counts(p.id)),
                 }
             })
             .collect()

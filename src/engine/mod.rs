@@ -120,6 +120,9 @@ pub enum PeerOutput {
     /// An administrator removed the participant (or closed the room): tell the client
     /// why, so it does not reconnect, then close.
     Removed(&'static str),
+    /// Room notifications to this participant were dropped (its signaling fell
+    /// behind): here is the room as it is now, to start over from.
+    Resync(crate::room::JoinSnapshot),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +161,8 @@ pub struct ShardInfo {
     pub downlinks: Vec<DownlinkInfo>,
     /// Each published track's simulcast layers as the server receives them.
     pub publications: Vec<PublicationInfo>,
+    /// What became of the packets its rooms were given, by cause.
+    pub rtp: crate::room::RoomRtpCounts,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -183,6 +188,8 @@ pub struct DownlinkInfo {
     pub layer_switches: u64,
     /// (track, layer being forwarded, layer chosen)
     pub legs: Vec<(crate::id::TrackId, Option<usize>, Option<usize>)>,
+    /// Each leg's packets: offered, forwarded, dropped by cause.
+    pub leg_counts: Vec<(crate::id::TrackId, crate::room::LegCounts)>,
 }
 
 /// One simulcast layer as the server receives it: (rid, bits per second now, picture

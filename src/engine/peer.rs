@@ -104,6 +104,9 @@ pub struct SubscribedLeg {
     pub resume: Option<(u16, u32)>,
 }
 
+/// Places in a session's queue kept for what cannot be dropped (see [`Peer::tell`]).
+pub const NOTIFY_RESERVE: usize = 64;
+
 pub struct Peer {
     pub id: ParticipantId,
     pub room: RoomKey,
@@ -131,6 +134,8 @@ pub struct Peer {
     pub touched: bool,
     /// Set when the shard must remove this participant (and why) at the next chance.
     pub doomed: Option<&'static str>,
+    /// Room notifications were dropped for it: a resync is due once its queue drains.
+    pub resync_due: bool,
     /// Transport-cc stamping and the bandwidth estimate of what the server sends it.
     pub downlink: DownlinkState,
     /// What the server's transport-cc feedback has told this participant of its uplink.
@@ -177,6 +182,7 @@ impl Peer {
             armed: None,
             touched: false,
             doomed: None,
+            resync_due: false,
             downlink: DownlinkState::default(),
             uplink_feedback: Default::default(),
             grants: crate::auth::Grants::default(),
@@ -188,13 +194,44 @@ impl Peer {
         }
     }
 
-    /// Queues an event for this participant's signaling session. A session that lets
-    /// its queue fill is not keeping up with its own participant: it is removed, the
-    /// shard never waits for it.
+    /// Queues an event for this participant's signaling session; the shard never waits
+    /// for it. Room notifications (who joined, muted, published) are what others'
+    /// behaviour can flood a queue with, and they can be recovered: when the queue is
+    /// down to its last [`NOTIFY_RESERVE`] places they are dropped (counted) and a
+    /// resync is due instead. The reserve keeps room for what cannot be recovered
+    /// (offers, answers, errors); a session that lets even that fill is not keeping up
+    /// with its own participant and is removed.
     pub fn tell(&mut self, event: PeerOutput) {
-        if self.events.try_send(event).is_err() && self.doomed.is_none() {
-            self.doomed = Some("signaling fell behind");
+        self.queue(event);
+    }
+
+    /// A room notification, dropped when the queue is down to its reserve (see
+    /// [`Peer::tell`]). True: queued.
+    pub fn notify(&mut self, event: crate::room::RoomEvent) -> bool {
+        if self.events.capacity() <= NOTIFY_RESERVE {
+            self.resync_due = true;
+            return false;
         }
+        self.queue(PeerOutput::Room(event))
+    }
+
+    fn queue(&mut self, event: PeerOutput) -> bool {
+        if self.events.try_send(event).is_err() {
+            if self.doomed.is_none() {
+                self.doomed = Some("signaling fell behind");
+            }
+            return false;
+        }
+        true
+    }
+
+    /// The resync, once its queue has drained to half: the room as it is now.
+    pub fn resync_if_due(&mut self, room: &crate::room::Room) -> bool {
+        if !self.resync_due || self.events.capacity() < self.events.max_capacity() / 2 {
+            return false;
+        }
+        self.resync_due = false;
+        self.queue(PeerOutput::Resync(room.snapshot_for(self.id)))
     }
 
     pub fn subscribe(&mut self, desc: Arc<TrackDesc>) {

@@ -88,6 +88,7 @@ impl Shard {
         {
             Metrics::inc(&self.metrics.rtp_in);
             let Some(host) = self.rooms.get_mut(&room) else {
+                Metrics::inc(&self.metrics.rtp_dropped_no_room);
                 continue;
             };
             let rtp_in = RtpIn {
@@ -157,7 +158,9 @@ impl Shard {
             match output {
                 Output::Notify { to, event } => {
                     if let Some(peer) = self.peers.get_mut(&to) {
-                        peer.tell(PeerOutput::Room(event));
+                        if !peer.notify(event) && peer.resync_due {
+                            Metrics::inc(&self.metrics.notifications_dropped);
+                        }
                     }
                 }
                 Output::Subscribe { subscriber, track } => {
@@ -396,12 +399,18 @@ fn send_on_leg(
     packet: &rtp::Packet,
     now: Instant,
 ) {
-    let Some(subscriber) = host.legs.get(&f.leg) else {
+    // A leg the room forwards on but the shard has closed, or whose subscriber left,
+    // in the same round.
+    let Some(subscriber) = host.legs.get(&f.leg).and_then(|s| peers.get_mut(s)) else {
+        Metrics::inc(&metrics.rtp_dropped_no_leg);
         return;
     };
-    let Some(subscriber) = peers.get_mut(subscriber) else {
+    if !subscriber.connected_once {
+        // Its DTLS has not finished: rtc would drop the packet for want of SRTP keys,
+        // with a warning, and report success.
+        Metrics::inc(&metrics.rtp_dropped_not_connected);
         return;
-    };
+    }
     let mut copy = copy_for_leg(packet);
     apply_rewrite(&mut copy.header, &f.header);
     subscriber

@@ -175,6 +175,8 @@ pub(super) struct Shard {
     pub(super) metrics: Arc<Metrics>,
     /// (participants, rooms) this shard last added to the process-wide gauges.
     published_counts: (u64, u64),
+    /// The packet counts of rooms that finished (the live ones' are added on demand).
+    pub(super) finished_rooms_rtp: crate::room::RoomRtpCounts,
 }
 
 impl Shard {
@@ -202,12 +204,25 @@ impl Shard {
             ids,
             metrics,
             published_counts: (0, 0),
+            finished_rooms_rtp: Default::default(),
         }
     }
 
     /// Brings the process-wide participant and room gauges up to date with this
     /// shard's own counts (by the difference, so shards never overwrite each other):
     /// `/healthz` reads them without asking any shard.
+    /// Sends each participant whose notifications were dropped the room as it is now,
+    /// once its queue has drained.
+    fn resync_lagging(&mut self) {
+        for peer in self.peers.values_mut().filter(|p| p.resync_due) {
+            if let Some(host) = self.rooms.get(&peer.room) {
+                if peer.resync_if_due(&host.room) {
+                    Metrics::inc(&self.metrics.resyncs_sent);
+                }
+            }
+        }
+    }
+
     fn publish_counts(&mut self) {
         let now = (self.peers.len() as u64, self.rooms.len() as u64);
         let (before, m) = (self.published_counts, &self.metrics);
@@ -470,7 +485,13 @@ impl Shard {
                 debug!(participant = %id, %state, "peer connection state");
                 if state == RTCPeerConnectionState::Connected {
                     if let Some(peer) = self.peers.get_mut(&id) {
-                        peer.connected_once = true;
+                        if !peer.connected_once {
+                            peer.connected_once = true;
+                            let room = peer.room;
+                            if let Some(host) = self.rooms.get_mut(&room) {
+                                host.room.subscriber_connected(id, now);
+                            }
+                        }
                     }
                 }
                 if matches!(
@@ -535,6 +556,7 @@ impl Shard {
     /// otherwise scan every peer each time).
     pub(super) fn housekeeping(&mut self, now: Instant) {
         self.publish_counts();
+        self.resync_lagging();
         self.remove_doomed(now);
         self.close_expired_rooms(now);
         self.probe_tick(HOUSEKEEPING, now);

@@ -5,12 +5,55 @@ use std::time::Instant;
 use super::rewrite::{ExtMap, RewrittenHeader, SeqTsRewriter};
 use crate::id::{LegId, ParticipantId, TrackId};
 
+/// Why a packet offered to a leg did not go out on it.
+enum Drop {
+    Paused,
+    OtherLayer,
+    AwaitingKeyframe,
+    Stale,
+}
+
 /// What the subscriber leg negotiated, as read from its RTP sender once bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LegParams {
     pub ssrc: u32,
     pub payload_type: u8,
     pub ext_map: ExtMap,
+}
+
+/// What became of the packets offered to one leg, by cause. Every packet of its track
+/// that reaches the leg is counted once as offered, and once as forwarded or as one
+/// drop: `offered + replayed == forwarded + dropped()` (tests/drop_accounting.rs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LegCounts {
+    pub offered: u64,
+    /// Held packets offered again after a late keyframe start (engine/held.rs).
+    pub replayed: u64,
+    pub forwarded: u64,
+    /// The allocator paused the leg (no room in the subscriber's downlink, or hidden).
+    pub paused: u64,
+    /// A simulcast layer the leg is not on.
+    pub other_layer: u64,
+    /// The leg's layer (or its first) before the keyframe it must start on.
+    pub awaiting_keyframe: u64,
+    /// Too old or repeated to number into the leg's sequence.
+    pub stale: u64,
+}
+
+impl LegCounts {
+    pub fn dropped(&self) -> u64 {
+        self.paused + self.other_layer + self.awaiting_keyframe + self.stale
+    }
+
+    pub fn add(&mut self, o: &LegCounts) {
+        self.offered += o.offered;
+        self.replayed += o.replayed;
+        self.forwarded += o.forwarded;
+        self.paused += o.paused;
+        self.other_layer += o.other_layer;
+        self.awaiting_keyframe += o.awaiting_keyframe;
+        self.stale += o.stale;
+    }
 }
 
 #[derive(Debug)]
@@ -31,8 +74,8 @@ pub struct Consumer {
     target: Option<usize>,
     last_forwarded: Option<Instant>,
     pub forwarded: u64,
-    pub skipped_before_keyframe: u64,
     pub layer_switches: u64,
+    pub counts: LegCounts,
     /// Padding went out on this leg (its numbering has started).
     padded: bool,
 }
@@ -59,8 +102,8 @@ impl Consumer {
             target: Some(0),
             last_forwarded: None,
             forwarded: 0,
-            skipped_before_keyframe: 0,
             layer_switches: 0,
+            counts: LegCounts::default(),
             padded: false,
         }
     }
@@ -95,7 +138,18 @@ impl Consumer {
         }
     }
 
-    /// Decides whether a packet of `layer` goes out on this leg and with what header.
+    /// What was forwarded so far never reached the subscriber (its connection was not
+    /// up): a video leg waits for a keyframe again. True when it now waits.
+    pub fn restart(&mut self) -> bool {
+        if self.needs_keyframe && self.current.is_some() {
+            self.current = None;
+            return true;
+        }
+        false
+    }
+
+    /// Decides whether a packet of `layer` goes out on this leg and with what header;
+    /// counts the decision (forwarded, or dropped by cause).
     pub fn forward(
         &mut self,
         layer: usize,
@@ -104,9 +158,28 @@ impl Consumer {
         is_keyframe_start: bool,
         now: Instant,
     ) -> Option<RewrittenHeader> {
-        let target = self.target?;
+        let decided = self.decide(layer, seq, ts, is_keyframe_start, now);
+        match decided {
+            Ok(_) => self.counts.forwarded += 1,
+            Err(Drop::Paused) => self.counts.paused += 1,
+            Err(Drop::OtherLayer) => self.counts.other_layer += 1,
+            Err(Drop::AwaitingKeyframe) => self.counts.awaiting_keyframe += 1,
+            Err(Drop::Stale) => self.counts.stale += 1,
+        }
+        decided.ok()
+    }
+
+    fn decide(
+        &mut self,
+        layer: usize,
+        seq: u16,
+        ts: u32,
+        is_keyframe_start: bool,
+        now: Instant,
+    ) -> Result<RewrittenHeader, Drop> {
+        let target = self.target.ok_or(Drop::Paused)?;
         let (sequence_number, timestamp) = if self.current == Some(layer) {
-            self.rewriter.rewrite(seq, ts)?
+            self.rewriter.rewrite(seq, ts).ok_or(Drop::Stale)?
         } else if layer == target && (is_keyframe_start || !self.needs_keyframe) {
             let started = self.current.is_some() || self.forwarded > 0 || self.padded;
             self.current = Some(layer);
@@ -118,17 +191,16 @@ impl Consumer {
                 });
                 self.rewriter.switch_source(seq, ts, gap)
             } else {
-                self.rewriter.rewrite(seq, ts)?
+                self.rewriter.rewrite(seq, ts).ok_or(Drop::Stale)?
             }
+        } else if layer == target {
+            return Err(Drop::AwaitingKeyframe);
         } else {
-            if self.current.is_none() {
-                self.skipped_before_keyframe += 1;
-            }
-            return None;
+            return Err(Drop::OtherLayer);
         };
         self.forwarded += 1;
         self.last_forwarded = Some(now);
-        Some(RewrittenHeader {
+        Ok(RewrittenHeader {
             ssrc: self.params.ssrc,
             sequence_number,
             timestamp,
@@ -192,7 +264,7 @@ mod tests {
             .forward(0, 13, 3000, false, t0)
             .expect("then everything flows");
         assert_eq!(h.sequence_number, 101);
-        assert_eq!(c.skipped_before_keyframe, 2);
+        assert_eq!(c.counts.awaiting_keyframe, 2);
         assert_eq!(c.forwarded, 2);
     }
 

@@ -18,8 +18,10 @@ pub mod speaker;
 
 pub use allocator::View;
 pub use codec::Codec;
-pub use consumer::LegParams;
+pub use consumer::{LegCounts, LegParams};
 pub use negotiation::{NegotiationError, Negotiator, OfferPlan};
 pub use participant::{valid_display_name, valid_room_name, ParticipantInfo};
 pub use rewrite::{ExtMap, RewrittenHeader};
-pub use room::{Forward, JoinSnapshot, Output, Room, RoomError, RoomEvent, RtpIn, TrackInfo};
+pub use room::{
+    Forward, JoinSnapshot, Output, Room, RoomError, RoomEvent, RoomRtpCounts, RtpIn, TrackInfo,
+};

@@ -25,6 +25,13 @@ impl ParticipantInfo {
         }
     }
 
+    pub fn is_muted(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.audio_muted,
+            MediaKind::Video => self.video_muted,
+        }
+    }
+
     pub fn set_muted(&mut self, kind: MediaKind, muted: bool) {
         match kind {
             MediaKind::Audio => self.audio_muted = muted,

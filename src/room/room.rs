@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::allocator::View;
 use super::codec::Codec;
-use super::consumer::{Consumer, LegParams};
+use super::consumer::{Consumer, LegCounts, LegParams};
 use super::participant::ParticipantInfo;
 use super::producer::{Producer, MAX_LAYERS};
 use super::rewrite::RewrittenHeader;
@@ -158,8 +158,36 @@ pub struct Room {
     pub(super) speakers: SpeakerDetector,
     pub(super) next_allocation: Option<Instant>,
     pub(super) outputs: VecDeque<Output>,
-    /// Packets for tracks the room does not know (late after unpublish): counted.
-    pub packets_unrouted: u64,
+    /// What became of the packets that reached the room; `legs` holds the closed legs'
+    /// counts (the live ones are added by [`Room::rtp_counts`]).
+    rtp: RoomRtpCounts,
+}
+
+/// What became of the RTP packets a room was given, by cause:
+/// `packets_in == unknown_track + no_subscribers + silenced + routed`, and each routed
+/// packet is offered to every leg of its track (see [`LegCounts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoomRtpCounts {
+    pub packets_in: u64,
+    /// For a track the room does not know (late after unpublish).
+    pub unknown_track: u64,
+    /// For a track nobody subscribes to.
+    pub no_subscribers: u64,
+    /// Muted by an administrator.
+    pub silenced: u64,
+    pub routed: u64,
+    pub legs: LegCounts,
+}
+
+impl RoomRtpCounts {
+    pub fn add(&mut self, o: &RoomRtpCounts) {
+        self.packets_in += o.packets_in;
+        self.unknown_track += o.unknown_track;
+        self.no_subscribers += o.no_subscribers;
+        self.silenced += o.silenced;
+        self.routed += o.routed;
+        self.legs.add(&o.legs);
+    }
 }
 
 impl Room {
@@ -176,7 +204,7 @@ impl Room {
             speakers: SpeakerDetector::new(),
             next_allocation: None,
             outputs: VecDeque::new(),
-            packets_unrouted: 0,
+            rtp: RoomRtpCounts::default(),
         }
     }
 
@@ -238,6 +266,21 @@ impl Room {
             });
         }
         Ok(snapshot)
+    }
+
+    /// The room as `id` should see it now: everyone else, and their tracks. What a
+    /// participant whose notifications were dropped (its signaling fell behind) is sent
+    /// to start over from.
+    pub fn snapshot_for(&self, id: ParticipantId) -> JoinSnapshot {
+        JoinSnapshot {
+            participants: self
+                .participants
+                .values()
+                .filter(|p| p.id != id)
+                .cloned()
+                .collect(),
+            tracks: self.tracks().filter(|t| t.participant_id != id).collect(),
+        }
     }
 
     /// Removes a participant, its tracks and its legs; everyone else is told.
@@ -322,6 +365,7 @@ impl Room {
         };
         for leg in self.routes.remove(&track).unwrap_or_default() {
             if let Some(c) = self.consumers.remove(&leg) {
+                self.rtp.legs.add(&c.counts);
                 let resume = c.resume_point();
                 self.outputs.push_back(Output::LegClosed { leg, resume });
             }
@@ -385,6 +429,7 @@ impl Room {
             seq_ts_base,
         );
         if let Some(old) = self.consumers.insert(leg, consumer) {
+            self.rtp.legs.add(&old.counts);
             self.detach(old.producer, leg);
         }
         self.routes.entry(track).or_default().push(leg);
@@ -398,6 +443,7 @@ impl Room {
 
     pub fn consumer_closed(&mut self, leg: LegId) {
         if let Some(c) = self.consumers.remove(&leg) {
+            self.rtp.legs.add(&c.counts);
             self.detach(c.producer, leg);
             let resume = c.resume_point();
             self.outputs.push_back(Output::LegClosed { leg, resume });
@@ -420,6 +466,23 @@ impl Room {
                 .and_then(|c| c.awaited_keyframe().or(c.current_layer()))
         });
         self.request_layer_keyframe(track, layer.unwrap_or(0), now);
+    }
+
+    /// `subscriber`'s connection is up for the first time. Its legs may have started
+    /// before (negotiated with the first offer) and their keyframes were lost with
+    /// everything else sent before the keys existed: they start again on a fresh one.
+    pub fn subscriber_connected(&mut self, subscriber: ParticipantId, now: Instant) {
+        let mut wanted = Vec::new();
+        for c in self.consumers.values_mut() {
+            if c.subscriber == subscriber && c.restart() {
+                if let Some(layer) = c.awaited_keyframe() {
+                    wanted.push((c.producer, layer));
+                }
+            }
+        }
+        for (track, layer) in wanted {
+            self.request_layer_keyframe(track, layer, now);
+        }
     }
 
     pub(super) fn request_layer_keyframe(&mut self, track: TrackId, layer: usize, now: Instant) {
@@ -477,10 +540,15 @@ impl Room {
         self.downlinks.get(&subscriber)
     }
 
+    /// A participant's own mute or unmute. Telling everyone what they already know is
+    /// skipped: a client toggling the same state in a loop costs the room nothing.
     pub fn set_muted(&mut self, id: ParticipantId, kind: MediaKind, muted: bool) {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        if p.is_muted(kind) == muted {
+            return;
+        }
         p.set_muted(kind, muted);
         if kind == MediaKind::Audio {
             self.speakers.set_muted(id, muted);
@@ -577,17 +645,22 @@ impl Room {
         now: Instant,
         out: &mut Vec<Forward>,
     ) -> bool {
-        let (Some(producer), Some(legs)) =
-            (self.producers.get_mut(&track), self.routes.get(&track))
-        else {
-            self.packets_unrouted += 1;
+        self.rtp.packets_in += 1;
+        let Some(producer) = self.producers.get_mut(&track) else {
+            self.rtp.unknown_track += 1;
             return false;
         };
         let bytes = rtp.payload.len() + RTP_HEADER_BYTES;
         let keyframe = producer.packet_in(rtp.layer, rtp.payload, bytes, now);
         if producer.silenced {
+            self.rtp.silenced += 1;
             return false;
         }
+        let Some(legs) = self.routes.get(&track).filter(|legs| !legs.is_empty()) else {
+            self.rtp.no_subscribers += 1;
+            return false;
+        };
+        self.rtp.routed += 1;
         let is_video = producer.codec.is_video();
         if let Some(level) = rtp.audio_level {
             self.speakers.audio_level(producer.owner, level, now);
@@ -597,6 +670,7 @@ impl Room {
             let Some(consumer) = self.consumers.get_mut(leg) else {
                 continue;
             };
+            consumer.counts.offered += 1;
             let start = keyframe || !is_video;
             let before = consumer.current_layer();
             match consumer.forward(rtp.layer, rtp.sequence_number, rtp.timestamp, start, now) {
@@ -643,7 +717,29 @@ impl Room {
         if consumer.current_layer() != Some(layer) {
             return None;
         }
+        consumer.counts.replayed += 1;
         consumer.forward(layer, sequence_number, timestamp, false, now)
+    }
+
+    /// What became of every packet the room was given, its closed legs included.
+    pub fn rtp_counts(&self) -> RoomRtpCounts {
+        let mut counts = self.rtp;
+        for c in self.consumers.values() {
+            counts.legs.add(&c.counts);
+        }
+        counts
+    }
+
+    /// Each live leg of `subscriber`: (track, its counts).
+    pub fn leg_counts(&self, subscriber: ParticipantId) -> Vec<(TrackId, LegCounts)> {
+        let mut legs: Vec<_> = self
+            .consumers
+            .values()
+            .filter(|c| c.subscriber == subscriber)
+            .map(|c| (c.producer, c.counts))
+            .collect();
+        legs.sort_by_key(|(t, _)| *t);
+        legs
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -277,7 +277,7 @@ fn leaving_stops_forwarding_to_and_from_the_participant_and_tells_the_others() {
     let mut fwd = Vec::new();
     room.route_rtp(CAM, rtp(1, 1, KEY), now, &mut fwd);
     assert!(fwd.is_empty());
-    assert_eq!(room.packets_unrouted, 1);
+    assert_eq!(room.rtp_counts().unknown_track, 1);
     assert_eq!(room.participants().count(), 2);
 }
 
@@ -540,4 +540,67 @@ fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
         })
         .count();
     assert_eq!(subscribed, 2);
+}
+
+#[test]
+fn a_leg_started_before_its_subscriber_connected_waits_for_a_fresh_keyframe() {
+    let t0 = Instant::now();
+    let mut room = three_person_room(t0);
+    let mut fwd = Vec::new();
+    // The keyframe starts Bob's and Cy's legs, but Bob's connection was not up: it
+    // never reached him.
+    room.route_rtp(CAM, rtp(1, 3000, KEY), t0, &mut fwd);
+    assert_eq!(fwd.len(), 2);
+    let t1 = t0 + Duration::from_secs(2); // past the keyframe throttle
+    room.subscriber_connected(BOB, t1);
+    let out = drain(&mut room);
+    assert!(
+        out.contains(&Output::RequestKeyframe {
+            track: CAM,
+            layer: 0
+        }),
+        "a fresh keyframe is asked for: {out:?}"
+    );
+    fwd.clear();
+    room.route_rtp(CAM, rtp(2, 6000, DELTA), t1, &mut fwd);
+    assert_eq!(
+        fwd.iter().map(|f| f.leg).collect::<Vec<_>>(),
+        vec![LegId(2)],
+        "Bob waits for the keyframe, Cy goes on"
+    );
+    fwd.clear();
+    room.route_rtp(CAM, rtp(3, 9000, KEY), t1, &mut fwd);
+    assert_eq!(fwd.len(), 2, "the keyframe starts Bob's leg again");
+    let counts = room.rtp_counts();
+    assert_eq!(counts.legs.awaiting_keyframe, 1);
+    assert_eq!(
+        counts.legs.offered + counts.legs.replayed,
+        counts.legs.forwarded + counts.legs.dropped()
+    );
+}
+
+#[test]
+fn a_repeated_mute_is_not_passed_on() {
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
+    for _ in 0..5 {
+        room.set_muted(ADA, MediaKind::Audio, true);
+    }
+    let told = drain(&mut room)
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Notify {
+                    event: RoomEvent::Mute { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(told, 1, "five mutes, one change");
+    room.set_muted(ADA, MediaKind::Audio, false);
+    assert_eq!(drain(&mut room).len(), 1, "an unmute is a change");
+    let snap = room.snapshot_for(BOB);
+    assert_eq!(snap.participants.len(), 1, "the others, not Bob himself");
+    assert_eq!(snap.participants[0].id, ADA);
 }

@@ -132,7 +132,20 @@ async fn stats(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response
     if let Err(e) = admin::authorize(&app, &headers, None) {
         return e.into_response();
     }
-    let mut stats = serde_json::to_value(app.engine.metrics.snapshot()).unwrap_or_default();
-    stats["shards"] = serde_json::to_value(app.engine.inspect().await).unwrap_or_default();
+    let snapshot = app.engine.metrics.snapshot();
+    let shards = app.engine.inspect().await;
+    let mut rooms = crate::room::RoomRtpCounts::default();
+    for shard in &shards {
+        rooms.add(&shard.rtp);
+    }
+    let drops: serde_json::Map<String, serde_json::Value> =
+        crate::metrics::rtp_drops(&snapshot, &rooms)
+            .into_iter()
+            .map(|(cause, n)| (cause.to_string(), n.into()))
+            .collect();
+    let mut stats = serde_json::to_value(&snapshot).unwrap_or_default();
+    stats["rtp_dropped"] = drops.into();
+    stats["rtp_rooms"] = serde_json::to_value(rooms).unwrap_or_default();
+    stats["shards"] = serde_json::to_value(shards).unwrap_or_default();
     Json(stats).into_response()
 }

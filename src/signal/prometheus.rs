@@ -190,14 +190,25 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
         ("not_media", m.udp_garbage),
         ("foreign_source", m.udp_foreign_source),
         ("undecryptable", m.rtc_read_errors),
-        ("unrouted_rtp", m.rtp_in_unrouted),
         ("udp_send_error", m.udp_send_errors),
         ("udp_receive_error", m.udp_recv_errors),
-        ("leg_write_error", m.rtp_write_errors),
     ] {
         drops.get_or_create(&Cause { cause }).inc_by(n);
     }
-    r.register("dropped_packets", "Packets dropped, by cause", drops);
+    r.register("dropped_packets", "Datagrams dropped, by cause", drops);
+    let mut rooms_rtp = crate::room::RoomRtpCounts::default();
+    for shard in shards {
+        rooms_rtp.add(&shard.rtp);
+    }
+    let rtp_drops = Family::<Cause, Counter>::default();
+    for (cause, n) in crate::metrics::rtp_drops(m, &rooms_rtp) {
+        rtp_drops.get_or_create(&Cause { cause }).inc_by(n);
+    }
+    r.register(
+        "rtp_dropped_packets",
+        "Publishers' RTP packets not forwarded, by cause (per leg for the leg causes)",
+        rtp_drops,
+    );
 
     // Feedback.
     counter(
@@ -253,6 +264,18 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
         "ice_connect_timeouts",
         "Participants removed because their media connection never connected",
         m.ice_connect_timeouts,
+    );
+    counter(
+        &mut r,
+        "notifications_dropped",
+        "Room notifications not queued for a participant whose signaling fell behind",
+        m.notifications_dropped,
+    );
+    counter(
+        &mut r,
+        "resyncs_sent",
+        "Resyncs (the room as it is now) sent to participants whose notifications were dropped",
+        m.resyncs_sent,
     );
     counter(
         &mut r,

@@ -58,6 +58,12 @@ pub enum ServerMessage {
         participants: Vec<ParticipantInfo>,
         tracks: Vec<TrackInfo>,
     },
+    /// Notifications were dropped while this client fell behind: the room as it is
+    /// now (the others and their tracks), to replace what the client knew.
+    Resync {
+        participants: Vec<ParticipantInfo>,
+        tracks: Vec<TrackInfo>,
+    },
     Offer {
         sdp: String,
     },

@@ -355,6 +355,13 @@ impl Session {
                 self.send(ServerMessage::Layers { mid, active }).await
             }
             PeerOutput::Error(e) => self.send_error(e.into()).await,
+            PeerOutput::Resync(snapshot) => {
+                self.send(ServerMessage::Resync {
+                    participants: snapshot.participants,
+                    tracks: snapshot.tracks,
+                })
+                .await
+            }
             PeerOutput::Closed(why) => {
                 info!("removed by the media engine: {why}");
                 self.joined = None;
