@@ -288,7 +288,7 @@ impl World {
                         }
                         PeerOutput::Error(e) => c.errors.push(e.to_string()),
                         PeerOutput::Closed(why) | PeerOutput::Removed(why) => c.closed = Some(why),
-                        PeerOutput::Room(_) => c.room_events += 1,
+                        PeerOutput::Room(_) | PeerOutput::Resync(_) => c.room_events += 1,
                     }
                 }
                 if c.left {
