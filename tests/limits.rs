@@ -129,3 +129,121 @@ async fn a_participant_whose_media_never_connects_is_removed_and_counted() {
     let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
     assert_eq!(stats["ice_connect_timeouts"], 2, "{stats}");
 }
+
+/// Twelve clients toggle their microphones as fast as the rate limit lets them while a
+/// thirteenth, on a small receive buffer, stops reading for 4 s (under the 5 s write
+/// timeout). The seventh loses notifications, not its place: it stays in the room, is
+/// sent a resync, and ends knowing everyone's real state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_flood_costs_a_slow_reader_notifications_not_its_place() {
+    const FLOODERS: usize = 12;
+    const TOGGLES: usize = 400; // per flooder; 200 pass at once, then 50 a second
+    let server = start_server_with(|_| {}).await;
+    let mut slow = RawWs::connect_with_receive_buffer(&server.ws, 4096).await;
+    slow.send_json(json!({"type": "join", "room": "flood", "name": "Slow"}))
+        .await;
+    slow.expect_type("joined", 5).await;
+    let mut flooders = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..FLOODERS {
+        let mut ws = RawWs::connect(&server.ws).await;
+        ws.send_json(json!({"type": "join", "room": "flood", "name": format!("F{i}")}))
+            .await;
+        ids.push(ws.expect_type("joined", 5).await["participant_id"].clone());
+        flooders.push(ws);
+    }
+    // Slow stops reading now; the flooders toggle.
+    let flood = tokio::spawn(async move {
+        let started = Instant::now();
+        for round in 0..TOGGLES {
+            for ws in flooders.iter_mut() {
+                ws.send_json(json!({"type": "mute", "kind": "audio", "muted": round % 2 == 0}))
+                    .await;
+            }
+            if started.elapsed() > Duration::from_secs(12) {
+                break;
+            }
+            if round >= 200 {
+                tokio::time::sleep(Duration::from_millis(20)).await; // the sustained rate
+            }
+        }
+        // Once the rate limit has refilled, everyone ends muted.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for ws in flooders.iter_mut() {
+            ws.send_json(json!({"type": "mute", "kind": "audio", "muted": true}))
+                .await;
+        }
+        flooders
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Slow reads again, everything, and keeps what it learns of each flooder's mic.
+    let mut muted = std::collections::HashMap::new();
+    let (mut resyncs, mut mutes) = (0, 0);
+    let flooders = loop {
+        tokio::select! {
+            msg = slow.next_json(15) => match msg["type"].as_str() {
+                Some("mute") => {
+                    mutes += 1;
+                    muted.insert(msg["participant_id"].clone(), msg["muted"].clone());
+                }
+                Some("resync") => {
+                    resyncs += 1;
+                    for p in msg["participants"].as_array().unwrap() {
+                        muted.insert(p["id"].clone(), p["audio_muted"].clone());
+                    }
+                }
+                _ => {}
+            },
+            done = async { while !flood.is_finished() { tokio::time::sleep(Duration::from_millis(50)).await; } } => {
+                let _ = done;
+                break flood.await.unwrap();
+            }
+        }
+    };
+    // The flood is over: read what is left.
+    let drain_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < drain_until {
+        let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), slow.next_json(1)).await
+        else {
+            break;
+        };
+        match msg["type"].as_str() {
+            Some("mute") => {
+                mutes += 1;
+                muted.insert(msg["participant_id"].clone(), msg["muted"].clone());
+            }
+            Some("resync") => {
+                resyncs += 1;
+                for p in msg["participants"].as_array().unwrap() {
+                    muted.insert(p["id"].clone(), p["audio_muted"].clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+    eprintln!(
+        "Slow read {mutes} mute notifications and {resyncs} resyncs; server: notifications_dropped {}, resyncs_sent {}, ws_write_timeouts {}",
+        stats["notifications_dropped"], stats["resyncs_sent"], stats["ws_write_timeouts"]
+    );
+    // Slow is still in the room, and can still talk.
+    let health = http_get_json(&format!("{}/healthz", server.http)).await;
+    assert_eq!(health["participants"], (FLOODERS + 1) as u64, "{health}");
+    slow.send_json(json!({"type": "leave"})).await;
+    slow.expect_type("left", 5).await;
+    // It knows every flooder's real state: muted.
+    for id in &ids {
+        assert_eq!(muted.get(id), Some(&json!(true)), "{id}: {muted:?}");
+    }
+    if stats["notifications_dropped"].as_u64() > Some(0) {
+        assert!(
+            resyncs >= 1,
+            "dropped notifications are made up by a resync"
+        );
+    }
+    assert!(
+        stats["notifications_dropped"].as_u64() > Some(0),
+        "the flood outran the slow reader (else this test shows nothing): {stats}"
+    );
+    drop(flooders);
+}

@@ -92,6 +92,25 @@ impl RawWs {
         RawWs { ws }
     }
 
+    /// A connection whose socket takes in at most about `bytes` at a time: a slow
+    /// reader's, so the server's writes back up as soon as it stops reading.
+    pub async fn connect_with_receive_buffer(url: &str, bytes: u32) -> RawWs {
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("ws handshake");
+        RawWs { ws }
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws
             .send(Message::text(text.into()))
