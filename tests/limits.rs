@@ -2,8 +2,10 @@
 //! never joins is closed after the join timeout with a reason code, counted; every close
 //! the server starts carries a code the client can act on (never a bare 1006); a client
 //! that joins in time is unaffected; an offer sending more tracks than allowed is
-//! refused with a clear error, counted, and the session carries on. `/healthz` answers from gauges, not a walk of the
-//! shards.
+//! refused with a clear error, counted, and the session carries on; a mute flood costs a
+//! slow reader notifications (and a resync), not its place; a client that stops reading
+//! is cut off while the meeting beside it keeps its delivery. `/healthz` answers from
+//! gauges, not a walk of the shards.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::{http_get_json, start_server_with, RawWs};
+use common::{client, http_get_json, start_server_with, wait_until, RawWs};
 
 /// Polls `/healthz` for up to 3 s until it reports `participants` in `rooms`.
 async fn health_reaches(url: &str, participants: u64, rooms: u64) -> bool {
@@ -194,8 +196,7 @@ async fn a_mute_flood_costs_a_slow_reader_notifications_not_its_place() {
                 }
                 _ => {}
             },
-            done = async { while !flood.is_finished() { tokio::time::sleep(Duration::from_millis(50)).await; } } => {
-                let _ = done;
+            _ = async { while !flood.is_finished() { tokio::time::sleep(Duration::from_millis(50)).await; } } => {
                 break flood.await.unwrap();
             }
         }
@@ -246,4 +247,103 @@ async fn a_mute_flood_costs_a_slow_reader_notifications_not_its_place() {
         "the flood outran the slow reader (else this test shows nothing): {stats}"
     );
     drop(flooders);
+}
+
+/// `n` clients join `room` and toggle their microphones as fast as the rate limit lets
+/// them for about `secs`, never reading; they end unmuted or muted at random.
+async fn mute_flood(
+    ws_url: &str,
+    room: &str,
+    n: usize,
+    secs: u64,
+) -> tokio::task::JoinHandle<Vec<RawWs>> {
+    let mut flooders = Vec::new();
+    for i in 0..n {
+        let mut ws = RawWs::connect(ws_url).await;
+        ws.send_json(json!({"type": "join", "room": room, "name": format!("F{i}")}))
+            .await;
+        ws.expect_type("joined", 5).await;
+        flooders.push(ws);
+    }
+    tokio::spawn(async move {
+        let started = Instant::now();
+        for round in 0.. {
+            for ws in flooders.iter_mut() {
+                ws.send_json(json!({"type": "mute", "kind": "audio", "muted": round % 2 == 0}))
+                    .await;
+            }
+            if started.elapsed() > Duration::from_secs(secs) {
+                break;
+            }
+            if round >= 200 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        flooders
+    })
+}
+
+/// A joined client that stops reading while its room floods it is cut off (by the write
+/// timeout, or the liveness timeout when the kernel's socket buffers absorb everything
+/// it was sent: no pong comes back either), counted, and a meeting beside it on the
+/// same shard keeps its delivery: every packet the publisher sent meanwhile arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_the_meeting_beside_it_keeps_going() {
+    let server = start_server_with(|c| {
+        c.ws_write_timeout = Duration::from_secs(2);
+        c.liveness_timeout = Duration::from_secs(4);
+    })
+    .await;
+    let ada = client::join(&server.ws, "beside", "Ada").await;
+    let bob = client::join(&server.ws, "beside", "Bob").await;
+    assert!(wait_until(20, || ada.shared.packets_from(&bob.id, "video") > 50).await);
+    let mut stuck = RawWs::connect_with_receive_buffer(&server.ws, 4096).await;
+    stuck
+        .send_json(json!({"type": "join", "room": "flooded", "name": "Stuck"}))
+        .await;
+    stuck.expect_type("joined", 5).await;
+    let sent_so_far = || {
+        bob.shared
+            .video_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let first = sent_so_far();
+    let opened = Instant::now();
+    let flood = mute_flood(&server.ws, "flooded", 12, 6).await;
+    let mut cut_off = None;
+    let mut stats = serde_json::Value::Null;
+    for _ in 0..200 {
+        stats = http_get_json(&format!("{}/api/stats", server.http)).await;
+        let fired = stats["ws_write_timeouts"].as_u64().unwrap_or(0)
+            + stats["ws_liveness_timeouts"].as_u64().unwrap_or(0);
+        if fired >= 1 {
+            cut_off = Some(opened.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = sent_so_far();
+    let _flooders = flood.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // the last ones in flight
+    let received = ada.shared.stats(&bob.id, "video").map_or(0, |s| {
+        s.counters
+            .iter()
+            .filter(|c| (first..last).contains(*c))
+            .count()
+    });
+    let sent = (last - first) as usize;
+    let delivery = received as f64 / sent.max(1) as f64;
+    eprintln!(
+        "the stuck client was cut off {cut_off:?} after the flood began (write timeout 2 s, \
+         liveness 4 s; write timeouts {}, liveness timeouts {}, notifications dropped {}); \
+         beside it Ada received {received} of Bob's {sent} video packets meanwhile ({delivery:.4})",
+        stats["ws_write_timeouts"], stats["ws_liveness_timeouts"], stats["notifications_dropped"]
+    );
+    assert!(cut_off.is_some(), "the stuck client was cut off: {stats}");
+    assert!(sent > 100, "Bob sent {sent}");
+    assert!(
+        delivery >= 0.999,
+        "delivery beside the stuck client: {delivery:.4}"
+    );
+    assert!(stuck.closed_within(5).await, "its socket is closed");
 }
