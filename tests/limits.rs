@@ -132,6 +132,33 @@ async fn a_participant_whose_media_never_connects_is_removed_and_counted() {
     assert_eq!(stats["ice_connect_timeouts"], 2, "{stats}");
 }
 
+/// What a client learns of the others' microphones from `mute` and `resync` messages.
+#[derive(Default)]
+struct MicView {
+    muted: std::collections::HashMap<serde_json::Value, serde_json::Value>,
+    mutes: usize,
+    resyncs: usize,
+}
+
+impl MicView {
+    fn learn(&mut self, msg: &serde_json::Value) {
+        match msg["type"].as_str() {
+            Some("mute") => {
+                self.mutes += 1;
+                self.muted
+                    .insert(msg["participant_id"].clone(), msg["muted"].clone());
+            }
+            Some("resync") => {
+                self.resyncs += 1;
+                for p in msg["participants"].as_array().unwrap() {
+                    self.muted.insert(p["id"].clone(), p["audio_muted"].clone());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Twelve clients toggle their microphones as fast as the rate limit lets them while a
 /// thirteenth, on a small receive buffer, stops reading for 4 s (under the 5 s write
 /// timeout). The seventh loses notifications, not its place: it stays in the room, is
@@ -179,23 +206,10 @@ async fn a_mute_flood_costs_a_slow_reader_notifications_not_its_place() {
     });
     tokio::time::sleep(Duration::from_secs(4)).await;
     // Slow reads again, everything, and keeps what it learns of each flooder's mic.
-    let mut muted = std::collections::HashMap::new();
-    let (mut resyncs, mut mutes) = (0, 0);
+    let mut view = MicView::default();
     let flooders = loop {
         tokio::select! {
-            msg = slow.next_json(15) => match msg["type"].as_str() {
-                Some("mute") => {
-                    mutes += 1;
-                    muted.insert(msg["participant_id"].clone(), msg["muted"].clone());
-                }
-                Some("resync") => {
-                    resyncs += 1;
-                    for p in msg["participants"].as_array().unwrap() {
-                        muted.insert(p["id"].clone(), p["audio_muted"].clone());
-                    }
-                }
-                _ => {}
-            },
+            msg = slow.next_json(15) => view.learn(&msg),
             _ = async { while !flood.is_finished() { tokio::time::sleep(Duration::from_millis(50)).await; } } => {
                 break flood.await.unwrap();
             }
@@ -208,24 +222,12 @@ async fn a_mute_flood_costs_a_slow_reader_notifications_not_its_place() {
         else {
             break;
         };
-        match msg["type"].as_str() {
-            Some("mute") => {
-                mutes += 1;
-                muted.insert(msg["participant_id"].clone(), msg["muted"].clone());
-            }
-            Some("resync") => {
-                resyncs += 1;
-                for p in msg["participants"].as_array().unwrap() {
-                    muted.insert(p["id"].clone(), p["audio_muted"].clone());
-                }
-            }
-            _ => {}
-        }
+        view.learn(&msg);
     }
     let stats = http_get_json(&format!("{}/api/stats", server.http)).await;
     eprintln!(
-        "Slow read {mutes} mute notifications and {resyncs} resyncs; server: notifications_dropped {}, resyncs_sent {}, ws_write_timeouts {}",
-        stats["notifications_dropped"], stats["resyncs_sent"], stats["ws_write_timeouts"]
+        "Slow read {} mute notifications and {} resyncs; server: notifications_dropped {}, resyncs_sent {}, ws_write_timeouts {}",
+        view.mutes, view.resyncs, stats["notifications_dropped"], stats["resyncs_sent"], stats["ws_write_timeouts"]
     );
     // Slow is still in the room, and can still talk.
     let health = http_get_json(&format!("{}/healthz", server.http)).await;
@@ -234,11 +236,16 @@ async fn a_mute_flood_costs_a_slow_reader_notifications_not_its_place() {
     slow.expect_type("left", 5).await;
     // It knows every flooder's real state: muted.
     for id in &ids {
-        assert_eq!(muted.get(id), Some(&json!(true)), "{id}: {muted:?}");
+        assert_eq!(
+            view.muted.get(id),
+            Some(&json!(true)),
+            "{id}: {:?}",
+            view.muted
+        );
     }
     if stats["notifications_dropped"].as_u64() > Some(0) {
         assert!(
-            resyncs >= 1,
+            view.resyncs >= 1,
             "dropped notifications are made up by a resync"
         );
     }

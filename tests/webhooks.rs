@@ -21,6 +21,23 @@ const SECRET: &str = "a webhook test secret of 32+ bytes!";
 /// What signs the webhooks: its own secret, so a receiver cannot mint tokens.
 const HOOK_SECRET: &str = "the receivers' own secret, 32+ bytes";
 
+/// The server's counters once a webhook was given up on (or after `secs`).
+async fn stats_once_a_webhook_failed(http_base: &str, secs: u64) -> Value {
+    let auth = basic_auth(KEY, SECRET);
+    let mut stats = Value::Null;
+    for _ in 0..secs * 10 {
+        stats = http::call(&format!("{http_base}/api/stats"), "GET", None, Some(&auth))
+            .await
+            .unwrap()
+            .1;
+        if stats["webhooks_failed"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stats
+}
+
 /// A receiver that accepts connections and never answers.
 async fn stalled_receiver() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -108,24 +125,8 @@ async fn a_rooms_life_arrives_signed_and_in_order_and_dead_receivers_slow_nothin
         got.lock().unwrap().iter().all(|(_, signed)| *signed),
         "every signature checks out"
     );
-    let auth = basic_auth(KEY, SECRET);
     // The dead receiver gives up on an event after 3.5 s of retries; the room did not wait.
-    let mut stats = Value::Null;
-    for _ in 0..100 {
-        stats = http::call(
-            &format!("{}/api/stats", server.http),
-            "GET",
-            None,
-            Some(&auth),
-        )
-        .await
-        .unwrap()
-        .1;
-        if stats["webhooks_failed"].as_u64() >= Some(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stats = stats_once_a_webhook_failed(&server.http, 10).await;
     eprintln!(
         "webhooks sent {} failed {} dropped {}",
         stats["webhooks_sent"], stats["webhooks_failed"], stats["webhooks_dropped"]
@@ -194,24 +195,8 @@ async fn webhooks_go_over_https_to_a_receiver_the_server_trusts_and_not_to_one_i
         "every signature checks out"
     );
     // The untrusted receiver's handshake fails: nothing reaches it, the failure counts.
-    let auth = basic_auth(KEY, SECRET);
-    let mut failed = false;
-    for _ in 0..150 {
-        let stats = http::call(
-            &format!("{}/api/stats", server.http),
-            "GET",
-            None,
-            Some(&auth),
-        )
-        .await
-        .unwrap()
-        .1;
-        if stats["webhooks_failed"].as_u64() >= Some(1) {
-            failed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let failed =
+        stats_once_a_webhook_failed(&server.http, 15).await["webhooks_failed"].as_u64() >= Some(1);
     eprintln!(
         "https: {} events delivered; untrusted receiver got {}",
         events.len(),
