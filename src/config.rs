@@ -49,6 +49,13 @@ pub struct Cli {
     /// ICE server URLs handed to clients (stun:... or turn:...), comma separated.
     #[arg(long, env = "SWITCHYARD_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Option<Vec<String>>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`): each
+    /// participant gets its own expiring TURN username and password derived from it.
+    #[arg(long, env = "SWITCHYARD_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<Secret>,
+    /// How long a participant's TURN credentials are valid [default: 6h].
+    #[arg(long, env = "SWITCHYARD_TURN_CREDENTIAL_TTL", value_parser = parse_ttl)]
+    pub turn_credential_ttl: Option<std::time::Duration>,
     /// Most participants in one room.
     #[arg(long, env = "SWITCHYARD_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
@@ -198,6 +205,9 @@ pub struct FileConfig {
     pub srtp: Option<SrtpPolicy>,
     pub bwe: Option<bool>,
     pub ice_servers: Option<Vec<IceServer>>,
+    pub turn_secret: Option<Secret>,
+    /// Seconds.
+    pub turn_credential_ttl_secs: Option<u64>,
     pub max_participants: Option<usize>,
     /// API key -> secret.
     pub keys: Option<BTreeMap<String, Secret>>,
@@ -252,6 +262,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub media: MediaConfig,
     pub ice_servers: Vec<IceServer>,
+    /// Derives each participant's TURN credentials (auth/turn.rs).
+    pub turn_secret: Option<Secret>,
+    pub turn_credential_ttl: std::time::Duration,
     pub max_participants: usize,
     /// (API key, secret) pairs that sign access tokens; none: dev mode.
     pub api_keys: Vec<(String, Secret)>,
@@ -314,6 +327,8 @@ impl Default for Config {
                 ice_connect_timeout: std::time::Duration::from_secs(20),
             },
             ice_servers: vec![],
+            turn_secret: None,
+            turn_credential_ttl: std::time::Duration::from_secs(6 * 3600),
             max_participants: 50,
             api_keys: vec![],
             metrics_token: None,
@@ -394,6 +409,12 @@ impl Config {
         if let Some(v) = f.ice_servers {
             self.ice_servers = v;
         }
+        if let Some(v) = f.turn_secret {
+            self.turn_secret = Some(v);
+        }
+        if let Some(v) = f.turn_credential_ttl_secs {
+            self.turn_credential_ttl = std::time::Duration::from_secs(v);
+        }
         if let Some(v) = f.max_participants {
             self.max_participants = v;
         }
@@ -467,6 +488,12 @@ impl Config {
                     credential: None,
                 })
                 .collect();
+        }
+        if let Some(v) = &cli.turn_secret {
+            self.turn_secret = Some(v.clone());
+        }
+        if let Some(v) = cli.turn_credential_ttl {
+            self.turn_credential_ttl = v;
         }
         if let Some(v) = cli.max_participants {
             self.max_participants = v;
@@ -583,6 +610,13 @@ impl Config {
                 return Err(ConfigError::Invalid(
                     "webhook_secret must not be an API secret (a webhook receiver could sign tokens)".into(),
                 ));
+            }
+        }
+        if let Some(t) = &self.turn_secret {
+            if t.len() < MIN_METRICS_TOKEN_BYTES || self.api_keys.iter().any(|(_, k)| k == t) {
+                return Err(ConfigError::Invalid(format!(
+                    "turn_secret must be at least {MIN_METRICS_TOKEN_BYTES} bytes and not an API secret"
+                )));
             }
         }
         if let Some(t) = &self.metrics_token {

@@ -26,6 +26,9 @@ const PC_CONNECT_TIMEOUT_MS = 15000;
 // ICE restart; a restart that has not reconnected by the timeout ends in a full rejoin.
 const DISCONNECTED_GRACE_MS = window.SWITCHYARD_DISCONNECTED_GRACE_MS ?? 2000;
 const ICE_RESTART_TIMEOUT_MS = 15000;
+// `?relay=1`: media only through the TURN servers the server hands out (to check a TURN
+// deployment, or to see what a user behind a UDP-blocking firewall gets).
+const FORCE_RELAY = new URLSearchParams(location.search).get('relay') === '1';
 // `view` messages go out at most this often (only the tiles whose size or visibility changed).
 const VIEW_INTERVAL_MS = 250;
 const SPEAKER_HISTORY_MAX = 500;
@@ -92,9 +95,28 @@ function showServerError(code, message) {
 
 function setConnState(state) {
   connState = state;
+  delete ui.connState.dataset.path; // showMediaPath sets it again once connected
   ui.connState.textContent = state;
   ui.connState.dataset.state = state;
   ui.connState.hidden = false;
+}
+
+// Which way the media goes, from the selected candidate pair: "udp" straight to the
+// server, "tcp" (ICE-TCP), or "relay" (through a TURN server). Shown beside the
+// connection state, and kept in its data-path for tests.
+async function showMediaPath(s, pc) {
+  let path = null;
+  try {
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
+    if (!pair) stats.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
+    const local = pair && stats.get(pair.localCandidateId);
+    if (local) path = local.candidateType === 'relay' ? 'relay' : (local.protocol === 'tcp' ? 'tcp' : 'udp');
+  } catch { /* the connection closed meanwhile */ }
+  if (!path || s !== session || connState !== 'connected') return;
+  ui.connState.dataset.path = path;
+  ui.connState.textContent = path === 'udp' ? 'connected' : `connected (${path})`;
 }
 
 function showForm() {
@@ -248,7 +270,7 @@ function onJoined(s, msg) {
 // ---------- WebRTC: the connection (negotiation.js does offer/answer) ----------
 
 function createPeerConnection(s, iceServers) {
-  const pc = new RTCPeerConnection({ iceServers });
+  const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: FORCE_RELAY ? 'relay' : 'all' });
   for (const track of localStream.getTracks()) addLocalTrack(pc, track, localStream);
   // A screen shared before a rejoin goes on being shared.
   if (meeting.screen) meeting.screen.transceiver = publishScreen(pc, meeting.screen.track, meeting.screen.stream);
@@ -273,6 +295,7 @@ function createPeerConnection(s, iceServers) {
       meeting.attempt = 0; // a healthy connection earns a fresh set of retries
       showNotice('');
       setConnState('connected');
+      showMediaPath(s, pc);
       if (s.restart) {
         clearTimeout(s.restart.timer);
         iceRestarts.push({ ms: Math.round(performance.now() - s.restart.startedAt) });

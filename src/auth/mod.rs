@@ -5,6 +5,7 @@
 pub mod cli;
 mod grants;
 mod token;
+pub mod turn;
 
 pub use grants::{Claims, Grants, Source};
 pub use token::{claims_for, unix_now, KeySet, MAX_TOKEN_BYTES, MIN_SECRET_BYTES};

@@ -338,7 +338,13 @@ impl Session {
         self.send(ServerMessage::Joined {
             participant_id: id,
             room,
-            ice_servers: self.app.config.ice_servers.clone(),
+            ice_servers: crate::auth::turn::ice_servers_for(
+                &self.app.config.ice_servers,
+                self.app.config.turn_secret.as_ref(),
+                self.app.config.turn_credential_ttl,
+                id,
+                crate::auth::unix_now(),
+            ),
             participants: snapshot.participants,
             tracks: snapshot.tracks,
         })
