@@ -45,8 +45,11 @@ fn peer_err(e: impl std::fmt::Display) -> SyntheticError {
 /// requests through to the sender, no mDNS.
 pub fn build_pc(now: Instant) -> Result<RTCPeerConnection, SyntheticError> {
     let mut engine = media_engine().map_err(peer_err)?;
-    let registry =
-        switchyard::engine::build::interceptor_registry(&mut engine).map_err(peer_err)?;
+    let registry = switchyard::engine::build::interceptor_registry(
+        &mut engine,
+        switchyard::engine::build::CLIENT_NACK_INTERVAL,
+    )
+    .map_err(peer_err)?;
     // A browser stamps what it sends with transport-wide numbers for its own estimate.
     let registry = configure_twcc_sender_only(registry, &mut engine)
         .map_err(peer_err)?
