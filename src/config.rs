@@ -34,6 +34,10 @@ pub struct Cli {
     /// [default: 7882].
     #[arg(long, env = "SWITCHYARD_UDP_PORT")]
     pub udp_port: Option<u16>,
+    /// ICE-TCP: also listen for TCP on each shard's media port number, for browsers
+    /// whose network drops UDP [default: true].
+    #[arg(long, env = "SWITCHYARD_ICE_TCP")]
+    pub ice_tcp: Option<bool>,
     /// Media shards (threads, each with its own UDP socket) [default: 1].
     #[arg(long, env = "SWITCHYARD_SHARDS")]
     pub shards: Option<usize>,
@@ -202,6 +206,7 @@ pub struct FileConfig {
     pub advertise_ips: Option<Vec<IpAddr>>,
     pub udp_port: Option<u16>,
     pub shards: Option<usize>,
+    pub ice_tcp: Option<bool>,
     pub srtp: Option<SrtpPolicy>,
     pub bwe: Option<bool>,
     pub ice_servers: Option<Vec<IceServer>>,
@@ -241,6 +246,8 @@ pub struct MediaConfig {
     /// A participant whose media connection has not connected this long after joining
     /// is removed (it would hold its slot for as long as its socket lives).
     pub ice_connect_timeout: std::time::Duration,
+    /// A passive TCP candidate on each shard's port number (RFC 6544).
+    pub ice_tcp: bool,
 }
 
 impl MediaConfig {
@@ -325,6 +332,7 @@ impl Default for Config {
                 srtp: SrtpPolicy::Gcm,
                 bwe: true,
                 ice_connect_timeout: std::time::Duration::from_secs(20),
+                ice_tcp: true,
             },
             ice_servers: vec![],
             turn_secret: None,
@@ -400,6 +408,9 @@ impl Config {
         if let Some(v) = f.shards {
             self.media.shards = v;
         }
+        if let Some(v) = f.ice_tcp {
+            self.media.ice_tcp = v;
+        }
         if let Some(v) = f.srtp {
             self.media.srtp = v;
         }
@@ -471,6 +482,9 @@ impl Config {
         }
         if let Some(v) = cli.shards {
             self.media.shards = v;
+        }
+        if let Some(v) = cli.ice_tcp {
+            self.media.ice_tcp = v;
         }
         if let Some(v) = cli.srtp {
             self.media.srtp = v;

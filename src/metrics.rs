@@ -79,6 +79,14 @@ pub struct Metrics {
     pub candidates_refused: AtomicU64,
     /// Participants removed because their media connection never connected.
     pub ice_connect_timeouts: AtomicU64,
+    /// ICE-TCP: connections accepted; refused (over the cap, a first frame that is no
+    /// STUN request of ours, none within the deadline); frames in and out; frames a
+    /// connection too far behind (or gone) did not get.
+    pub tcp_connections_accepted: AtomicU64,
+    pub tcp_connections_refused: AtomicU64,
+    pub tcp_frames_in: AtomicU64,
+    pub tcp_frames_out: AtomicU64,
+    pub tcp_frames_dropped: AtomicU64,
     /// Room notifications not queued for a participant whose signaling fell behind,
     /// and the resyncs (the room as it is now) sent to such participants instead.
     pub notifications_dropped: AtomicU64,
@@ -141,6 +149,11 @@ pub struct MetricsSnapshot {
     pub offers_refused: u64,
     pub candidates_refused: u64,
     pub ice_connect_timeouts: u64,
+    pub tcp_connections_accepted: u64,
+    pub tcp_connections_refused: u64,
+    pub tcp_frames_in: u64,
+    pub tcp_frames_out: u64,
+    pub tcp_frames_dropped: u64,
     pub notifications_dropped: u64,
     pub resyncs_sent: u64,
     pub http_header_timeouts: u64,
@@ -210,6 +223,11 @@ impl Metrics {
             offers_refused: self.offers_refused.load(Relaxed),
             candidates_refused: self.candidates_refused.load(Relaxed),
             ice_connect_timeouts: self.ice_connect_timeouts.load(Relaxed),
+            tcp_connections_accepted: self.tcp_connections_accepted.load(Relaxed),
+            tcp_connections_refused: self.tcp_connections_refused.load(Relaxed),
+            tcp_frames_in: self.tcp_frames_in.load(Relaxed),
+            tcp_frames_out: self.tcp_frames_out.load(Relaxed),
+            tcp_frames_dropped: self.tcp_frames_dropped.load(Relaxed),
             notifications_dropped: self.notifications_dropped.load(Relaxed),
             resyncs_sent: self.resyncs_sent.load(Relaxed),
             http_header_timeouts: self.http_header_timeouts.load(Relaxed),

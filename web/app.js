@@ -110,7 +110,8 @@ async function showMediaPath(s, pc) {
     const stats = await pc.getStats();
     let pair = null;
     stats.forEach((r) => { if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
-    if (!pair) stats.forEach((r) => { if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r; });
+    // Firefox has no selectedCandidatePairId: it marks the pair `selected`.
+    if (!pair) stats.forEach((r) => { if (r.type === 'candidate-pair' && (r.selected || (r.nominated && r.state === 'succeeded'))) pair = r; });
     const local = pair && stats.get(pair.localCandidateId);
     if (local) path = local.candidateType === 'relay' ? 'relay' : (local.protocol === 'tcp' ? 'tcp' : 'udp');
   } catch { /* the connection closed meanwhile */ }

@@ -178,6 +178,7 @@ fn srtp_profiles(policy: SrtpPolicy) -> Vec<SrtpProtectionProfile> {
 /// local description (`Peer::new_local_ufrag`).
 pub fn server_peer(
     candidate: SocketAddr,
+    ice_tcp: bool,
     srtp: SrtpPolicy,
     metrics: Arc<Metrics>,
     retransmit_budget: RetransmitBudget,
@@ -220,22 +221,32 @@ pub fn server_peer(
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .build(now)?;
-    pc.add_local_candidate(host_candidate(candidate)?)?;
+    pc.add_local_candidate(host_candidate(candidate, false)?)?;
+    if ice_tcp {
+        // RFC 6544's passive host candidate on the same port number: its priority is
+        // below the UDP one's, so browsers that can use UDP do.
+        pc.add_local_candidate(host_candidate(candidate, true)?)?;
+    }
     Ok(pc)
 }
 
 fn host_candidate(
     addr: SocketAddr,
+    tcp: bool,
 ) -> Result<rtc::peer_connection::transport::RTCIceCandidateInit> {
     let c = CandidateHostConfig {
         base_config: CandidateConfig {
-            network: "udp".to_owned(),
+            network: if tcp { "tcp" } else { "udp" }.to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
             ..Default::default()
         },
-        ..Default::default()
+        tcp_type: if tcp {
+            rtc::ice::tcp_type::TcpType::Passive
+        } else {
+            rtc::ice::tcp_type::TcpType::Unspecified
+        },
     }
     .new_candidate_host()?;
     RTCIceCandidate::from(&c).to_json()

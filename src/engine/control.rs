@@ -133,6 +133,7 @@ impl Shard {
         let uplink_feedback = UplinkFeedback::default();
         let result = server_peer(
             self.candidate,
+            self.tcp.is_some(),
             self.settings.srtp,
             self.metrics.clone(),
             retransmit_budget.clone(),
@@ -246,6 +247,9 @@ impl Shard {
             return;
         };
         self.demux.remove(id);
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.forget(id);
+        }
         let _ = peer.pc.close();
         let _ = peer.events.try_send(PeerOutput::Closed(why));
         let key = peer.room;

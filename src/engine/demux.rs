@@ -118,6 +118,15 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
     }
 
+    /// The connection a STUN request names by its ufrag (how a new ICE-TCP connection
+    /// finds its participant); `None` for anything else.
+    pub fn stun_owner(&self, frame: &[u8]) -> Option<K> {
+        match classify(frame) {
+            Kind::Stun => self.by_ufrag.get(stun_local_ufrag(frame)?).copied(),
+            _ => None,
+        }
+    }
+
     /// The connection a datagram from `from` belongs to.
     pub fn route(&mut self, datagram: &[u8], from: SocketAddr) -> Result<K, Miss> {
         match classify(datagram) {

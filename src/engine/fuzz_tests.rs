@@ -167,6 +167,7 @@ fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
     let t0 = Instant::now();
     let mut server = server_peer(
         addr(SERVER),
+        false,
         SrtpPolicy::Gcm,
         Default::default(),
         Default::default(),

@@ -26,6 +26,7 @@ pub mod rewrite;
 mod routing;
 pub mod shard;
 pub mod sim;
+pub mod tcp;
 pub mod udp;
 pub mod uplink;
 
@@ -270,6 +271,7 @@ impl Engine {
                 max_participants,
                 ice_connect_timeout: media.ice_connect_timeout,
                 webhooks: webhooks.clone(),
+                ice_tcp: media.ice_tcp,
             };
             shard::spawn(settings, rx, ids.clone(), metrics.clone())?;
             shards.push(ShardHandle { commands: tx });

@@ -32,6 +32,7 @@ use super::demux::{Demux, Miss};
 use super::feedback::is_keyframe_request;
 use super::peer::{Peer, RoomKey};
 use super::routing::{Inbound, RoomHost};
+use super::tcp::{TcpEvent, TcpMedia};
 use super::udp::Udp;
 use super::{Command, Ids};
 use crate::config::SrtpPolicy;
@@ -64,6 +65,8 @@ pub struct ShardSettings {
     pub ice_connect_timeout: std::time::Duration,
     /// Where room, participant and track events go.
     pub webhooks: crate::webhook::WebhookSink,
+    /// Listen for ICE-TCP on the UDP socket's port number too.
+    pub ice_tcp: bool,
 }
 
 /// Binds the shard's socket and starts its thread; fails when the socket cannot be bound.
@@ -100,10 +103,13 @@ pub fn spawn(
                 };
                 let (bound, udp) = udp;
                 let candidate = SocketAddr::new(settings.advertise.unwrap_or(bound.ip()), bound.port());
-                info!(shard = settings.index, %bound, %candidate, gso_segments = udp.max_gso_segments(), "media shard started");
-                Shard::new(settings, Wire::Udp(udp), candidate, ids, metrics)
-                    .run(commands)
-                    .await;
+                let tcp = settings.ice_tcp.then(|| TcpMedia::bind(bound)).and_then(|r| {
+                    r.map_err(|e| warn!(shard = settings.index, %bound, "no ICE-TCP: cannot listen: {e}")).ok()
+                });
+                info!(shard = settings.index, %bound, %candidate, ice_tcp = tcp.is_some(), gso_segments = udp.max_gso_segments(), "media shard started");
+                let mut shard = Shard::new(settings, Wire::Udp(udp), candidate, ids, metrics);
+                shard.tcp = tcp;
+                shard.run(commands).await;
             });
         })?;
     bound_rx
@@ -177,6 +183,8 @@ pub(super) struct Shard {
     published_counts: (u64, u64),
     /// The packet counts of rooms that finished (the live ones' are added on demand).
     pub(super) finished_rooms_rtp: crate::room::RoomRtpCounts,
+    /// ICE-TCP on the media port number, when listening.
+    pub(super) tcp: Option<TcpMedia>,
 }
 
 impl Shard {
@@ -205,6 +213,7 @@ impl Shard {
             metrics,
             published_counts: (0, 0),
             finished_rooms_rtp: Default::default(),
+            tcp: None,
         }
     }
 
@@ -254,6 +263,11 @@ impl Shard {
                         break;
                     }
                     self.receive();
+                }
+                event = next_tcp(&mut self.tcp, &self.metrics) => {
+                    if let Some(event) = event {
+                        self.on_tcp(event, Instant::now());
+                    }
                 }
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { break };
@@ -316,6 +330,54 @@ impl Shard {
             // it leaves as one burst.
             self.settle_and_flush(now);
         }
+    }
+
+    /// A frame from an ICE-TCP connection, or its end. A connection's first frame must
+    /// be a STUN request naming one of our connections: that binds it to the participant
+    /// (anything else closes it, counted); later frames go straight to that participant.
+    fn on_tcp(&mut self, event: TcpEvent, now: Instant) {
+        let Some(tcp) = self.tcp.as_mut() else {
+            return;
+        };
+        let (from, frame) = match event {
+            TcpEvent::Frame(from, frame) => (from, frame),
+            TcpEvent::Closed(from, number) => return tcp.closed(from, number),
+        };
+        Metrics::inc(&self.metrics.tcp_frames_in);
+        Metrics::add(&self.metrics.udp_bytes_in, frame.len() as u64);
+        if self.candidate.ip().is_loopback() && !from.ip().is_loopback() {
+            Metrics::inc(&self.metrics.udp_foreign_source);
+            Metrics::inc(&self.metrics.tcp_connections_refused);
+            return tcp.close(from);
+        }
+        let id = match tcp.participant(from) {
+            Some(id) => id,
+            None => match self.demux.stun_owner(&frame) {
+                Some(id) if tcp.bind_to(from, id) => id,
+                _ => {
+                    Metrics::inc(&self.metrics.tcp_connections_refused);
+                    return tcp.close(from);
+                }
+            },
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return tcp.close(from);
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.candidate,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::TCP,
+            },
+            message: frame,
+        };
+        if peer.pc.handle_read(msg).is_err() {
+            Metrics::inc(&self.metrics.rtc_read_errors);
+        }
+        touch(&mut self.touched, peer);
+        self.settle_and_flush(now);
     }
 
     pub(super) fn deliver(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
@@ -528,6 +590,12 @@ impl Shard {
         let mut dest: Option<SocketAddr> = None;
         while let Some(msg) = peer.pc.poll_write() {
             let to = msg.transport.peer_addr;
+            if msg.transport.transport_protocol == TransportProtocol::TCP {
+                if let Some(tcp) = self.tcp.as_mut() {
+                    tcp.send(to, msg.message, &self.metrics);
+                }
+                continue;
+            }
             if dest != Some(to) {
                 if let Some(d) = dest {
                     self.udp.send_to(d, &mut self.outgoing, &self.metrics);
@@ -556,6 +624,9 @@ impl Shard {
     /// otherwise scan every peer each time).
     pub(super) fn housekeeping(&mut self, now: Instant) {
         self.publish_counts();
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.expire(now, &self.metrics);
+        }
         self.resync_lagging();
         self.remove_doomed(now);
         self.close_expired_rooms(now);
@@ -630,5 +701,13 @@ pub(super) fn touch(touched: &mut Vec<ParticipantId>, peer: &mut Peer) {
     if !peer.touched {
         peer.touched = true;
         touched.push(peer.id);
+    }
+}
+
+/// The next ICE-TCP event; never, when the shard does not listen for TCP.
+async fn next_tcp(tcp: &mut Option<TcpMedia>, metrics: &Metrics) -> Option<TcpEvent> {
+    match tcp {
+        Some(tcp) => tcp.next(metrics).await,
+        None => std::future::pending().await,
     }
 }

@@ -36,6 +36,7 @@ impl SimShard {
             max_participants: 1000,
             ice_connect_timeout: std::time::Duration::from_secs(20),
             webhooks: crate::webhook::WebhookSink::default(),
+            ice_tcp: false,
         };
         let shard = Shard::new(
             settings,

@@ -265,6 +265,31 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
         "Participants removed because their media connection never connected",
         m.ice_connect_timeouts,
     );
+    let tcp = Family::<Outcome, Counter>::default();
+    for (outcome, n) in [
+        ("accepted", m.tcp_connections_accepted),
+        ("refused", m.tcp_connections_refused),
+    ] {
+        tcp.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+    r.register(
+        "ice_tcp_connections",
+        "ICE-TCP connections accepted, and refused (over the cap, not STUN of ours, too slow)",
+        tcp,
+    );
+    let frames = Family::<Outcome, Counter>::default();
+    for (outcome, n) in [
+        ("received", m.tcp_frames_in),
+        ("sent", m.tcp_frames_out),
+        ("dropped", m.tcp_frames_dropped),
+    ] {
+        frames.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+    r.register(
+        "ice_tcp_frames",
+        "ICE-TCP frames received and sent, and dropped for a connection too far behind",
+        frames,
+    );
     counter(
         &mut r,
         "notifications_dropped",

@@ -35,14 +35,15 @@ export const FIREFOX_PREFS = {
   'media.autoplay.default': 0,
 };
 
-export function launchFirefox() {
+// `prefs` are added to (or override) FIREFOX_PREFS.
+export function launchFirefox(prefs = {}) {
   return puppeteer.launch({
     browser: 'firefox',
     executablePath: FIREFOX,
     headless: true,
     timeout: 60000,
     protocolTimeout: 60000,
-    extraPrefsFirefox: FIREFOX_PREFS,
+    extraPrefsFirefox: { ...FIREFOX_PREFS, ...prefs },
   });
 }
 
