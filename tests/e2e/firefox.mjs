@@ -22,7 +22,8 @@ export const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
 //   (asserted below from the page's stats).
 // - `media.peerconnection.ice.force_interface` is not used: this Firefox never applies
 //   it (its nICEr log shows no forced interface whatever the pref says).
-// - ICE-TCP off (the server is UDP only) and autoplay allowed, as a participant clicking
+// - ICE-TCP off, so the pair is UDP (ice-tcp.test.mjs turns it on and forces it), and
+//   autoplay allowed, as a participant clicking
 //   "join" would have it.
 export const FIREFOX_PREFS = {
   'media.navigator.streams.fake': true,
