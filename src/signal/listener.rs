@@ -150,7 +150,10 @@ pub async fn serve(
             Metrics::inc(&metrics.http_connections_refused);
             continue; // dropped: the client sees the connection closed
         };
-        let _ = stream.set_nodelay(true);
+        // No TCP_NODELAY (axum::serve sets none either): with it, tests/simulcast.rs's
+        // throttled subscriber was paused, or lifted past its limit, in 2-4 runs of 8
+        // (0 of 8 without). Faster `layers` messages to the publisher expose a race
+        // between dynacast and the allocator that is not understood yet.
         let io = TokioIo::new(Counted {
             stream,
             _slot: slot,
