@@ -35,7 +35,10 @@ pub struct Cli {
     #[arg(long, env = "SWITCHYARD_UDP_PORT")]
     pub udp_port: Option<u16>,
     /// ICE-TCP: also listen for TCP on each shard's media port number, for browsers
-    /// whose network drops UDP [default: true].
+    /// whose network drops UDP [default: false].
+    ///
+    /// Off by default: Chromium, offered both, was seen to settle on the TCP pair now
+    /// and then although UDP worked (head-of-line blocking for no reason).
     #[arg(long, env = "SWITCHYARD_ICE_TCP")]
     pub ice_tcp: Option<bool>,
     /// Media shards (threads, each with its own UDP socket) [default: 1].
@@ -332,7 +335,7 @@ impl Default for Config {
                 srtp: SrtpPolicy::Gcm,
                 bwe: true,
                 ice_connect_timeout: std::time::Duration::from_secs(20),
-                ice_tcp: true,
+                ice_tcp: false,
             },
             ice_servers: vec![],
             turn_secret: None,

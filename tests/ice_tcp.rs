@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use common::{http_get_json, start_server};
+use common::{http_get_json, start_server_with};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
@@ -35,7 +35,7 @@ async fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_stalled_connections_on_the_tcp_port_are_closed_and_counted() {
-    let server = start_server().await;
+    let server = start_server_with(|c| c.media.ice_tcp = true).await;
     let stats_url = format!("{}/api/stats", server.http);
     let stats = http_get_json(&stats_url).await;
     let media: SocketAddr = stats["shards"][0]["udp_addr"]

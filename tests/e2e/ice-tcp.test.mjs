@@ -22,7 +22,7 @@ let firefox;
 let browser;
 
 before(async () => {
-  server = await startServer('127.0.0.1:0');
+  server = await startServer('127.0.0.1:0', { args: ['--ice-tcp', 'true'] });
   firefox = await launchFirefox({ 'media.peerconnection.ice.tcp': true, 'media.peerconnection.ice.force_ice_tcp': true });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30000 });
 });
