@@ -13,29 +13,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use common::{http_get_json, start_server_with, RawWs};
+use common::{closed_within, http_get_json, open_fds, start_server_with, RawWs};
 
 fn addr_of(server: &common::TestServer) -> SocketAddr {
     server.http.trim_start_matches("http://").parse().unwrap()
-}
-
-/// Descriptors this process holds (server and test share it).
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-/// Whether the server closed `s` within `secs`: a read returns end-of-file or an error.
-async fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue, // a response (408, or nothing): read on to the close
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -360,24 +360,12 @@ impl Shard {
                 }
             },
         };
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return tcp.close(from);
-        };
-        let msg = TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: self.candidate,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::TCP,
-            },
-            message: frame,
-        };
-        if peer.pc.handle_read(msg).is_err() {
-            Metrics::inc(&self.metrics.rtc_read_errors);
+        // (The loop settles and flushes after every event.)
+        if !self.read_into(id, from, TransportProtocol::TCP, frame, now) {
+            if let Some(tcp) = self.tcp.as_mut() {
+                tcp.close(from);
+            }
         }
-        touch(&mut self.touched, peer);
-        self.settle_and_flush(now);
     }
 
     pub(super) fn deliver(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
@@ -400,9 +388,23 @@ impl Shard {
                 return;
             }
         };
-        let Some(peer) = self.peers.get_mut(&id) else {
+        if !self.read_into(id, from, TransportProtocol::UDP, datagram, now) {
             Metrics::inc(&self.metrics.udp_unknown_address);
-            return;
+        }
+    }
+
+    /// Hands what arrived from `from` (a datagram, or an ICE-TCP frame) to `id`'s
+    /// connection and marks it for settling; false when there is no such connection.
+    fn read_into(
+        &mut self,
+        id: ParticipantId,
+        from: SocketAddr,
+        transport_protocol: TransportProtocol,
+        message: BytesMut,
+        now: Instant,
+    ) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
         };
         let msg = TaggedBytesMut {
             now,
@@ -410,9 +412,9 @@ impl Shard {
                 local_addr: self.candidate,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol,
             },
-            message: datagram,
+            message,
         };
         if peer.pc.handle_read(msg).is_err() {
             // Bad integrity, a replayed or undecryptable packet, a protocol error:
@@ -420,6 +422,7 @@ impl Shard {
             Metrics::inc(&self.metrics.rtc_read_errors);
         }
         touch(&mut self.touched, peer);
+        true
     }
 
     pub(super) fn run_timers(&mut self, now: Instant) {
