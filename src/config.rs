@@ -63,6 +63,34 @@ pub struct Cli {
     /// How long a participant's TURN credentials are valid [default: 6h].
     #[arg(long, env = "SWITCHYARD_TURN_CREDENTIAL_TTL", value_parser = parse_ttl)]
     pub turn_credential_ttl: Option<std::time::Duration>,
+    /// Embedded TURN server over UDP on this port (3478 is the standard one; 0 = any);
+    /// off unless set. Participants get their own expiring credentials for it.
+    #[arg(long, env = "SWITCHYARD_TURN_UDP_PORT")]
+    pub turn_udp_port: Option<u16>,
+    /// Embedded TURN server over TCP on this port; off unless set.
+    #[arg(long, env = "SWITCHYARD_TURN_TCP_PORT")]
+    pub turn_tcp_port: Option<u16>,
+    /// Embedded TURN server over TLS on this port (443 gets through most firewalls);
+    /// needs --turn-tls-cert and --turn-tls-key. Off unless set.
+    #[arg(long, env = "SWITCHYARD_TURN_TLS_PORT")]
+    pub turn_tls_port: Option<u16>,
+    /// PEM certificate chain for TURN over TLS.
+    #[arg(long, env = "SWITCHYARD_TURN_TLS_CERT")]
+    pub turn_tls_cert: Option<PathBuf>,
+    /// PEM private key for TURN over TLS.
+    #[arg(long, env = "SWITCHYARD_TURN_TLS_KEY")]
+    pub turn_tls_key: Option<PathBuf>,
+    /// The host name put in the embedded TURN server's URLs (the certificate's name
+    /// for TLS) [default: the advertised, else the bound media address].
+    #[arg(long, env = "SWITCHYARD_TURN_HOST")]
+    pub turn_host: Option<String>,
+    /// Most TURN allocations held at once, all participants together [default: 1000].
+    #[arg(long, env = "SWITCHYARD_TURN_MAX_ALLOCATIONS")]
+    pub turn_max_allocations: Option<usize>,
+    /// IP addresses the embedded TURN server may relay to besides this server's own
+    /// media sockets, comma separated [default: none].
+    #[arg(long, env = "SWITCHYARD_TURN_ALLOWED_PEERS", value_delimiter = ',')]
+    pub turn_allowed_peers: Option<Vec<IpAddr>>,
     /// Most participants in one room.
     #[arg(long, env = "SWITCHYARD_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
@@ -216,6 +244,14 @@ pub struct FileConfig {
     pub turn_secret: Option<Secret>,
     /// Seconds.
     pub turn_credential_ttl_secs: Option<u64>,
+    pub turn_udp_port: Option<u16>,
+    pub turn_tcp_port: Option<u16>,
+    pub turn_tls_port: Option<u16>,
+    pub turn_tls_cert: Option<PathBuf>,
+    pub turn_tls_key: Option<PathBuf>,
+    pub turn_host: Option<String>,
+    pub turn_max_allocations: Option<usize>,
+    pub turn_allowed_peers: Option<Vec<IpAddr>>,
     pub max_participants: Option<usize>,
     /// API key -> secret.
     pub keys: Option<BTreeMap<String, Secret>>,
@@ -275,6 +311,8 @@ pub struct Config {
     /// Derives each participant's TURN credentials (auth/turn.rs).
     pub turn_secret: Option<Secret>,
     pub turn_credential_ttl: std::time::Duration,
+    /// The embedded TURN server (turn/); off unless a port is set.
+    pub turn: crate::turn::TurnConfig,
     pub max_participants: usize,
     /// (API key, secret) pairs that sign access tokens; none: dev mode.
     pub api_keys: Vec<(String, Secret)>,
@@ -340,6 +378,10 @@ impl Default for Config {
             ice_servers: vec![],
             turn_secret: None,
             turn_credential_ttl: std::time::Duration::from_secs(6 * 3600),
+            turn: crate::turn::TurnConfig {
+                max_allocations: 1000,
+                ..Default::default()
+            },
             max_participants: 50,
             api_keys: vec![],
             metrics_token: None,
@@ -429,6 +471,15 @@ impl Config {
         if let Some(v) = f.turn_credential_ttl_secs {
             self.turn_credential_ttl = std::time::Duration::from_secs(v);
         }
+        let t = &mut self.turn;
+        t.udp_port = f.turn_udp_port.or(t.udp_port);
+        t.tcp_port = f.turn_tcp_port.or(t.tcp_port);
+        t.tls_port = f.turn_tls_port.or(t.tls_port);
+        t.tls_cert = f.turn_tls_cert.or(t.tls_cert.take());
+        t.tls_key = f.turn_tls_key.or(t.tls_key.take());
+        t.host = f.turn_host.or(t.host.take());
+        t.max_allocations = f.turn_max_allocations.unwrap_or(t.max_allocations);
+        t.allowed_peers = f.turn_allowed_peers.unwrap_or(std::mem::take(&mut t.allowed_peers));
         if let Some(v) = f.max_participants {
             self.max_participants = v;
         }
@@ -511,6 +562,17 @@ impl Config {
         }
         if let Some(v) = cli.turn_credential_ttl {
             self.turn_credential_ttl = v;
+        }
+        let t = &mut self.turn;
+        t.udp_port = cli.turn_udp_port.or(t.udp_port);
+        t.tcp_port = cli.turn_tcp_port.or(t.tcp_port);
+        t.tls_port = cli.turn_tls_port.or(t.tls_port);
+        t.tls_cert = cli.turn_tls_cert.clone().or(t.tls_cert.take());
+        t.tls_key = cli.turn_tls_key.clone().or(t.tls_key.take());
+        t.host = cli.turn_host.clone().or(t.host.take());
+        t.max_allocations = cli.turn_max_allocations.unwrap_or(t.max_allocations);
+        if let Some(v) = &cli.turn_allowed_peers {
+            t.allowed_peers = v.clone();
         }
         if let Some(v) = cli.max_participants {
             self.max_participants = v;
@@ -655,6 +717,18 @@ impl Config {
                  see docs/configuration.md) or pass --dev",
                 self.listen
             )));
+        }
+        if self.turn.tls_port.is_some()
+            && (self.turn.tls_cert.is_none() || self.turn.tls_key.is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "turn_tls_port needs turn_tls_cert and turn_tls_key (PEM files)".into(),
+            ));
+        }
+        if self.turn.enabled() && self.turn.max_allocations == 0 {
+            return Err(ConfigError::Invalid(
+                "turn_max_allocations must be at least 1".into(),
+            ));
         }
         if self.max_participants == 0 {
             return Err(ConfigError::Invalid(

@@ -21,4 +21,5 @@ pub mod room;
 pub mod secret;
 pub mod server;
 pub mod signal;
+pub mod turn;
 pub mod webhook;

@@ -101,6 +101,8 @@ pub struct Metrics {
     /// the difference), so `/healthz` reads them without a walk of the shards.
     pub participants_now: AtomicU64,
     pub rooms_now: AtomicU64,
+    /// The embedded TURN server's counters, when one runs (set once at start).
+    pub turn: std::sync::OnceLock<std::sync::Arc<crate::turn::TurnCounters>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -164,6 +166,8 @@ pub struct MetricsSnapshot {
     /// Resident memory now and at its peak, in MiB (Linux).
     pub process_rss_mb: Option<f64>,
     pub process_peak_rss_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn: Option<crate::turn::TurnSnapshot>,
 }
 
 impl Metrics {
@@ -237,6 +241,7 @@ impl Metrics {
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),
             process_peak_rss_mb: process::status_mb("VmHWM:"),
+            turn: self.turn.get().map(|t| t.snapshot()),
         }
     }
 }

@@ -45,6 +45,29 @@ impl Server {
             metrics.clone(),
         )?;
         let engine = Engine::start(&config.media, config.max_participants, metrics, webhooks)?;
+        let turn = if config.turn.enabled() {
+            let turn = crate::turn::start(
+                &config.turn,
+                config.media.bind_ip(),
+                config.media.advertise_ip(),
+                engine.media_addrs.clone(),
+            )
+            .await?;
+            // Our own TURN server checks the credentials it hands out: with no shared
+            // secret configured, one for this process's life will do.
+            if config.turn_secret.is_none() {
+                config.turn_secret = Some(crate::secret::Secret::generate());
+            }
+            config.ice_servers.push(crate::config::IceServer {
+                urls: turn.urls.clone(),
+                username: None,
+                credential: None,
+            });
+            let _ = engine.metrics.turn.set(turn.counters.clone());
+            Some(turn)
+        } else {
+            None
+        };
         let keys = KeySet::new(&config.api_keys);
         if keys.is_empty() {
             tracing::warn!(
@@ -56,6 +79,7 @@ impl Server {
             config,
             engine,
             keys,
+            turn,
         });
         Ok(Server { listener, app })
     }

@@ -241,6 +241,8 @@ impl Ids {
 /// All shards of this server.
 pub struct Engine {
     shards: Vec<ShardHandle>,
+    /// Each shard's bound media socket.
+    pub media_addrs: Vec<SocketAddr>,
     pub ids: Arc<Ids>,
     pub metrics: Arc<Metrics>,
 }
@@ -255,6 +257,7 @@ impl Engine {
     ) -> std::io::Result<Engine> {
         let ids = Arc::new(Ids::default());
         let mut shards = Vec::new();
+        let mut media_addrs = Vec::new();
         for index in 0..media.shards.max(1) {
             let port = if media.udp_port == 0 {
                 0
@@ -273,11 +276,12 @@ impl Engine {
                 webhooks: webhooks.clone(),
                 ice_tcp: media.ice_tcp,
             };
-            shard::spawn(settings, rx, ids.clone(), metrics.clone())?;
+            media_addrs.push(shard::spawn(settings, rx, ids.clone(), metrics.clone())?);
             shards.push(ShardHandle { commands: tx });
         }
         Ok(Engine {
             shards,
+            media_addrs,
             ids,
             metrics,
         })

@@ -75,7 +75,7 @@ pub fn spawn(
     commands: mpsc::Receiver<Command>,
     ids: Arc<Ids>,
     metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
+) -> std::io::Result<SocketAddr> {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("shard-{}", settings.index))
@@ -115,7 +115,6 @@ pub fn spawn(
     bound_rx
         .recv()
         .unwrap_or_else(|_| Err(std::io::Error::other("shard thread ended at start")))
-        .map(|_: SocketAddr| ())
 }
 
 /// Where a shard's datagrams go: its UDP socket, or, under the simulation harness

@@ -26,6 +26,8 @@ pub struct AppState {
     pub engine: Engine,
     /// The API keys access tokens are checked with; empty in dev mode.
     pub keys: KeySet,
+    /// The embedded TURN server, when one runs.
+    pub turn: Option<crate::turn::TurnHandle>,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");

@@ -97,6 +97,66 @@ fn float_gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Uni
     }
 }
 
+/// The embedded TURN server's series (turn/counters.rs).
+fn turn(r: &mut Registry, t: &crate::turn::TurnSnapshot) {
+    counter(r, "turn_allocations", "TURN allocations made", t.allocations);
+    gauge(
+        r,
+        "turn_allocations_held",
+        "TURN allocations held now",
+        t.allocations_now as i64,
+    );
+    let refused = Family::<Cause, Counter>::default();
+    for (cause, n) in [
+        ("expired", t.refused_expired),
+        ("participant_quota", t.refused_participant_quota),
+        ("total_quota", t.refused_total_quota),
+        ("forbidden_peer", t.refused_forbidden_peer),
+        ("tcp_relay", t.refused_tcp_relay),
+        ("error_response", t.error_responses),
+    ] {
+        refused.get_or_create(&Cause { cause }).inc_by(n);
+    }
+    r.register(
+        "turn_refused",
+        "TURN requests refused: expired credentials, quotas, peers not ours, TCP relays, and the library's error responses (bad credentials, stale nonce)",
+        refused,
+    );
+    let bytes = Family::<Kind, Counter>::default();
+    for (kind, n) in [
+        ("to_peers", t.relayed_bytes_to_peers),
+        ("to_clients", t.relayed_bytes_to_clients),
+    ] {
+        bytes.get_or_create(&Kind { kind }).inc_by(n);
+    }
+    r.register_with_unit(
+        "turn_relayed",
+        "Bytes relayed by the embedded TURN server",
+        Unit::Bytes,
+        bytes,
+    );
+    counter(
+        r,
+        "turn_dropped",
+        "TURN datagrams and frames dropped (full queue, refused send)",
+        t.dropped,
+    );
+    let conns = Family::<Outcome, Counter>::default();
+    for (outcome, n) in [
+        ("accepted", t.connections_accepted),
+        ("refused", t.connections_refused),
+        ("timed_out", t.connections_timed_out),
+        ("bad_frame", t.frames_refused),
+    ] {
+        conns.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+    r.register(
+        "turn_connections",
+        "TURN TCP/TLS connections accepted, refused (cap, TLS), closed by a deadline or a bad frame",
+        conns,
+    );
+}
+
 /// The text a scrape returns.
 pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) -> String {
     let mut r = Registry::with_prefix("switchyard");
@@ -441,6 +501,9 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
             Some(Unit::Bytes),
             rss * 1024.0 * 1024.0,
         );
+    }
+    if let Some(t) = &m.turn {
+        turn(&mut r, t);
     }
 
     let mut out = String::new();

@@ -335,16 +335,24 @@ impl Session {
         info!(name = %name, "joined");
         self.joined = Some(Joined { id, shard });
         self.outputs = Some(events_rx);
+        let ice_servers = crate::auth::turn::ice_servers_for(
+            &self.app.config.ice_servers,
+            self.app.config.turn_secret.as_ref(),
+            self.app.config.turn_credential_ttl,
+            id,
+            crate::auth::unix_now(),
+        );
+        if let Some(turn) = &self.app.turn {
+            for s in ice_servers.iter().filter(|s| s.urls == turn.urls) {
+                if let (Some(user), Some(pass)) = (&s.username, &s.credential) {
+                    turn.authorize(user.clone(), pass.expose().to_string());
+                }
+            }
+        }
         self.send(ServerMessage::Joined {
             participant_id: id,
             room,
-            ice_servers: crate::auth::turn::ice_servers_for(
-                &self.app.config.ice_servers,
-                self.app.config.turn_secret.as_ref(),
-                self.app.config.turn_credential_ttl,
-                id,
-                crate::auth::unix_now(),
-            ),
+            ice_servers,
             participants: snapshot.participants,
             tracks: snapshot.tracks,
         })
