@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 /// webrtc-rs logs some per-packet conditions (e.g. media before DTLS is up) at warn;
 /// the media path must not log per packet, so its crates only speak up for errors.
-const DEFAULT_LOG_FILTER: &str = "switchyard=info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,warn";
+const DEFAULT_LOG_FILTER: &str = "switchyard=info,webrtc=error,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_srtp=error,rtc_sctp=error,stun_proto=off,turn_server_proto=off,warn";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

@@ -108,7 +108,7 @@ fn turn(r: &mut Registry, t: &crate::turn::TurnSnapshot) {
     );
     let refused = Family::<Cause, Counter>::default();
     for (cause, n) in [
-        ("expired", t.refused_expired),
+        ("credential", t.refused_credential),
         ("participant_quota", t.refused_participant_quota),
         ("total_quota", t.refused_total_quota),
         ("forbidden_peer", t.refused_forbidden_peer),
@@ -119,7 +119,7 @@ fn turn(r: &mut Registry, t: &crate::turn::TurnSnapshot) {
     }
     r.register(
         "turn_refused",
-        "TURN requests refused: expired credentials, quotas, peers not ours, TCP relays, and the library's error responses (bad credentials, stale nonce)",
+        "TURN requests refused: credentials expired, unknown or of a departed participant, quotas, peers not ours, TCP relays, and the library's error responses (bad credentials, stale nonce)",
         refused,
     );
     let bytes = Family::<Kind, Counter>::default();

@@ -54,6 +54,8 @@ pub async fn run(ws: WebSocket, app: Arc<AppState>) {
 struct Joined {
     id: ParticipantId,
     shard: ShardHandle,
+    /// The username the embedded TURN server knows this participant by, if it runs.
+    turn_user: Option<String>,
 }
 
 enum Flow {
@@ -333,8 +335,6 @@ impl Session {
         self.span.record("room", room.as_str());
         self.span.record("participant", field::display(id));
         info!(name = %name, "joined");
-        self.joined = Some(Joined { id, shard });
-        self.outputs = Some(events_rx);
         let ice_servers = crate::auth::turn::ice_servers_for(
             &self.app.config.ice_servers,
             self.app.config.turn_secret.as_ref(),
@@ -342,13 +342,21 @@ impl Session {
             id,
             crate::auth::unix_now(),
         );
+        let mut turn_user = None;
         if let Some(turn) = &self.app.turn {
             for s in ice_servers.iter().filter(|s| s.urls == turn.urls) {
                 if let (Some(user), Some(pass)) = (&s.username, &s.credential) {
                     turn.authorize(user.clone(), pass.expose().to_string());
+                    turn_user = Some(user.clone());
                 }
             }
         }
+        self.joined = Some(Joined {
+            id,
+            shard,
+            turn_user,
+        });
+        self.outputs = Some(events_rx);
         self.send(ServerMessage::Joined {
             participant_id: id,
             room,
@@ -408,6 +416,9 @@ impl Session {
     async fn leave(&mut self) {
         if let Some(j) = self.joined.take() {
             j.shard.send(Command::Leave { id: j.id }).await;
+            if let (Some(turn), Some(user)) = (&self.app.turn, j.turn_user) {
+                turn.forget(user);
+            }
             info!("left");
         }
         self.outputs = None;

@@ -12,14 +12,15 @@ pub struct TurnCounters {
     /// Allocations made, and those held now.
     pub allocations: AtomicU64,
     pub allocations_now: AtomicU64,
-    /// Requests refused before the TURN library saw them, by cause.
-    pub refused_expired: AtomicU64,
+    /// Requests refused (dropped) before the TURN library saw them, by cause.
+    pub refused_credential: AtomicU64,
     pub refused_participant_quota: AtomicU64,
     pub refused_total_quota: AtomicU64,
     pub refused_forbidden_peer: AtomicU64,
     pub refused_tcp_relay: AtomicU64,
-    /// Error responses the TURN library sent (bad or missing credentials, stale nonce,
-    /// malformed request, no allocation).
+    /// Error responses the TURN library sent: bad, unknown or revoked credentials (a
+    /// departed participant's), the first unauthenticated request of every client,
+    /// stale nonces, malformed requests.
     pub error_responses: AtomicU64,
     /// Bytes relayed from clients to peers and from peers to clients.
     pub relayed_bytes_to_peers: AtomicU64,
@@ -39,7 +40,7 @@ pub struct TurnCounters {
 impl TurnCounters {
     pub fn refused(&self, why: Refusal) {
         let c = match why {
-            Refusal::Expired => &self.refused_expired,
+            Refusal::Credential => &self.refused_credential,
             Refusal::ParticipantQuota => &self.refused_participant_quota,
             Refusal::TotalQuota => &self.refused_total_quota,
             Refusal::ForbiddenPeer => &self.refused_forbidden_peer,
@@ -53,7 +54,7 @@ impl TurnCounters {
         TurnSnapshot {
             allocations: l(&self.allocations),
             allocations_now: l(&self.allocations_now),
-            refused_expired: l(&self.refused_expired),
+            refused_credential: l(&self.refused_credential),
             refused_participant_quota: l(&self.refused_participant_quota),
             refused_total_quota: l(&self.refused_total_quota),
             refused_forbidden_peer: l(&self.refused_forbidden_peer),
@@ -74,7 +75,7 @@ impl TurnCounters {
 pub struct TurnSnapshot {
     pub allocations: u64,
     pub allocations_now: u64,
-    pub refused_expired: u64,
+    pub refused_credential: u64,
     pub refused_participant_quota: u64,
     pub refused_total_quota: u64,
     pub refused_forbidden_peer: u64,

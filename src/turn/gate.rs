@@ -9,8 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 /// Why a request or a relayed datagram was refused; each is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// The username's expiry (`EXPIRY:PARTICIPANT`) has passed, or it is not of that form.
-    Expired,
+    /// A username whose expiry (`EXPIRY:PARTICIPANT`) has passed, or not of that form.
+    /// (Unknown, forged and revoked credentials meet the library's 401.)
+    Credential,
     /// The participant already holds its share of allocations.
     ParticipantQuota,
     /// The server holds as many allocations as it allows.
@@ -24,10 +25,10 @@ pub enum Refusal {
 /// The participant a TURN username names, if it is ours and not expired.
 /// `EXPIRY:PARTICIPANT` as auth/turn.rs makes them.
 pub fn check_username(username: &str, now_unix: u64) -> Result<&str, Refusal> {
-    let (expiry, who) = username.split_once(':').ok_or(Refusal::Expired)?;
-    let expiry: u64 = expiry.parse().map_err(|_| Refusal::Expired)?;
+    let (expiry, who) = username.split_once(':').ok_or(Refusal::Credential)?;
+    let expiry: u64 = expiry.parse().map_err(|_| Refusal::Credential)?;
     if expiry < now_unix || who.is_empty() {
-        return Err(Refusal::Expired);
+        return Err(Refusal::Credential);
     }
     Ok(who)
 }
@@ -121,11 +122,11 @@ mod tests {
     fn usernames_expire_and_name_their_participant() {
         assert_eq!(check_username("200:p7", 100), Ok("p7"));
         assert_eq!(check_username("200:p7", 200), Ok("p7"));
-        assert_eq!(check_username("99:p7", 100), Err(Refusal::Expired));
-        assert_eq!(check_username("p7", 100), Err(Refusal::Expired));
-        assert_eq!(check_username("soon:p7", 100), Err(Refusal::Expired));
-        assert_eq!(check_username("200:", 100), Err(Refusal::Expired));
-        assert_eq!(check_username("", 100), Err(Refusal::Expired));
+        assert_eq!(check_username("99:p7", 100), Err(Refusal::Credential));
+        assert_eq!(check_username("p7", 100), Err(Refusal::Credential));
+        assert_eq!(check_username("soon:p7", 100), Err(Refusal::Credential));
+        assert_eq!(check_username("200:", 100), Err(Refusal::Credential));
+        assert_eq!(check_username("", 100), Err(Refusal::Credential));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use turn_server_proto::server::TurnServer;
 use turn_server_proto::types::TransportType;
 
 pub use counters::{TurnCounters, TurnSnapshot};
+use service::Credential;
 pub use stream::{FIRST_FRAME_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS};
 
 /// Allocations one participant may hold at once: a browser makes one per TURN URL
@@ -69,7 +70,7 @@ impl TurnConfig {
 
 /// How the rest of the server reaches the running TURN service.
 pub struct TurnHandle {
-    users: mpsc::Sender<(String, String)>,
+    users: mpsc::Sender<Credential>,
     /// The URLs participants are given (turn:...?transport=udp, ...=tcp, turns:...).
     pub urls: Vec<String>,
     pub counters: Arc<TurnCounters>,
@@ -78,7 +79,17 @@ pub struct TurnHandle {
 impl TurnHandle {
     /// Lets a credential the server just issued authenticate.
     pub fn authorize(&self, username: String, password: String) {
-        if self.users.try_send((username, password)).is_err() {
+        self.tell(Credential::Issued { username, password });
+    }
+
+    /// The participant left: its credential authenticates nothing more (its
+    /// allocations then expire at their next refresh).
+    pub fn forget(&self, username: String) {
+        self.tell(Credential::Revoked { username });
+    }
+
+    fn tell(&self, c: Credential) {
+        if self.users.try_send(c).is_err() {
             self.counters.dropped.fetch_add(1, Relaxed);
         }
     }

@@ -62,8 +62,15 @@ impl Drop for Relay {
     }
 }
 
+/// Credentials as the sessions issue and revoke them.
+#[derive(Debug)]
+pub enum Credential {
+    Issued { username: String, password: String },
+    Revoked { username: String },
+}
+
 pub struct Inputs {
-    pub users: mpsc::Receiver<(String, String)>,
+    pub users: mpsc::Receiver<Credential>,
     pub streams: mpsc::Receiver<StreamEvent>,
     pub relayed: mpsc::Receiver<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
@@ -135,9 +142,17 @@ impl Service {
                     }
                 }
                 user = inputs.users.recv() => match user {
-                    Some((username, password)) => {
+                    Some(Credential::Issued { username, password }) => {
                         for s in &mut self.servers {
                             s.add_user(username.clone(), password.clone());
+                        }
+                    }
+                    Some(Credential::Revoked { username }) => {
+                        // The library has no removal: a password nobody knows replaces
+                        // the participant's, so its requests meet a 401 from now on.
+                        let unguessable = crate::secret::Secret::generate();
+                        for s in &mut self.servers {
+                            s.add_user(username.clone(), unguessable.expose().to_string());
                         }
                     }
                     // The server is shutting down.

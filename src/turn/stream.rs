@@ -147,10 +147,24 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let mut buf = BytesMut::with_capacity(MAX_FRAME);
-    let mut deadline = FIRST_FRAME_TIMEOUT;
+    let opened = tokio::time::Instant::now();
+    let mut framed_once = false;
+    // When the bytes waiting in `buf` (part of a frame) began to arrive.
+    let mut partial_since = opened;
     loop {
+        // A first frame, and then every frame once begun, must arrive whole within
+        // FIRST_FRAME_TIMEOUT (a slowloris trickling a header); between frames the
+        // connection may idle for IDLE_TIMEOUT.
+        let deadline = if !framed_once {
+            opened + FIRST_FRAME_TIMEOUT
+        } else if !buf.is_empty() {
+            partial_since + FIRST_FRAME_TIMEOUT
+        } else {
+            tokio::time::Instant::now() + IDLE_TIMEOUT
+        };
+        let was_empty = buf.is_empty();
         tokio::select! {
-            read = tokio::time::timeout(deadline, stream.read_buf(&mut buf)) => {
+            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => {
                 match read {
                     Ok(Ok(n)) if n > 0 => {}
                     Ok(_) => break,
@@ -159,7 +173,9 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                 }
-                deadline = IDLE_TIMEOUT;
+                if was_empty {
+                    partial_since = tokio::time::Instant::now();
+                }
                 let mut bad = false;
                 while let Some(len) = frame_len(&buf) {
                     if len > MAX_FRAME {
@@ -171,6 +187,8 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     let frame = buf[..len].to_vec();
                     buf.advance(len);
+                    framed_once = true;
+                    partial_since = tokio::time::Instant::now();
                     if events.send(StreamEvent::Frame { listen, client, frame }).await.is_err() {
                         return;
                     }
