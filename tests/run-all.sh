@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+echo "== test dependencies (Debian packages, when missing)"
+bash tests/install-deps.sh
+
 echo "== build (release: the media tests measure real forwarding)"
 cargo build --release --locked --workspace
 

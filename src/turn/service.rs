@@ -128,7 +128,8 @@ impl Service {
                     Some(StreamEvent::Opened { listen, client, out }) => {
                         self.streams.insert((listen, client), out);
                     }
-                    Some(StreamEvent::Frame { listen, client, frame }) => {
+                    Some(StreamEvent::Frame { listen, client, mut frame }) => {
+                        unpad_channel_data(&mut frame);
                         self.from_client(TransportType::Tcp, listen, client, frame);
                     }
                     Some(StreamEvent::Closed { listen, client }) => {
@@ -300,10 +301,12 @@ impl Service {
                 }
             }
             TransportType::Tcp => {
+                let mut data = t.data;
+                pad_channel_data(&mut data);
                 let queued = self
                     .streams
                     .get(&(t.from, t.to))
-                    .is_some_and(|q| q.try_send(t.data).is_ok());
+                    .is_some_and(|q| q.try_send(data).is_ok());
                 if !queued {
                     self.counters.dropped.fetch_add(1, Relaxed);
                 }
@@ -465,7 +468,60 @@ async fn read_relayed(
     }
 }
 
+// Over TCP and TLS a ChannelData message is padded to a multiple of 4 bytes (RFC 8656
+// 12.5; browsers read the stream that way). turn-server-proto 0.7 neither writes nor
+// expects the padding, so it is added on the way out and taken off on the way in.
+
+fn is_channel_data(frame: &[u8]) -> bool {
+    frame.len() >= 4 && frame[0] >> 6 == 1
+}
+
+fn pad_channel_data(frame: &mut Vec<u8>) {
+    if is_channel_data(frame) {
+        frame.resize(frame.len().div_ceil(4) * 4, 0);
+    }
+}
+
+fn unpad_channel_data(frame: &mut Vec<u8>) {
+    if is_channel_data(frame) {
+        let len = 4 + u16::from_be_bytes([frame[2], frame[3]]) as usize;
+        frame.truncate(len);
+    }
+}
+
 /// A STUN error response (class bits 0x0110 of the message type)?
 fn is_error_response(data: &[u8]) -> bool {
     data.len() >= 20 && data[0] >> 6 == 0 && (data[0] & 0x01) == 0x01 && (data[1] & 0x10) == 0x10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_data_is_padded_towards_stream_clients_and_unpadded_from_them() {
+        let mut out = vec![0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5];
+        pad_channel_data(&mut out);
+        assert_eq!(out, [0x40, 0, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0]);
+        unpad_channel_data(&mut out);
+        assert_eq!(out, [0x40, 0, 0, 5, 1, 2, 3, 4, 5]);
+        // STUN messages are a multiple of 4 already and left alone.
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        pad_channel_data(&mut stun);
+        unpad_channel_data(&mut stun);
+        assert_eq!(stun.len(), 8);
+    }
+
+    #[test]
+    fn error_responses_are_told_by_their_class_bits() {
+        // Allocate error response (0x0113), success response (0x0103), request (0x0003).
+        let msg = |t: u16| {
+            let mut m = vec![0u8; 20];
+            m[..2].copy_from_slice(&t.to_be_bytes());
+            m
+        };
+        assert!(is_error_response(&msg(0x0113)));
+        assert!(!is_error_response(&msg(0x0103)));
+        assert!(!is_error_response(&msg(0x0003)));
+    }
 }

@@ -257,7 +257,8 @@ export function transportInfo(page) {
       ?? pairs.find((s) => s.selected)
       ?? pairs.find((s) => s.nominated && s.state === 'succeeded');
     const byId = (id) => stats.find((s) => s.id === id);
-    const end = (c) => c && { address: c.address ?? c.ip, port: c.port, type: c.candidateType, protocol: c.protocol };
+    const end = (c) => c && { address: c.address ?? c.ip, port: c.port, type: c.candidateType, protocol: c.protocol,
+      relayProtocol: c.relayProtocol };
     return {
       srtpCipher: transport?.srtpCipher,
       dtlsCipher: transport?.dtlsCipher,
