@@ -479,7 +479,9 @@ impl Config {
         t.tls_key = f.turn_tls_key.or(t.tls_key.take());
         t.host = f.turn_host.or(t.host.take());
         t.max_allocations = f.turn_max_allocations.unwrap_or(t.max_allocations);
-        t.allowed_peers = f.turn_allowed_peers.unwrap_or(std::mem::take(&mut t.allowed_peers));
+        t.allowed_peers = f
+            .turn_allowed_peers
+            .unwrap_or(std::mem::take(&mut t.allowed_peers));
         if let Some(v) = f.max_participants {
             self.max_participants = v;
         }

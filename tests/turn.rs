@@ -44,6 +44,9 @@ async fn turn_server(open_relay: bool) -> TestServer {
         c.turn.tls_port = Some(0);
         c.turn.tls_cert = Some(cert);
         c.turn.tls_key = Some(key);
+        // The tests' participants hold a raw WebSocket that answers no ping: keep them
+        // (and so their TURN credentials) for the test's length.
+        c.liveness_timeout = Duration::from_secs(300);
         if open_relay {
             c.turn.allowed_peers = vec!["127.0.0.1".parse().unwrap()];
         }
@@ -109,16 +112,29 @@ fn uclient_within(
     args.extend(flags.iter().map(|s| s.to_string()));
     let m = clients.to_string();
     args.extend(
-        ["-n", "5", "-m", &m, "-l", "120", "-y", "-e", "127.0.0.1", "127.0.0.1"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "-n",
+            "5",
+            "-m",
+            &m,
+            "-l",
+            "120",
+            "-y",
+            "-e",
+            "127.0.0.1",
+            "127.0.0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     let out = Command::new("timeout")
         .arg(secs.to_string())
         .arg("turnutils_uclient")
         .args(&args)
         .output()
-        .expect("turnutils_uclient (Debian package coturn) is needed: tests/run-all.sh installs it");
+        .expect(
+            "turnutils_uclient (Debian package coturn) is needed: tests/run-all.sh installs it",
+        );
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -187,6 +203,10 @@ async fn coturns_client_allocates_and_relays_over_udp_tcp_and_tls_with_a_partici
             run.relayed_bytes,
             started.elapsed()
         );
+        println!(
+            "  server's TURN counters now: {}",
+            turn_stats(&server).await
+        );
         assert!(
             run.allocated && run.relayed_bytes > 0,
             "coturn's client relays through our TURN over {label}:\n{}",
@@ -220,9 +240,13 @@ async fn forged_expired_departed_and_flooding_credentials_and_foreign_peers_are_
 
     // Another participant's name with Bob's password; Bob's name with a wrong password;
     // an expiry in the past: none allocates.
-    let forged = blocking(format!("{expiry}:p999"), pass.clone(), 1).await.unwrap();
+    let forged = blocking(format!("{expiry}:p999"), pass.clone(), 1)
+        .await
+        .unwrap();
     assert!(!forged.allocated, "forged name:\n{}", forged.out);
-    let wrong = blocking(user.clone(), "not-the-password".into(), 1).await.unwrap();
+    let wrong = blocking(user.clone(), "not-the-password".into(), 1)
+        .await
+        .unwrap();
     assert!(!wrong.allocated, "wrong password:\n{}", wrong.out);
     // (An expired username is dropped unanswered: the client retries until it gives up.)
     let old = format!("{}:{who}", expiry.parse::<u64>().unwrap() - 7 * 3600);
@@ -253,7 +277,10 @@ async fn forged_expired_departed_and_flooding_credentials_and_foreign_peers_are_
     assert!(!departed.allocated, "departed:\n{}", departed.out);
     let turn = turn_stats(&server).await;
     println!("refusals: {turn}");
-    assert!(turn["refused_credential"].as_u64().unwrap() > 0, "expired: {turn}");
+    assert!(
+        turn["refused_credential"].as_u64().unwrap() > 0,
+        "expired: {turn}"
+    );
     assert!(turn["error_responses"].as_u64().unwrap() > 0, "{turn}");
 }
 
@@ -269,10 +296,20 @@ async fn by_default_the_relay_reaches_this_servers_media_sockets_only() {
         .await
         .unwrap();
     let turn = turn_stats(&server).await;
-    println!("relay to a foreign peer: relayed back {} bytes; {turn}", run.relayed_bytes);
+    println!(
+        "relay to a foreign peer: relayed back {} bytes; {turn}",
+        run.relayed_bytes
+    );
     assert_eq!(run.relayed_bytes, 0, "nothing relayed:\n{}", run.out);
-    assert!(turn["refused_forbidden_peer"].as_u64().unwrap() > 0, "{turn}");
-    assert_eq!(turn["relayed_bytes_to_peers"].as_u64().unwrap(), 0, "{turn}");
+    assert!(
+        turn["refused_forbidden_peer"].as_u64().unwrap() > 0,
+        "{turn}"
+    );
+    assert_eq!(
+        turn["relayed_bytes_to_peers"].as_u64().unwrap(),
+        0,
+        "{turn}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +328,10 @@ async fn garbage_and_stalled_tcp_and_tls_connections_are_closed_and_counted() {
     let mut junk = TcpStream::connect(tcp).await.unwrap();
     junk.write_all(&[0xff; 64]).await.unwrap();
     let started = Instant::now();
-    assert!(closed_within(&mut junk, 3).await, "garbage closes the connection");
+    assert!(
+        closed_within(&mut junk, 3).await,
+        "garbage closes the connection"
+    );
     println!("garbage on TCP closed after {:?}", started.elapsed());
 
     // 100 silent connections and 100 that send half a STUN header, on each port.
@@ -320,7 +360,8 @@ async fn garbage_and_stalled_tcp_and_tls_connections_are_closed_and_counted() {
     println!("{turn}");
     assert!(turn["frames_refused"].as_u64().unwrap() >= 1, "{turn}");
     assert!(
-        turn["connections_timed_out"].as_u64().unwrap() + turn["connections_refused"].as_u64().unwrap()
+        turn["connections_timed_out"].as_u64().unwrap()
+            + turn["connections_refused"].as_u64().unwrap()
             >= 200,
         "{turn}"
     );

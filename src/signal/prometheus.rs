@@ -99,7 +99,12 @@ fn float_gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Uni
 
 /// The embedded TURN server's series (turn/counters.rs).
 fn turn(r: &mut Registry, t: &crate::turn::TurnSnapshot) {
-    counter(r, "turn_allocations", "TURN allocations made", t.allocations);
+    counter(
+        r,
+        "turn_allocations",
+        "TURN allocations made",
+        t.allocations,
+    );
     gauge(
         r,
         "turn_allocations_held",

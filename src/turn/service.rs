@@ -20,7 +20,7 @@ use turn_server_proto::types::attribute::XorPeerAddress;
 use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION};
 use turn_server_proto::types::prelude::DelayedTransmitBuild;
 use turn_server_proto::types::stun::attribute::{
-    Attribute, AttributeFromRaw, AttributeStaticType, Username,
+    Attribute, AttributeFromRaw, AttributeStaticType, ErrorCode, Username,
 };
 use turn_server_proto::types::stun::message::{Message, MessageClass};
 use turn_server_proto::types::{AddressFamily, Instant, TransportType};
@@ -112,7 +112,10 @@ impl Service {
             let udp = self.udp.clone();
             let recv_udp = async {
                 match &udp {
-                    Some(s) => s.recv_from(&mut buf).await.map(|(n, from)| (buf[..n].to_vec(), from)),
+                    Some(s) => s
+                        .recv_from(&mut buf)
+                        .await
+                        .map(|(n, from)| (buf[..n].to_vec(), from)),
                     None => std::future::pending().await,
                 }
             };
@@ -252,7 +255,10 @@ impl Service {
         let now = self.now();
         for i in 0..self.servers.len() {
             let out = self.servers[i]
-                .recv(Transmit::new(&data[..], TransportType::Udp, peer, relayed), now)
+                .recv(
+                    Transmit::new(&data[..], TransportType::Udp, peer, relayed),
+                    now,
+                )
                 .map(|t| {
                     let data = t.data.build();
                     Transmit::new(data, t.transport, t.from, t.to)
@@ -272,6 +278,12 @@ impl Service {
     fn send(&mut self, t: Transmit<Vec<u8>>) {
         if is_error_response(&t.data) {
             self.counters.error_responses.fetch_add(1, Relaxed);
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let code = Message::from_bytes(&t.data)
+                    .ok()
+                    .and_then(|m| m.attribute::<ErrorCode>().ok().map(|e| e.code()));
+                tracing::debug!(to = %t.to, ?code, "TURN error response");
+            }
         }
         if let Some(relay) = self.relays.get(&t.from) {
             if !self.policy.permits(t.to) {
