@@ -15,6 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { closeFirefox, launchFirefox, openFirefoxPage } from './firefox.mjs';
 import {
   CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, inboundStats, openChromiumPage, serverStats, startServer,
   stopServer, transportInfo, waitConnected, waitFor, within,
@@ -48,12 +49,16 @@ async function firstFrameAfterOpen(p) {
   return Date.now() - p.navigatedAt;
 }
 
-async function meetThroughTurn(serverArgs, room) {
+// Bob (Chromium, any path) meets Ada (relay only: a Chromium page with ?relay=1, or
+// what `openRelayed` opens).
+async function meetThroughTurn(serverArgs, room, openRelayed) {
   const server = await startServer('127.0.0.1:0', { args: serverArgs });
   servers.push(server);
   const bob = await openChromiumPage(browser, server, `room=${room}&name=Bob`);
   await waitFor('Bob joined', () => bob.page.evaluate(() => window.switchyard?.state === 'joined' || window.switchyard?.state === 'connected'), 20000).catch(() => {});
-  const ada = await openChromiumPage(browser, server, `room=${room}&name=Ada&relay=1`);
+  const ada = openRelayed
+    ? await openRelayed(server, `room=${room}&name=Ada`)
+    : await openChromiumPage(browser, server, `room=${room}&name=Ada&relay=1`);
   const adaFirst = await firstFrameAfterOpen(ada);
   const bobFirst = await firstFrameAfterOpen(bob);
   await Promise.all([waitConnected(ada, 1, 45000), waitConnected(bob, 1, 45000)]);
@@ -67,7 +72,7 @@ async function meetThroughTurn(serverArgs, room) {
   await expectMediaFlowing(bob, { video: 1, audio: 1 });
   const turn = (await serverStats(server)).turn;
   console.log(`server's TURN counters: ${JSON.stringify(turn)}`);
-  await ada.context.close();
+  await ada.context?.close().catch(() => {});
   await bob.context.close();
   return { adaPath, bobPath, turn };
 }
@@ -86,4 +91,18 @@ test('where TURN over TLS is all there is, a relay-only page meets a UDP page th
   assert.equal(adaPath.local?.type, 'relay');
   assert.equal(adaPath.local?.relayProtocol, 'tls', 'the relayed candidate was allocated over TLS');
   assert.ok(turn.connections_accepted >= 1 && turn.relayed_bytes_to_peers > 50000, JSON.stringify(turn));
+});
+
+test('a Firefox page that may only relay meets a Chromium page through the embedded TURN server', { timeout: 150000 }, async () => {
+  // Firefox's own relay-only switch (no page change): what its users behind a UDP
+  // firewall with a TURN server configured end up with.
+  const firefox = await launchFirefox({ 'media.peerconnection.ice.relay_only': true });
+  try {
+    const { adaPath, turn } = await meetThroughTurn(['--turn-udp-port', '0'], 'turn-firefox',
+      (server, query) => openFirefoxPage(firefox, server, query));
+    assert.equal(adaPath.local?.type, 'relay', 'Firefox goes through the TURN server');
+    assert.ok(turn.relayed_bytes_to_peers > 50000 && turn.relayed_bytes_to_clients > 50000, JSON.stringify(turn));
+  } finally {
+    await closeFirefox(firefox);
+  }
 });
