@@ -121,30 +121,26 @@ pub async fn start(
         urls.push(format!("turn:{host}:{}?transport=udp", addr.port()));
         udp = Some(Arc::new(socket));
     }
-    if let Some(port) = config.tcp_port {
+    // TURN over TCP and over TLS: the same stream listener, TLS terminated or not.
+    let tls = match config.tls_port {
+        Some(port) => Some((port, tls_acceptor(config)?)),
+        None => None,
+    };
+    let streams = [
+        config.tcp_port.map(|port| (port, None, "turn")),
+        tls.map(|(port, acceptor)| (port, Some(acceptor), "turns")),
+    ];
+    for (port, acceptor, scheme) in streams.into_iter().flatten() {
         let listener = TcpListener::bind(SocketAddr::new(bind_ip, port)).await?;
         let addr = stream::spawn_listener(
             listener,
-            None,
+            acceptor,
             streams_tx.clone(),
             open.clone(),
             counters.clone(),
         )?;
         servers.push(TurnServer::new(TransportType::Tcp, addr, REALM.into()));
-        urls.push(format!("turn:{host}:{}?transport=tcp", addr.port()));
-    }
-    if let Some(port) = config.tls_port {
-        let acceptor = tls_acceptor(config)?;
-        let listener = TcpListener::bind(SocketAddr::new(bind_ip, port)).await?;
-        let addr = stream::spawn_listener(
-            listener,
-            Some(acceptor),
-            streams_tx.clone(),
-            open.clone(),
-            counters.clone(),
-        )?;
-        servers.push(TurnServer::new(TransportType::Tcp, addr, REALM.into()));
-        urls.push(format!("turns:{host}:{}?transport=tcp", addr.port()));
+        urls.push(format!("{scheme}:{host}:{}?transport=tcp", addr.port()));
     }
     drop(streams_tx);
 

@@ -123,7 +123,7 @@ impl Service {
                 got = recv_udp => {
                     if let (Ok((frame, from)), Some(s)) = (got, &self.udp) {
                         if let Ok(listen) = s.local_addr() {
-                            self.from_client(TransportType::Udp, listen, from, frame);
+                            self.on_client_message(TransportType::Udp, listen, from, frame);
                         }
                     }
                 }
@@ -133,7 +133,7 @@ impl Service {
                     }
                     Some(StreamEvent::Frame { listen, client, mut frame }) => {
                         unpad_channel_data(&mut frame);
-                        self.from_client(TransportType::Tcp, listen, client, frame);
+                        self.on_client_message(TransportType::Tcp, listen, client, frame);
                     }
                     Some(StreamEvent::Closed { listen, client }) => {
                         self.streams.remove(&(listen, client));
@@ -142,7 +142,7 @@ impl Service {
                 },
                 relayed = inputs.relayed.recv() => {
                     if let Some((relayed, peer, data)) = relayed {
-                        self.from_peer(relayed, peer, data);
+                        self.on_peer_datagram(relayed, peer, data);
                     }
                 }
                 user = inputs.users.recv() => match user {
@@ -175,7 +175,7 @@ impl Service {
     }
 
     /// A message from a TURN client, through the gate into the library.
-    fn from_client(
+    fn on_client_message(
         &mut self,
         transport: TransportType,
         listen: SocketAddr,
@@ -250,7 +250,7 @@ impl Service {
     }
 
     /// A datagram a peer sent to a relayed address.
-    fn from_peer(&mut self, relayed: SocketAddr, peer: SocketAddr, data: Vec<u8>) {
+    fn on_peer_datagram(&mut self, relayed: SocketAddr, peer: SocketAddr, data: Vec<u8>) {
         let len = data.len() as u64;
         let now = self.now();
         for i in 0..self.servers.len() {
