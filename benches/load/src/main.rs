@@ -106,6 +106,12 @@ struct Args {
     /// ...and the one who has been there longest leaves once this many are present.
     #[arg(long, default_value_t = 2)]
     churn_present: usize,
+    /// How the participants' media reaches the server (Switchyard target only): `udp`;
+    /// `tcp` (ICE-TCP to the media port: the server needs --ice-tcp true); `turn`
+    /// (relayed by the TURN server in joined.ice_servers, over UDP: the server needs
+    /// --turn-udp-port).
+    #[arg(long, default_value = "udp")]
+    transport: switchyard_synthetic::link::Transport,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -466,13 +472,14 @@ async fn join_switchyard(
                 MediaPlan::none()
             };
             let pool = &pools[members.len() % pools.len()];
-            let p = LiteParticipant::join(
+            let p = LiteParticipant::join_via(
                 pool,
                 &ws_url,
                 room_name,
                 &format!("synthetic-{i}"),
                 media,
                 args.media_ip,
+                args.transport.clone(),
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -503,7 +510,16 @@ async fn churn(args: &Args, base: &str, room: &str, pools: &[Pool], plan: MediaP
     for i in 0..args.churn {
         let pool = &pools[i % pools.len()];
         let name = format!("churn-{i}");
-        match LiteParticipant::join(pool, &ws_url, room, &name, plan, args.media_ip).await {
+        let joined = LiteParticipant::join_via(
+            pool,
+            &ws_url,
+            room,
+            &name,
+            plan,
+            args.media_ip,
+            args.transport.clone(),
+        );
+        match joined.await {
             Ok(p) => {
                 tally.joined += 1;
                 present.push_back(p);

@@ -5,6 +5,7 @@
 pub mod endpoint;
 pub mod http;
 pub mod janus;
+pub mod link;
 pub mod lite;
 pub mod media;
 pub mod participant;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::endpoint::build_pc;
+use super::link::{Transport, TurnServer};
 use super::media::MediaPlan;
 use super::participant::{connect_and_join, lock, next_json, Shared, SyntheticError};
 use super::pool::{Pool, PoolState};
@@ -56,13 +57,30 @@ impl LiteParticipant {
         plan: MediaPlan,
         ip: IpAddr,
     ) -> Result<Self, SyntheticError> {
+        Self::join_via(pool, ws_url, room, name, plan, ip, Transport::Udp).await
+    }
+
+    /// As `join`, with the media going over `transport`: UDP, ICE-TCP, or through the
+    /// TURN server the server hands out in `joined.ice_servers`.
+    pub async fn join_via(
+        pool: &Pool,
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        plan: MediaPlan,
+        ip: IpAddr,
+        transport: Transport,
+    ) -> Result<Self, SyntheticError> {
         let (shared, id, mut ws_tx, mut ws_rx) = connect_and_join(ws_url, room, name, None).await?;
         let text = |v: Value| Message::text(v.to_string());
+        let turn = lock(&shared.messages)
+            .first()
+            .and_then(TurnServer::from_joined);
 
         let pc = build_pc(Instant::now())?;
         let s = shared.clone();
         let key = pool
-            .run(move |state| state.add(ip, pc, s, plan))
+            .run(move |state| state.add_via(ip, pc, s, plan, transport, turn))
             .await
             .ok_or_else(|| peer_err("the media thread stopped"))?
             .map_err(peer_err)?;

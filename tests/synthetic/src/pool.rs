@@ -22,6 +22,7 @@ use rtc::sansio::Protocol;
 use tokio::sync::oneshot;
 
 use super::endpoint::Endpoint;
+use super::link::{Link, Transport, TurnServer};
 use super::media::MediaPlan;
 use super::participant::Shared;
 
@@ -81,6 +82,9 @@ pub struct Client {
     pub endpoint: Endpoint,
     socket: UdpSocket,
     state: UdpSocketState,
+    /// How its datagrams reach the server (straight, ICE-TCP, or through TURN).
+    link: Link,
+    token: Token,
     /// The downlink policer's tokens (bytes) and when they were last filled.
     bucket: f64,
     bucket_at: Instant,
@@ -118,7 +122,34 @@ impl PoolState {
         shared: Arc<Shared>,
         plan: MediaPlan,
     ) -> io::Result<usize> {
+        self.add_via(ip, pc, shared, plan, Transport::Udp, None)
+    }
+
+    /// As `add`, with the media going over `transport` (`turn`: the TURN server to
+    /// allocate on; the allocation is made here, before the client is added).
+    pub fn add_via(
+        &mut self,
+        ip: IpAddr,
+        pc: RTCPeerConnection,
+        shared: Arc<Shared>,
+        plan: MediaPlan,
+        transport: Transport,
+        turn: Option<TurnServer>,
+    ) -> io::Result<usize> {
         let mut socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let link = match transport {
+            Transport::Udp => Link::Udp,
+            Transport::Tcp => Link::Tcp(None),
+            Transport::Turn => {
+                let server = turn.ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "no TURN server in joined.ice_servers",
+                    )
+                })?;
+                Link::turn(&socket, server)?
+            }
+        };
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         // A subscriber's share of a frame arrives as one burst; while this thread serves
         // the other sockets it must wait in the buffer, not be lost (best effort: the
@@ -135,6 +166,8 @@ impl PoolState {
                 endpoint: Endpoint::new(pc, local, shared, plan),
                 socket,
                 state,
+                link,
+                token: Token(key),
                 bucket: DOWNLINK_BUCKET_BYTES,
                 bucket_at: Instant::now(),
             },
@@ -149,6 +182,9 @@ impl PoolState {
     pub fn remove(&mut self, key: usize) {
         if let Some(mut c) = self.clients.remove(&key) {
             let _ = self.registry.deregister(&mut c.socket);
+            if let Link::Tcp(Some(tcp)) = &mut c.link {
+                let _ = self.registry.deregister(&mut tcp.stream);
+            }
             let _ = c.pc.close();
         }
     }
@@ -192,7 +228,10 @@ fn run(mut poll: Poll, jobs: mpsc::Receiver<Job>, state: &mut PoolState) {
                 next_tick = now + TICK; // fell behind: skip, never burst
             }
         }
-        for c in state.clients.values_mut() {
+        let PoolState {
+            registry, clients, ..
+        } = state;
+        for c in clients.values_mut() {
             if c.pc.poll_timeout().is_some_and(|t| t <= now) {
                 let _ = c.pc.handle_timeout(now);
             }
@@ -200,7 +239,7 @@ fn run(mut poll: Poll, jobs: mpsc::Receiver<Job>, state: &mut PoolState) {
             if media_due {
                 c.send_media(ticks, now);
             }
-            c.flush();
+            c.flush(registry);
         }
         if media_due {
             ticks += 1;
@@ -210,6 +249,8 @@ fn run(mut poll: Poll, jobs: mpsc::Receiver<Job>, state: &mut PoolState) {
 
 impl Client {
     fn receive(&mut self, bufs: &mut [Vec<u8>], meta: &mut [RecvMeta], now: Instant) {
+        let Client { link, endpoint, .. } = self;
+        link.read_tcp(|from, frame| endpoint.handle_datagram(from, frame, now));
         // Bounded: a flood on one socket cannot starve the others.
         for _ in 0..8 {
             let mut slices: Vec<IoSliceMut<'_>> =
@@ -223,10 +264,13 @@ impl Client {
             };
             for (m, buf) in meta.iter().zip(slices.iter()).take(n) {
                 for datagram in buf[..m.len].chunks(m.stride.max(1)) {
+                    let Some((from, datagram)) = self.link.unwrap_udp(m.addr, datagram) else {
+                        continue;
+                    };
                     if !self.downlink_admits(datagram.len(), now) {
                         continue;
                     }
-                    self.endpoint.handle_datagram(m.addr, datagram, now);
+                    self.endpoint.handle_datagram(from, datagram, now);
                 }
             }
             self.endpoint.settle();
@@ -252,10 +296,16 @@ impl Client {
         true
     }
 
-    fn flush(&mut self) {
-        while let Some(msg) = self.pc.poll_write() {
+    fn flush(&mut self, registry: &mio::Registry) {
+        while let Some(msg) = self.endpoint.pc.poll_write() {
             // Loopback: a full buffer is loss, as on a network; never wait.
-            let _ = self.socket.send_to(&msg.message, msg.transport.peer_addr);
+            self.link.send(
+                &self.socket,
+                registry,
+                self.token,
+                &msg.message,
+                msg.transport.peer_addr,
+            );
         }
     }
 }
