@@ -369,3 +369,25 @@ async fn garbage_and_stalled_tcp_and_tls_connections_are_closed_and_counted() {
     println!("descriptors: {fds_before} before, {} after", open_fds());
     assert!(back, "descriptors back to {fds_before}: {}", open_fds());
 }
+
+/// CPU time (user + system) of this process, which runs the server under test, in
+/// clock ticks.
+fn process_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_turn_server_with_udp_only_does_not_spin() {
+    // Without TCP/TLS listeners the service's stream channel is closed from the start;
+    // it was once polled in a loop (a core busy for nothing).
+    let _server = start_server_with(|c| c.turn.udp_port = Some(0)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = process_cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = process_cpu_ticks() - before;
+    println!("CPU while idle for 2 s: {used} ticks (a busy core would be about 200)");
+    assert!(used < 100, "the idle server used {used} ticks in 2 s");
+}

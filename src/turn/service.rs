@@ -108,6 +108,9 @@ impl Service {
     pub async fn run(mut self, mut inputs: Inputs) {
         let mut buf = vec![0u8; 2048];
         let mut wake = tokio::time::Instant::now();
+        // Without TCP/TLS listeners the stream channel is closed from the start: a
+        // closed channel is ready at once, so it must not be polled again.
+        let mut streams_open = true;
         loop {
             let udp = self.udp.clone();
             let recv_udp = async {
@@ -127,7 +130,7 @@ impl Service {
                         }
                     }
                 }
-                ev = inputs.streams.recv() => match ev {
+                ev = inputs.streams.recv(), if streams_open => match ev {
                     Some(StreamEvent::Opened { listen, client, out }) => {
                         self.streams.insert((listen, client), out);
                     }
@@ -138,7 +141,7 @@ impl Service {
                     Some(StreamEvent::Closed { listen, client }) => {
                         self.streams.remove(&(listen, client));
                     }
-                    None => {}
+                    None => streams_open = false,
                 },
                 relayed = inputs.relayed.recv() => {
                     if let Some((relayed, peer, data)) = relayed {
