@@ -115,7 +115,10 @@ pub async fn start(
 
     let mut udp = None;
     if let Some(port) = config.udp_port {
-        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, port)).await?;
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, port))?;
+        socket.set_nonblocking(true)?;
+        service::widen_buffers(&socket);
+        let socket = UdpSocket::from_std(socket)?;
         let addr = socket.local_addr()?;
         servers.push(TurnServer::new(TransportType::Udp, addr, REALM.into()));
         urls.push(format!("turn:{host}:{}?transport=udp", addr.port()));
