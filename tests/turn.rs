@@ -323,6 +323,7 @@ async fn garbage_and_stalled_tcp_and_tls_connections_are_closed_and_counted() {
         .parse()
         .unwrap();
     let fds_before = open_fds();
+    let rss_before = rss_kib();
 
     // Garbage: no TURN frame at all.
     let mut junk = TcpStream::connect(tcp).await.unwrap();
@@ -368,6 +369,12 @@ async fn garbage_and_stalled_tcp_and_tls_connections_are_closed_and_counted() {
     let back = common::wait_until(5, || open_fds() <= fds_before).await;
     println!("descriptors: {fds_before} before, {} after", open_fds());
     assert!(back, "descriptors back to {fds_before}: {}", open_fds());
+    let rss_after = rss_kib();
+    println!("resident memory: {rss_before} KiB before, {rss_after} KiB after");
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "201 closed connections left no more than 16 MiB behind: {rss_before} -> {rss_after} KiB"
+    );
 }
 
 /// CPU time (user + system) of this process, which runs the server under test, in
@@ -390,4 +397,79 @@ async fn an_idle_turn_server_with_udp_only_does_not_spin() {
     let used = process_cpu_ticks() - before;
     println!("CPU while idle for 2 s: {used} ticks (a busy core would be about 200)");
     assert!(used < 100, "the idle server used {used} ticks in 2 s");
+}
+
+/// The reply to `request` sent from `socket` to `server` (2 s at most).
+async fn exchange(
+    socket: &tokio::net::UdpSocket,
+    server: SocketAddr,
+    request: &[u8],
+) -> Option<Vec<u8>> {
+    socket.send_to(request, server).await.ok()?;
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(buf[..n].to_vec())
+}
+
+/// The error code of a STUN response, `None` for a success.
+fn error_code(reply: &[u8]) -> Option<u16> {
+    use turn_server_proto::types::stun::attribute::ErrorCode;
+    use turn_server_proto::types::stun::message::Message;
+    let msg = Message::from_bytes(reply).expect("a STUN response");
+    msg.attribute::<ErrorCode>().ok().map(|e| e.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_allocate_from_another_address_is_refused() {
+    use switchyard_synthetic::link::{build_request, TurnServer};
+    use turn_server_proto::types::message::ALLOCATE;
+    use turn_server_proto::types::stun::attribute::{Nonce, Realm};
+    use turn_server_proto::types::stun::message::Message;
+
+    let server = turn_server(false).await;
+    let (_ws, ice) = join(&server, "Eve").await;
+    let turn_addr: SocketAddr = format!("127.0.0.1:{}", port_of(&ice, "turn:", "udp"))
+        .parse()
+        .unwrap();
+    let creds = TurnServer {
+        addr: turn_addr,
+        username: ice["username"].as_str().unwrap().into(),
+        password: ice["credential"].as_str().unwrap().into(),
+    };
+    let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    // A challenge, then a signed Allocate from A: allocated.
+    let (_, first) = build_request(ALLOCATE, |_| Ok(()), None).unwrap();
+    let challenge = exchange(&a, turn_addr, &first).await.expect("a challenge");
+    assert_eq!(error_code(&challenge), Some(401));
+    let msg = Message::from_bytes(&challenge).unwrap();
+    let realm = msg.attribute::<Realm>().unwrap().realm().to_string();
+    let nonce = msg.attribute::<Nonce>().unwrap().nonce().to_string();
+    let (_, signed) = build_request(ALLOCATE, |_| Ok(()), Some((&creds, &realm, &nonce))).unwrap();
+    let granted = exchange(&a, turn_addr, &signed).await.expect("an answer");
+    assert_eq!(error_code(&granted), None, "the signed Allocate is granted");
+
+    // The same bytes (nonce, integrity and all) replayed from B: refused, no allocation.
+    let replayed = exchange(&b, turn_addr, &signed)
+        .await
+        .expect("an answer to the replay");
+    let code = error_code(&replayed);
+    println!("a replay from another address is answered {code:?}");
+    assert!(matches!(code, Some(401) | Some(438)), "refused: {code:?}");
+    let turn = turn_stats(&server).await;
+    assert_eq!(turn["allocations"].as_u64(), Some(1), "{turn}");
+}
+
+/// This process's resident memory (it runs the server under test), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }

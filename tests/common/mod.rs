@@ -39,8 +39,9 @@ pub async fn start_server() -> TestServer {
 pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,stun_proto=off,turn_server_proto=off")
+            }),
         )
         .with_test_writer()
         .try_init();

@@ -298,32 +298,8 @@ impl TurnLink {
         attrs: impl Fn(&mut MessageWriteVec) -> Result<(), turn_types::stun::message::StunWriteError>,
         signed: bool,
     ) -> io::Result<Vec<u8>> {
-        let mut msg = Message::builder_request(method, MessageWriteVec::new());
-        let id = msg.transaction_id();
-        if method == ALLOCATE {
-            msg.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .map_err(invalid)?;
-        }
-        attrs(&mut msg).map_err(invalid)?;
-        if signed {
-            msg.add_attribute(&Username::new(&self.server.username).map_err(invalid)?)
-                .map_err(invalid)?;
-            msg.add_attribute(&Realm::new(&self.realm).map_err(invalid)?)
-                .map_err(invalid)?;
-            msg.add_attribute(&Nonce::new(&self.nonce).map_err(invalid)?)
-                .map_err(invalid)?;
-            let key = LongTermCredentials::new(
-                self.server.username.clone(),
-                self.server.password.clone(),
-            )
-            .to_key(self.realm.clone());
-            msg.add_message_integrity(
-                &MessageIntegrityCredentials::LongTerm(key),
-                IntegrityAlgorithm::Sha1,
-            )
-            .map_err(invalid)?;
-        }
-        let bytes = msg.finish();
+        let signer = signed.then_some((&self.server, self.realm.as_str(), self.nonce.as_str()));
+        let (id, bytes) = build_request(method, attrs, signer)?;
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut resend = Instant::now();
         let mut buf = [0u8; 2048];
@@ -352,6 +328,39 @@ impl TurnLink {
             "the TURN server did not answer",
         ))
     }
+}
+
+/// A TURN request (an Allocate asks for UDP relaying), signed with long-term
+/// credentials when `signer` gives them with the realm and nonce of a challenge:
+/// (transaction id, bytes).
+pub fn build_request(
+    method: turn_types::stun::message::Method,
+    attrs: impl Fn(&mut MessageWriteVec) -> Result<(), turn_types::stun::message::StunWriteError>,
+    signer: Option<(&TurnServer, &str, &str)>,
+) -> io::Result<(turn_types::stun::message::TransactionId, Vec<u8>)> {
+    let mut msg = Message::builder_request(method, MessageWriteVec::new());
+    let id = msg.transaction_id();
+    if method == ALLOCATE {
+        msg.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .map_err(invalid)?;
+    }
+    attrs(&mut msg).map_err(invalid)?;
+    if let Some((server, realm, nonce)) = signer {
+        msg.add_attribute(&Username::new(&server.username).map_err(invalid)?)
+            .map_err(invalid)?;
+        msg.add_attribute(&Realm::new(realm).map_err(invalid)?)
+            .map_err(invalid)?;
+        msg.add_attribute(&Nonce::new(nonce).map_err(invalid)?)
+            .map_err(invalid)?;
+        let key = LongTermCredentials::new(server.username.clone(), server.password.clone())
+            .to_key(realm.to_string());
+        msg.add_message_integrity(
+            &MessageIntegrityCredentials::LongTerm(key),
+            IntegrityAlgorithm::Sha1,
+        )
+        .map_err(invalid)?;
+    }
+    Ok((id, msg.finish()))
 }
 
 fn error_of(msg: &Message<'_>) -> String {
