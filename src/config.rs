@@ -91,6 +91,17 @@ pub struct Cli {
     /// media sockets, comma separated [default: none].
     #[arg(long, env = "SWITCHYARD_TURN_ALLOWED_PEERS", value_delimiter = ',')]
     pub turn_allowed_peers: Option<Vec<IpAddr>>,
+    /// Redis that coordinates several nodes as one service (redis://[:password@]host:port,
+    /// rediss:// for TLS); none: this node alone.
+    #[arg(long, env = "SWITCHYARD_REDIS", hide_env_values = true)]
+    pub redis: Option<Secret>,
+    /// This node's name in the cluster [default: node- and random characters].
+    #[arg(long, env = "SWITCHYARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The WebSocket URL clients reach this node's signaling at, handed to clients a
+    /// room is moved to [default: ws://LISTEN/ws].
+    #[arg(long, env = "SWITCHYARD_NODE_URL")]
+    pub node_url: Option<String>,
     /// Most participants in one room.
     #[arg(long, env = "SWITCHYARD_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
@@ -252,6 +263,9 @@ pub struct FileConfig {
     pub turn_host: Option<String>,
     pub turn_max_allocations: Option<usize>,
     pub turn_allowed_peers: Option<Vec<IpAddr>>,
+    pub redis: Option<Secret>,
+    pub node_id: Option<String>,
+    pub node_url: Option<String>,
     pub max_participants: Option<usize>,
     /// API key -> secret.
     pub keys: Option<BTreeMap<String, Secret>>,
@@ -313,6 +327,10 @@ pub struct Config {
     pub turn_credential_ttl: std::time::Duration,
     /// The embedded TURN server (turn/); off unless a port is set.
     pub turn: crate::turn::TurnConfig,
+    /// The cluster's Redis (its URL may hold a password); none: a single node.
+    pub redis: Option<Secret>,
+    pub node_id: Option<String>,
+    pub node_url: Option<String>,
     pub max_participants: usize,
     /// (API key, secret) pairs that sign access tokens; none: dev mode.
     pub api_keys: Vec<(String, Secret)>,
@@ -382,6 +400,9 @@ impl Default for Config {
                 max_allocations: 1000,
                 ..Default::default()
             },
+            redis: None,
+            node_id: None,
+            node_url: None,
             max_participants: 50,
             api_keys: vec![],
             metrics_token: None,
@@ -482,6 +503,9 @@ impl Config {
         t.allowed_peers = f
             .turn_allowed_peers
             .unwrap_or(std::mem::take(&mut t.allowed_peers));
+        self.redis = f.redis.or(self.redis.take());
+        self.node_id = f.node_id.or(self.node_id.take());
+        self.node_url = f.node_url.or(self.node_url.take());
         if let Some(v) = f.max_participants {
             self.max_participants = v;
         }
@@ -576,6 +600,9 @@ impl Config {
         if let Some(v) = &cli.turn_allowed_peers {
             t.allowed_peers = v.clone();
         }
+        self.redis = cli.redis.clone().or(self.redis.take());
+        self.node_id = cli.node_id.clone().or(self.node_id.take());
+        self.node_url = cli.node_url.clone().or(self.node_url.take());
         if let Some(v) = cli.max_participants {
             self.max_participants = v;
         }

@@ -24,6 +24,9 @@ pub enum SignalError {
     Room(#[from] RoomError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The cluster's store (Redis) cannot say where the room is: try again.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl SignalError {
@@ -48,6 +51,7 @@ impl SignalError {
             SignalError::Engine(EngineError::Forbidden(_)) => "forbidden",
             SignalError::Engine(EngineError::Chat(_)) => "chat_refused",
             SignalError::Engine(EngineError::Internal(_)) => "internal",
+            SignalError::Cluster(_) => "cluster_unavailable",
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod bitrate;
 pub mod bwe;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

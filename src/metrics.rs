@@ -101,6 +101,13 @@ pub struct Metrics {
     /// the difference), so `/healthz` reads them without a walk of the shards.
     pub participants_now: AtomicU64,
     pub rooms_now: AtomicU64,
+    /// Cluster: joins answered `moved` (the room is on another node); joins refused
+    /// because the store was unreachable; heartbeats that failed; rooms closed here
+    /// because another node holds their lease now.
+    pub cluster_moved: AtomicU64,
+    pub cluster_refused: AtomicU64,
+    pub cluster_store_errors: AtomicU64,
+    pub cluster_leases_lost: AtomicU64,
     /// The embedded TURN server's counters, when one runs (set once at start).
     pub turn: std::sync::OnceLock<std::sync::Arc<crate::turn::TurnCounters>>,
 }
@@ -161,6 +168,10 @@ pub struct MetricsSnapshot {
     pub http_header_timeouts: u64,
     pub http_connections_refused: u64,
     pub http_accept_errors: u64,
+    pub cluster_moved: u64,
+    pub cluster_refused: u64,
+    pub cluster_store_errors: u64,
+    pub cluster_leases_lost: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -237,6 +248,10 @@ impl Metrics {
             http_header_timeouts: self.http_header_timeouts.load(Relaxed),
             http_connections_refused: self.http_connections_refused.load(Relaxed),
             http_accept_errors: self.http_accept_errors.load(Relaxed),
+            cluster_moved: self.cluster_moved.load(Relaxed),
+            cluster_refused: self.cluster_refused.load(Relaxed),
+            cluster_store_errors: self.cluster_store_errors.load(Relaxed),
+            cluster_leases_lost: self.cluster_leases_lost.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

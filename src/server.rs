@@ -7,6 +7,7 @@ use crate::auth::KeySet;
 
 use tokio::net::TcpListener;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -68,6 +69,24 @@ impl Server {
         } else {
             None
         };
+        let node_id = config.node_id.clone().unwrap_or_else(|| {
+            format!("node-{}", &crate::secret::Secret::generate().expose()[..8])
+        });
+        let ws_url = config.node_url.clone().unwrap_or_else(|| {
+            format!(
+                "ws://{}/ws",
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            )
+        });
+        let cluster = match &config.redis {
+            None => Cluster::single(node_id, ws_url),
+            Some(url) => Cluster::with_redis(url.expose(), node_id, ws_url)
+                .await
+                .map_err(|e| std::io::Error::other(format!("--redis: {e}")))?,
+        };
         let keys = KeySet::new(&config.api_keys);
         if keys.is_empty() {
             tracing::warn!(
@@ -80,7 +99,12 @@ impl Server {
             engine,
             keys,
             turn,
+            cluster,
         });
+        if app.cluster.clustered() {
+            tracing::info!(node = %app.cluster.node_id, url = %app.cluster.ws_url, "joined the cluster");
+            spawn_heartbeat(app.clone());
+        }
         Ok(Server { listener, app })
     }
 
@@ -99,4 +123,50 @@ impl Server {
         let metrics = self.app.engine.metrics.clone();
         listener::serve(self.listener, router(self.app), limits, metrics, shutdown).await
     }
+}
+
+/// Once a second: this node's entry and leases in the cluster store, rooms nobody is in
+/// given back, and rooms whose lease another node holds now closed here (their
+/// participants reconnect and are moved there).
+fn spawn_heartbeat(app: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::cluster::HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let me = crate::signal::node_info(&app).await;
+            let busy: Vec<String> = app
+                .engine
+                .rooms()
+                .await
+                .into_iter()
+                .filter(|r| !r.participants.is_empty())
+                .map(|r| r.name)
+                .collect();
+            match app.cluster.heartbeat(&me, &busy).await {
+                Ok(lost) => {
+                    if failing {
+                        tracing::info!("the cluster store is back");
+                        failing = false;
+                    }
+                    for room in lost {
+                        tracing::warn!(%room, "another node holds this room's lease now: closing it here");
+                        crate::metrics::Metrics::inc(&app.engine.metrics.cluster_leases_lost);
+                        let _ = app
+                            .engine
+                            .admin(&room, crate::engine::admin::AdminOp::Close)
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    crate::metrics::Metrics::inc(&app.engine.metrics.cluster_store_errors);
+                    if !failing {
+                        tracing::warn!("cluster heartbeat failed (running rooms go on): {e}");
+                        failing = true;
+                    }
+                }
+            }
+        }
+    });
 }

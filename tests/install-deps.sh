@@ -15,6 +15,8 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 command -v turnserver >/dev/null || missing+=(coturn)
 # openssl: turn-embedded.test.mjs makes its TLS certificate with it.
 command -v openssl >/dev/null || missing+=(openssl)
+# redis-server: the cluster tests (tests/cluster.rs) start their own, on loopback.
+command -v redis-server >/dev/null || missing+=(redis-server)
 if (( ${#missing[@]} )); then
   sudo=""
   [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
@@ -31,8 +33,12 @@ if (( ${#missing[@]} )); then
   fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
   if [[ -n "$made_policy" ]]; then $sudo rm -f "$policy"; fi
-  if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null; then
-    $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
+  if command -v systemctl >/dev/null; then
+    for service in coturn redis-server; do
+      if [[ " ${missing[*]} " == *" $service "* ]]; then
+        $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+      fi
+    done
   fi
 fi
 

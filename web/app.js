@@ -191,7 +191,8 @@ function connect() {
   s.onOfferSent = () => { offersSent++; };
   session = s;
   setConnState(meeting.attempt === 0 ? 'connecting' : 'reconnecting');
-  const url = signalingUrl();
+  // A cluster node that does not host the room sends `moved`: this attempt goes there.
+  const url = meeting.movedTo ?? signalingUrl();
   s.signaling = openSignaling(url, {
     onOpen() {
       send(s, { type: 'join', room: meeting.room, name: meeting.name, ...(meeting.token ? { token: meeting.token } : {}) });
@@ -229,6 +230,7 @@ async function handleMessage(s, msg) {
     case 'layers': return onLayers(s, msg);
     case 'speakers': return onSpeakers(msg.participant_ids);
     case 'removed': return onRemoved(msg.reason);
+    case 'moved': return onMoved(s, msg);
     case 'left': return; // acks our leave
     default: console.warn('unknown message', msg); // a newer server: ignore what we do not know
   }
@@ -352,8 +354,26 @@ function clearRemoteTiles() {
   trackSources.clear();
 }
 
+// The room is hosted by another node of the cluster: join there at once, as the same
+// attempt (the socket here closes). Bounded: a page moved three times in a row gives up
+// on moving and goes through the usual retries.
+function onMoved(s, msg) {
+  if (s !== session || typeof msg.url !== 'string') return;
+  meeting.moves = (meeting.moves ?? 0) + 1;
+  if (meeting.moves > 3) return;
+  console.info(`room hosted by node ${msg.node}: moving to ${msg.url}`);
+  meeting.movedTo = msg.url;
+  s.closing = true;
+  closeSession(s);
+  session = null;
+  connect();
+}
+
 function connectionLost(s) {
   if (s !== session || !meeting) return;
+  // Back to this page's own node: it knows where the room is now (its node may be gone).
+  meeting.movedTo = undefined;
+  meeting.moves = 0;
   closeSession(s);
   session = null;
   clearRemoteTiles();

@@ -28,6 +28,8 @@ pub struct AppState {
     pub keys: KeySet,
     /// The embedded TURN server, when one runs.
     pub turn: Option<crate::turn::TurnHandle>,
+    /// Where rooms are hosted: this node alone, or a Redis-coordinated cluster.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -61,6 +63,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{name}", get(one_room))
         .route("/api/stats", get(stats))
+        .route("/api/nodes", get(nodes))
         .route("/metrics", get(prometheus::metrics))
         .route("/ws", get(websocket))
         .merge(admin::routes())
@@ -128,6 +131,32 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let m = &app.engine.metrics;
     let (rooms, participants) = (m.rooms_now.load(Relaxed), m.participants_now.load(Relaxed));
     Json(serde_json::json!({"status": "ok", "rooms": rooms, "participants": participants}))
+}
+
+/// This node's entry in the cluster registry, as of now.
+pub async fn node_info(app: &AppState) -> crate::cluster::NodeInfo {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rooms = app.engine.rooms().await;
+    crate::cluster::NodeInfo {
+        id: app.cluster.node_id.clone(),
+        ws_url: app.cluster.ws_url.clone(),
+        participants: app.engine.metrics.participants_now.load(Relaxed),
+        rooms: rooms.into_iter().map(|r| r.name).collect(),
+    }
+}
+
+/// The cluster's live nodes, their load and their rooms (this node alone without Redis).
+async fn nodes(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = admin::authorize(&app, &headers, None) {
+        return e.into_response();
+    }
+    let me = node_info(&app).await;
+    match app.cluster.nodes(me).await {
+        Ok(nodes) => {
+            Json(serde_json::json!({ "node": app.cluster.node_id, "nodes": nodes })).into_response()
+        }
+        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
 }
 
 async fn stats(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {

@@ -510,6 +510,20 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     if let Some(t) = &m.turn {
         turn(&mut r, t);
     }
+    let cluster = Family::<Outcome, Counter>::default();
+    for (outcome, n) in [
+        ("moved", m.cluster_moved),
+        ("refused", m.cluster_refused),
+        ("store_error", m.cluster_store_errors),
+        ("lease_lost", m.cluster_leases_lost),
+    ] {
+        cluster.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+    r.register(
+        "cluster_events",
+        "Cluster: joins moved to the room's node, joins refused (store unreachable), failed heartbeats, rooms closed because another node took their lease",
+        cluster,
+    );
 
     let mut out = String::new();
     // Writing into a String cannot fail.

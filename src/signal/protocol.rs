@@ -111,6 +111,11 @@ pub enum ServerMessage {
         code: &'static str,
         message: String,
     },
+    /// The room is hosted by another node of the cluster: join there (the socket closes).
+    Moved {
+        node: String,
+        url: String,
+    },
 }
 
 impl From<RoomEvent> for ServerMessage {

@@ -13,6 +13,7 @@ use tracing::{debug, field, info, info_span, Instrument, Span};
 use super::protocol::{ClientMessage, ServerMessage};
 use super::AppState;
 use crate::auth::{AuthError, Grants};
+use crate::cluster::Placement;
 use crate::engine::{Command, EngineError, PeerOutput, ShardHandle, SESSION_QUEUE};
 use crate::error::SignalError;
 use crate::id::ParticipantId;
@@ -221,6 +222,19 @@ impl Session {
                 return Err(SignalError::AlreadyJoined);
             }
             let (room, name, grants) = self.admit(room, name, token)?;
+            match self.app.cluster.place(&room).await {
+                Ok(Placement::Here) => {}
+                Ok(Placement::Elsewhere { node, ws_url }) => {
+                    Metrics::inc(&self.app.engine.metrics.cluster_moved);
+                    info!(%room, %node, "room hosted elsewhere: moved");
+                    self.send(ServerMessage::Moved { node, url: ws_url }).await;
+                    return Ok(Flow::CloseWith(close_code::NORMAL, "moved"));
+                }
+                Err(e) => {
+                    Metrics::inc(&self.app.engine.metrics.cluster_refused);
+                    return Err(SignalError::Cluster(e.to_string()));
+                }
+            }
             self.join(room, name, grants).await?;
             return Ok(Flow::Continue);
         }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub received: Mutex<HashMap<(String, String), StreamStats>>,
     pub remote_tracks: Mutex<HashMap<(String, String), Arc<dyn TrackRemote>>>,
     pub messages: Mutex<Vec<Value>>,
+    /// `moved` answers followed on the way to the room's node.
+    pub moves: AtomicU64,
     pub plis_received: AtomicU64,
     /// NACK packets (RTCP) that reached the application; the sans-I/O clients count them.
     pub nacks_received: AtomicU64,
@@ -289,15 +291,32 @@ pub(crate) async fn connect_and_join(
     shared
         .join_started_micros
         .store(now_micros(), Ordering::Relaxed);
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url)
-        .await
-        .map_err(|e| SyntheticError::Connect(format!("{ws_url}: {e}")))?;
-    let (mut ws_tx, mut ws_rx) = ws.split();
-    ws_tx
-        .send(Message::text(join_message(room, name, token).to_string()))
-        .await
-        .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
-    let joined = wait_for_joined(&mut ws_rx).await?;
+    // A node of a cluster may answer `moved`: the room is hosted by the node at `url`.
+    let mut url = ws_url.to_string();
+    let mut hops = 0;
+    let (ws_tx, ws_rx, joined) = loop {
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|e| SyntheticError::Connect(format!("{url}: {e}")))?;
+        let (mut ws_tx, mut ws_rx) = ws.split();
+        ws_tx
+            .send(Message::text(join_message(room, name, token).to_string()))
+            .await
+            .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
+        let reply = wait_for_joined(&mut ws_rx).await?;
+        if reply["type"] == "moved" && hops < 3 {
+            hops += 1;
+            url = reply["url"].as_str().unwrap_or_default().to_string();
+            shared.moves.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if reply["type"] == "moved" {
+            return Err(SyntheticError::Signaling(format!(
+                "moved more than 3 times: {reply}"
+            )));
+        }
+        break (ws_tx, ws_rx, reply);
+    };
     let id = joined["participant_id"]
         .as_str()
         .unwrap_or_default()
@@ -353,7 +372,7 @@ async fn wait_for_joined(
         let v: Value = serde_json::from_str(text.as_str())
             .map_err(|e| SyntheticError::Signaling(e.to_string()))?;
         match v["type"].as_str() {
-            Some("joined") => return Ok(v),
+            Some("joined") | Some("moved") => return Ok(v),
             Some("error") => return Err(SyntheticError::Refused(v)),
             _ => {}
         }

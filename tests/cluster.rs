@@ -1,0 +1,307 @@
+//! Several Switchyard nodes as one service through a real Redis (issue 19): Debian's
+//! `redis-server` on a free loopback port without persistence, and server processes
+//! (the built binary, so a node can be killed with SIGKILL) on their own ports. Clients
+//! are the load tester's webrtc-rs participants; they follow `moved` to the room's node
+//! as the web client does. tests/install-deps.sh installs redis-server.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_synthetic::http;
+use switchyard_synthetic::lite::LiteParticipant;
+use switchyard_synthetic::media::MediaPlan;
+use switchyard_synthetic::pool::Pool;
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_answers(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+/// redis-server on `port` (loopback, no persistence), answering PING.
+async fn start_redis(port: u16) -> Proc {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian package redis-server) is needed: tests/install-deps.sh installs it");
+    let proc = Proc(child);
+    assert!(
+        common::wait_until(10, || redis_answers(port)).await,
+        "redis-server answers on {port}"
+    );
+    proc
+}
+
+struct Node {
+    id: String,
+    http: String,
+    ws: String,
+    proc: Option<Proc>,
+}
+
+/// A node of the cluster: the server binary on its own HTTP port, media on any port.
+async fn start_node(id: &str, http_port: u16, redis_port: u16) -> Node {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{http_port}"),
+            "--udp-port",
+            "0",
+            "--redis",
+            &format!("redis://127.0.0.1:{redis_port}"),
+            "--node-id",
+            id,
+            "--liveness-timeout",
+            "60s",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the server binary");
+    let node = Node {
+        id: id.into(),
+        http: format!("http://127.0.0.1:{http_port}"),
+        ws: format!("ws://127.0.0.1:{http_port}/ws"),
+        proc: Some(Proc(child)),
+    };
+    let url = format!("{}/healthz", node.http);
+    let mut up = false;
+    for _ in 0..100 {
+        if http::get_json(&url).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "node {id} answers /healthz");
+    node
+}
+
+/// `/api/nodes` as node `via` sees it: node id -> its rooms.
+async fn rooms_by_node(via: &Node) -> Vec<(String, Vec<String>)> {
+    let v = http::get_json(&format!("{}/api/nodes", via.http))
+        .await
+        .unwrap_or(Value::Null);
+    v["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            let rooms = n["rooms"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect();
+            (n["id"].as_str().unwrap_or_default().to_string(), rooms)
+        })
+        .collect()
+}
+
+async fn wait_for_nodes(via: &Node, n: usize) {
+    for _ in 0..50 {
+        if rooms_by_node(via).await.len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{n} nodes registered: {:?}", rooms_by_node(via).await);
+}
+
+/// The nodes that list `room` (a room must never be on two).
+async fn hosts_of(via: &Node, room: &str) -> Vec<String> {
+    rooms_by_node(via)
+        .await
+        .into_iter()
+        .filter(|(_, rooms)| rooms.iter().any(|r| r == room))
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Joins `room` through `node`, retrying (every 250 ms, 10 s at most) as the web client
+/// does when a join fails: right after a node dies, the room may still be settling.
+async fn join(pool: &Pool, node: &Node, room: &str, name: &str) -> LiteParticipant {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ip = "127.0.0.1".parse().unwrap();
+        match LiteParticipant::join(pool, &node.ws, room, name, MediaPlan::default(), ip).await {
+            Ok(p) => return p,
+            Err(e) if Instant::now() < deadline => {
+                println!(
+                    "{name} could not join {room} through node {} yet: {e}",
+                    node.id
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{name} joins {room} through node {}: {e}", node.id),
+        }
+    }
+}
+
+/// Everyone receives video from everyone else (50 packets each) within `secs`.
+async fn all_receive(people: &[&LiteParticipant], secs: u64) -> bool {
+    common::wait_until(secs, || {
+        people.iter().all(|a| {
+            people
+                .iter()
+                .filter(|b| b.id != a.id)
+                .all(|b| a.shared.packets_from(&b.id, "video") > 50)
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_on_three_nodes_meet_in_one_room_on_one_node() {
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port).await;
+    let a = start_node("a", free_port(), redis_port).await;
+    let b = start_node("b", free_port(), redis_port).await;
+    let c = start_node("c", free_port(), redis_port).await;
+    wait_for_nodes(&c, 3).await;
+    let pool = Pool::start("cluster-meet").unwrap();
+    let ada = join(&pool, &a, "standup", "Ada").await;
+    let bob = join(&pool, &b, "standup", "Bob").await;
+    let cy = join(&pool, &c, "standup", "Cy").await;
+    let met = all_receive(&[&ada, &bob, &cy], 15).await;
+    let hosts = hosts_of(&b, "standup").await;
+    let moves = |p: &LiteParticipant| p.shared.moves.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "standup hosted by {hosts:?}; moves: Ada {}, Bob {}, Cy {}",
+        moves(&ada),
+        moves(&bob),
+        moves(&cy)
+    );
+    assert!(met, "all three receive each other");
+    assert_eq!(hosts.len(), 1, "one node hosts the room: {hosts:?}");
+    assert_eq!(
+        moves(&ada) + moves(&bob) + moves(&cy),
+        2,
+        "two of three were moved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_rooms_spread_over_three_nodes() {
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port).await;
+    let a = start_node("a", free_port(), redis_port).await;
+    let _b = start_node("b", free_port(), redis_port).await;
+    let _c = start_node("c", free_port(), redis_port).await;
+    wait_for_nodes(&a, 3).await;
+    let pool = Pool::start("cluster-spread").unwrap();
+    let mut people = Vec::new();
+    // Everyone knocks on node a; the rooms go where the load is least.
+    for i in 0..30 {
+        people.push(join(&pool, &a, &format!("room-{i}"), "Solo").await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spread: Vec<(String, usize)> = rooms_by_node(&a)
+        .await
+        .into_iter()
+        .map(|(id, rooms)| (id, rooms.len()))
+        .collect();
+    println!("30 rooms over the nodes: {spread:?}");
+    assert_eq!(
+        spread.iter().map(|(_, n)| n).sum::<usize>(),
+        30,
+        "{spread:?}"
+    );
+    assert!(
+        spread.iter().all(|(_, n)| *n >= 8),
+        "spread by load: {spread:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_room_comes_back_on_another_node_and_is_never_on_two() {
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port).await;
+    let ports = [free_port(), free_port()];
+    let mut nodes = [
+        start_node("a", ports[0], redis_port).await,
+        start_node("b", ports[1], redis_port).await,
+    ];
+    wait_for_nodes(&nodes[1], 2).await;
+    let pool = Pool::start("cluster-failover").unwrap();
+    let room = "busy";
+    let mut failovers = Vec::new();
+    // Each round: Ada and Bob meet (through different nodes), the room's node is
+    // killed (SIGKILL: its leases just stop being renewed), both rejoin through the
+    // other node as the web client does after losing its connection, and the killed
+    // node comes back without taking the room back. The next round kills the other.
+    for round in 0..4 {
+        let ada = join(&pool, &nodes[0], room, "Ada").await;
+        let bob = join(&pool, &nodes[1], room, "Bob").await;
+        assert!(
+            all_receive(&[&ada, &bob], 15).await,
+            "round {round}: they meet"
+        );
+        let hosts = hosts_of(&nodes[0], room).await;
+        assert_eq!(hosts.len(), 1, "round {round}: one host: {hosts:?}");
+        let host = nodes.iter().position(|n| n.id == hosts[0]).unwrap();
+        let survivor = 1 - host;
+        let killed_at = Instant::now();
+        drop(nodes[host].proc.take());
+        drop(ada);
+        drop(bob);
+        let ada = join(&pool, &nodes[survivor], room, "Ada").await;
+        let bob = join(&pool, &nodes[survivor], room, "Bob").await;
+        let back = all_receive(&[&ada, &bob], 15).await;
+        let took = killed_at.elapsed();
+        println!(
+            "round {round}: node {} killed; media back on node {} {took:?} later",
+            nodes[host].id, nodes[survivor].id
+        );
+        assert!(back, "round {round}: media back");
+        failovers.push(took);
+        let id = nodes[host].id.clone();
+        nodes[host] = start_node(&id, ports[host], redis_port).await;
+        wait_for_nodes(&nodes[survivor], 2).await;
+        let hosts = hosts_of(&nodes[host], room).await;
+        assert_eq!(
+            hosts,
+            vec![nodes[survivor].id.clone()],
+            "round {round}: the room stays on the survivor, and only there"
+        );
+        ada.leave().await;
+        bob.leave().await;
+    }
+    println!("kill to media back: {failovers:?}");
+    assert!(
+        failovers.iter().all(|t| *t < Duration::from_secs(8)),
+        "{failovers:?}"
+    );
+}
