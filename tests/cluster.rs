@@ -305,3 +305,60 @@ async fn a_killed_nodes_room_comes_back_on_another_node_and_is_never_on_two() {
         "{failovers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meetings_go_on_while_redis_is_away_and_the_cluster_heals_when_it_returns() {
+    let redis_port = free_port();
+    let redis = start_redis(redis_port).await;
+    let a = start_node("a", free_port(), redis_port).await;
+    let b = start_node("b", free_port(), redis_port).await;
+    wait_for_nodes(&a, 2).await;
+    let pool = Pool::start("cluster-redis-away").unwrap();
+    let ada = join(&pool, &a, "steady", "Ada").await;
+    let bob = join(&pool, &b, "steady", "Bob").await;
+    assert!(all_receive(&[&ada, &bob], 15).await, "they meet");
+    let host = hosts_of(&a, "steady").await;
+
+    // Redis gone for 10 s.
+    drop(redis);
+    let before = ada.shared.packets_from(&bob.id, "video");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A room nobody holds cannot be placed: refused, clearly.
+    let ip = "127.0.0.1".parse().unwrap();
+    let refused =
+        LiteParticipant::join(&pool, &b.ws, "new-room", "Cy", MediaPlan::default(), ip).await;
+    let refusal = match &refused {
+        Err(switchyard_synthetic::participant::SyntheticError::Refused(v)) => v["code"].clone(),
+        other => panic!(
+            "a join for a new room while Redis is away is refused: {:?}",
+            other.as_ref().map(|p| &p.id)
+        ),
+    };
+    println!("a new room while Redis is away: {refusal}");
+    assert_eq!(refusal, "cluster_unavailable");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let during = ada.shared.packets_from(&bob.id, "video") - before;
+    println!("Ada received {during} video packets from Bob during the 10 s without Redis");
+    assert!(during > 500, "the running meeting went on: {during}");
+
+    // Redis back (empty: no persistence): the nodes register again and the host
+    // re-takes its room's lease.
+    let _redis = start_redis(redis_port).await;
+    let healed = Instant::now();
+    wait_for_nodes(&b, 2).await;
+    let mut hosts = hosts_of(&b, "steady").await;
+    for _ in 0..30 {
+        if hosts == host {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        hosts = hosts_of(&b, "steady").await;
+    }
+    println!("healed in {:?}: steady on {hosts:?}", healed.elapsed());
+    assert_eq!(hosts, host, "the room is still where it was");
+    let cy = join(&pool, &b, "steady", "Cy").await;
+    assert!(
+        all_receive(&[&ada, &bob, &cy], 15).await,
+        "a newcomer is placed with them"
+    );
+}
