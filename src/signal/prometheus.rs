@@ -82,6 +82,15 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, c);
 }
 
+/// A counter family labelled `outcome`, each already holding its value.
+fn outcomes(registry: &mut Registry, name: &str, help: &str, values: &[(&'static str, u64)]) {
+    let family = Family::<Outcome, Counter>::default();
+    for &(outcome, n) in values {
+        family.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+    registry.register(name, help, family);
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
@@ -146,19 +155,16 @@ fn turn(r: &mut Registry, t: &crate::turn::TurnSnapshot) {
         "TURN datagrams and frames dropped (full queue, refused send)",
         t.dropped,
     );
-    let conns = Family::<Outcome, Counter>::default();
-    for (outcome, n) in [
-        ("accepted", t.connections_accepted),
-        ("refused", t.connections_refused),
-        ("timed_out", t.connections_timed_out),
-        ("bad_frame", t.frames_refused),
-    ] {
-        conns.get_or_create(&Outcome { outcome }).inc_by(n);
-    }
-    r.register(
+    outcomes(
+        r,
         "turn_connections",
         "TURN TCP/TLS connections accepted, refused (cap, TLS), closed by a deadline or a bad frame",
-        conns,
+        &[
+            ("accepted", t.connections_accepted),
+            ("refused", t.connections_refused),
+            ("timed_out", t.connections_timed_out),
+            ("bad_frame", t.frames_refused),
+        ],
     );
 }
 
@@ -330,30 +336,24 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
         "Participants removed because their media connection never connected",
         m.ice_connect_timeouts,
     );
-    let tcp = Family::<Outcome, Counter>::default();
-    for (outcome, n) in [
-        ("accepted", m.tcp_connections_accepted),
-        ("refused", m.tcp_connections_refused),
-    ] {
-        tcp.get_or_create(&Outcome { outcome }).inc_by(n);
-    }
-    r.register(
+    outcomes(
+        &mut r,
         "ice_tcp_connections",
         "ICE-TCP connections accepted, and refused (over the cap, not STUN of ours, too slow)",
-        tcp,
+        &[
+            ("accepted", m.tcp_connections_accepted),
+            ("refused", m.tcp_connections_refused),
+        ],
     );
-    let frames = Family::<Outcome, Counter>::default();
-    for (outcome, n) in [
-        ("received", m.tcp_frames_in),
-        ("sent", m.tcp_frames_out),
-        ("dropped", m.tcp_frames_dropped),
-    ] {
-        frames.get_or_create(&Outcome { outcome }).inc_by(n);
-    }
-    r.register(
+    outcomes(
+        &mut r,
         "ice_tcp_frames",
         "ICE-TCP frames received and sent, and dropped for a connection too far behind",
-        frames,
+        &[
+            ("received", m.tcp_frames_in),
+            ("sent", m.tcp_frames_out),
+            ("dropped", m.tcp_frames_dropped),
+        ],
     );
     counter(
         &mut r,
@@ -510,19 +510,16 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     if let Some(t) = &m.turn {
         turn(&mut r, t);
     }
-    let cluster = Family::<Outcome, Counter>::default();
-    for (outcome, n) in [
-        ("moved", m.cluster_moved),
-        ("refused", m.cluster_refused),
-        ("store_error", m.cluster_store_errors),
-        ("lease_lost", m.cluster_leases_lost),
-    ] {
-        cluster.get_or_create(&Outcome { outcome }).inc_by(n);
-    }
-    r.register(
+    outcomes(
+        &mut r,
         "cluster_events",
         "Cluster: joins moved to the room's node, joins refused (store unreachable), failed heartbeats, rooms closed because another node took their lease",
-        cluster,
+        &[
+            ("moved", m.cluster_moved),
+            ("refused", m.cluster_refused),
+            ("store_error", m.cluster_store_errors),
+            ("lease_lost", m.cluster_leases_lost),
+        ],
     );
 
     let mut out = String::new();
