@@ -108,6 +108,8 @@ pub struct Metrics {
     pub cluster_refused: AtomicU64,
     pub cluster_store_errors: AtomicU64,
     pub cluster_leases_lost: AtomicU64,
+    /// This node's id in a cluster (set once at start, with --redis).
+    pub node: std::sync::OnceLock<String>,
     /// The embedded TURN server's counters, when one runs (set once at start).
     pub turn: std::sync::OnceLock<std::sync::Arc<crate::turn::TurnCounters>>,
 }
@@ -179,6 +181,8 @@ pub struct MetricsSnapshot {
     pub process_peak_rss_mb: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turn: Option<crate::turn::TurnSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Metrics {
@@ -257,6 +261,7 @@ impl Metrics {
             process_rss_mb: process::status_mb("VmRSS:"),
             process_peak_rss_mb: process::status_mb("VmHWM:"),
             turn: self.turn.get().map(|t| t.snapshot()),
+            node: self.node.get().cloned(),
         }
     }
 }

@@ -102,6 +102,7 @@ impl Server {
             cluster,
         });
         if app.cluster.clustered() {
+            let _ = app.engine.metrics.node.set(app.cluster.node_id.clone());
             tracing::info!(node = %app.cluster.node_id, url = %app.cluster.ws_url, "joined the cluster");
             spawn_heartbeat(app.clone());
         }

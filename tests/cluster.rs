@@ -206,6 +206,14 @@ async fn participants_on_three_nodes_meet_in_one_room_on_one_node() {
     );
     assert!(met, "all three receive each other");
     assert_eq!(hosts.len(), 1, "one node hosts the room: {hosts:?}");
+    let metrics = http::get_text(&format!("{}/metrics", c.http))
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("switchyard_node_info{node=\"c\"} 1"),
+        "each node's /metrics names it"
+    );
     assert_eq!(
         moves(&ada) + moves(&bob) + moves(&cy),
         2,

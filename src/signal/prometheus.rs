@@ -71,6 +71,11 @@ struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Node {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Room {
     room: String,
 }
@@ -510,6 +515,16 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     if let Some(t) = &m.turn {
         turn(&mut r, t);
     }
+    if let Some(node) = &m.node {
+        // An info series: join it on `instance` to label any other series by node.
+        let info = Family::<Node, Gauge>::default();
+        info.get_or_create(&Node { node: node.clone() }).set(1);
+        r.register(
+            "node_info",
+            "This node's id in the cluster (always 1)",
+            info,
+        );
+    }
     outcomes(
         &mut r,
         "cluster_events",
@@ -565,6 +580,16 @@ mod tests {
             .count();
         assert_eq!(room_series, MAX_ROOM_SERIES, "bounded");
         assert!(text.ends_with("# EOF\n"));
+        assert!(
+            !text.contains("switchyard_node_info"),
+            "no node label on a single node"
+        );
+        let _ = metrics.node.set("b".into());
+        let text = render(&metrics.snapshot(), &rooms, &[]);
+        assert!(
+            text.contains("switchyard_node_info{node=\"b\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
