@@ -52,6 +52,20 @@ pub async fn run(ws: WebSocket, app: Arc<AppState>) {
     session.run().instrument(span).await
 }
 
+fn check_names(room: &str, name: &str) -> Result<(), SignalError> {
+    if !valid_room_name(room) {
+        return Err(SignalError::InvalidName(
+            "room names are 1-64 characters of A-Z a-z 0-9 _ -",
+        ));
+    }
+    if !valid_display_name(name) {
+        return Err(SignalError::InvalidName(
+            "display names are 1-64 characters, not blank, without control characters",
+        ));
+    }
+    Ok(())
+}
+
 struct Joined {
     id: ParticipantId,
     shard: ShardHandle,
@@ -222,6 +236,8 @@ impl Session {
                 return Err(SignalError::AlreadyJoined);
             }
             let (room, name, grants) = self.admit(room, name, token)?;
+            // Names first: a cluster must not place (lease) a room that cannot exist.
+            check_names(&room, &name)?;
             match self.app.cluster.place(&room).await {
                 Ok(Placement::Here) => {}
                 Ok(Placement::Elsewhere { node, ws_url }) => {
@@ -318,16 +334,6 @@ impl Session {
         name: String,
         grants: Grants,
     ) -> Result<(), SignalError> {
-        if !valid_room_name(&room) {
-            return Err(SignalError::InvalidName(
-                "room names are 1-64 characters of A-Z a-z 0-9 _ -",
-            ));
-        }
-        if !valid_display_name(&name) {
-            return Err(SignalError::InvalidName(
-                "display names are 1-64 characters, not blank, without control characters",
-            ));
-        }
         let id = self.app.engine.ids.participant();
         let shard = self.app.engine.shard_for(&room).clone();
         let (events_tx, events_rx) = mpsc::channel(SESSION_QUEUE);

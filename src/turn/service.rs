@@ -39,6 +39,8 @@ pub struct Service {
     /// One TURN protocol instance per listening port (UDP, TCP, TLS).
     servers: Vec<TurnServer>,
     udp: Option<Arc<UdpSocket>>,
+    /// The client UDP socket's address (asked once, not per datagram).
+    udp_listen: Option<SocketAddr>,
     relay_ip: IpAddr,
     relays: HashMap<SocketAddr, Relay>,
     relay_tx: mpsc::Sender<(SocketAddr, SocketAddr, Vec<u8>)>,
@@ -54,6 +56,8 @@ pub struct Service {
 struct Relay {
     socket: Arc<UdpSocket>,
     reader: JoinHandle<()>,
+    /// The library instance (listening port) whose client holds the allocation.
+    server: usize,
 }
 
 impl Drop for Relay {
@@ -86,9 +90,11 @@ impl Service {
         policy: PeerPolicy,
         counters: Arc<TurnCounters>,
     ) -> Self {
+        let udp_listen = udp.as_ref().and_then(|s| s.local_addr().ok());
         Self {
             servers,
             udp,
+            udp_listen,
             relay_ip,
             relays: HashMap::new(),
             relay_tx,
@@ -122,12 +128,15 @@ impl Service {
                     None => std::future::pending().await,
                 }
             };
+            // Relayed data (ChannelData from a client, a datagram from a peer) goes
+            // through the library's `recv` alone; anything else may leave requests
+            // (allocations) for its `poll`, which runs then, or when a timer is due.
+            let mut needs_drive = true;
             tokio::select! {
                 got = recv_udp => {
-                    if let (Ok((frame, from)), Some(s)) = (got, &self.udp) {
-                        if let Ok(listen) = s.local_addr() {
-                            self.on_client_message(TransportType::Udp, listen, from, frame);
-                        }
+                    if let (Ok((frame, from)), Some(listen)) = (got, self.udp_listen) {
+                        needs_drive = !is_channel_data(&frame);
+                        self.on_client_message(TransportType::Udp, listen, from, frame);
                     }
                 }
                 ev = inputs.streams.recv(), if streams_open => match ev {
@@ -135,6 +144,7 @@ impl Service {
                         self.streams.insert((listen, client), out);
                     }
                     Some(StreamEvent::Frame { listen, client, mut frame }) => {
+                        needs_drive = !is_channel_data(&frame);
                         unpad_channel_data(&mut frame);
                         self.on_client_message(TransportType::Tcp, listen, client, frame);
                     }
@@ -145,6 +155,7 @@ impl Service {
                 },
                 relayed = inputs.relayed.recv() => {
                     if let Some((relayed, peer, data)) = relayed {
+                        needs_drive = false;
                         self.on_peer_datagram(relayed, peer, data);
                     }
                 }
@@ -167,7 +178,9 @@ impl Service {
                 },
                 _ = tokio::time::sleep_until(wake) => {}
             }
-            wake = self.drive();
+            if needs_drive || tokio::time::Instant::now() >= wake {
+                wake = self.drive();
+            }
         }
     }
 
@@ -254,25 +267,22 @@ impl Service {
 
     /// A datagram a peer sent to a relayed address.
     fn on_peer_datagram(&mut self, relayed: SocketAddr, peer: SocketAddr, data: Vec<u8>) {
+        let Some(i) = self.relays.get(&relayed).map(|r| r.server) else {
+            return;
+        };
         let len = data.len() as u64;
         let now = self.now();
-        for i in 0..self.servers.len() {
-            let out = self.servers[i]
-                .recv(
-                    Transmit::new(&data[..], TransportType::Udp, peer, relayed),
-                    now,
-                )
-                .map(|t| {
-                    let data = t.data.build();
-                    Transmit::new(data, t.transport, t.from, t.to)
-                });
-            if let Some(t) = out {
-                self.counters
-                    .relayed_bytes_to_clients
-                    .fetch_add(len, Relaxed);
-                self.send(t);
-                return;
-            }
+        let out = self.servers[i]
+            .recv(Transmit::new(data, TransportType::Udp, peer, relayed), now)
+            .map(|t| {
+                let data = t.data.build();
+                Transmit::new(data, t.transport, t.from, t.to)
+            });
+        if let Some(t) = out {
+            self.counters
+                .relayed_bytes_to_clients
+                .fetch_add(len, Relaxed);
+            self.send(t);
         }
     }
 
@@ -348,6 +358,7 @@ impl Service {
                         family,
                     } => {
                         let result = self.allocate(
+                            i,
                             transport,
                             listen_addr,
                             client_addr,
@@ -408,6 +419,7 @@ impl Service {
     /// A relayed UDP socket for an allocation the library granted, if quotas allow.
     fn allocate(
         &mut self,
+        server: usize,
         transport: TransportType,
         listen: SocketAddr,
         client: SocketAddr,
@@ -450,7 +462,14 @@ impl Service {
             self.relay_tx.clone(),
             self.counters.clone(),
         ));
-        self.relays.insert(addr, Relay { socket, reader });
+        self.relays.insert(
+            addr,
+            Relay {
+                socket,
+                reader,
+                server,
+            },
+        );
         self.ledger.hold(addr, &who);
         self.counters.allocations.fetch_add(1, Relaxed);
         self.counters

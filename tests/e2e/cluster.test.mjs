@@ -9,12 +9,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
   CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, openChromiumPage, pageState, startServer, stopServer,
   waitConnected, waitFor, within,
+  freePort,
 } from './harness.mjs';
 
 const ROOM = 'cluster';
@@ -23,11 +23,6 @@ let redisPort;
 const nodes = {};
 let browser;
 
-const freePort = () => new Promise((resolve, reject) => {
-  const s = createServer();
-  s.once('error', reject);
-  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
 
 before(async () => {
   const found = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });

@@ -12,12 +12,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, inboundStats, openChromiumPage, startServer,
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, firstFrameAfterOpen, makeTestCertificate, openChromiumPage, startServer,
   stopServer, transportInfo, waitConnected, waitFor, within,
 } from './harness.mjs';
 import { ADDR_A, blockUdp, fetchJsonIn, createNamespacePair, removeNamespacePair, unblockUdp, wrapperInNamespace } from './netns.mjs';
@@ -27,7 +26,7 @@ let blocked = false;
 const browsers = [];
 const wrappers = [];
 const servers = [];
-const pki = path.join(E2E_OUT, 'firewall-pki');
+let pki;
 
 const launchIn = async (ns, extraArgs = []) => {
   wrappers.push(wrapperInNamespace(E2E_OUT, ns, CHROMIUM));
@@ -37,11 +36,7 @@ const launchIn = async (ns, extraArgs = []) => {
 };
 
 before(async () => {
-  mkdirSync(pki, { recursive: true });
-  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
-    '-nodes', '-keyout', path.join(pki, 'key.pem'), '-out', path.join(pki, 'cert.pem'), '-days', '1',
-    '-subj', `/CN=${ADDR_A}`, '-addext', `subjectAltName=IP:${ADDR_A}`], { encoding: 'utf8' });
-  assert.equal(made.status, 0, `openssl made the test certificate: ${made.stderr}`);
+  pki = makeTestCertificate(path.join(E2E_OUT, 'firewall-pki'), ADDR_A);
   net = createNamespacePair();
   blockUdp(net);
   blocked = true;
@@ -58,12 +53,6 @@ after(async () => {
   }
 });
 
-async function firstFrameAfterOpen(p) {
-  await waitFor(`${p.query}: a first decoded frame`, async () =>
-    (await inboundStats(p.page)).some((s) => s.kind === 'video' && s.framesDecoded > 0), 60000, 50);
-  return Date.now() - p.navigatedAt;
-}
-
 // Ada and Cy (namespace A, UDP works) and Bob (namespace B, no UDP) meet on a server in A.
 async function meetAcrossTheFirewall(room, serverArgs, bobArgs = []) {
   const server = await startServer(`${ADDR_A}:0`, { prefix: ['ip', 'netns', 'exec', net.a], args: ['--media-ips', ADDR_A, ...serverArgs] });
@@ -71,10 +60,10 @@ async function meetAcrossTheFirewall(room, serverArgs, bobArgs = []) {
   const [browserA, browserB] = await Promise.all([launchIn(net.a), launchIn(net.b, bobArgs)]);
   const ada = await openChromiumPage(browserA, server, `room=${room}&name=Ada`);
   const bob = await openChromiumPage(browserB, server, `room=${room}&name=Bob`);
-  const bobFirst = await firstFrameAfterOpen(bob);
+  const bobFirst = await firstFrameAfterOpen(bob, 60000);
   // Cy joins last from namespace A over plain UDP: the same measure on the open path.
   const cy = await openChromiumPage(browserA, server, `room=${room}&name=Cy`);
-  const cyFirst = await firstFrameAfterOpen(cy);
+  const cyFirst = await firstFrameAfterOpen(cy, 60000);
   await Promise.all([waitConnected(ada, 2, 60000), waitConnected(bob, 2, 60000), waitConnected(cy, 2, 60000)]);
   const adaPath = await transportInfo(ada.page);
   const bobPath = await transportInfo(bob.page);
@@ -100,7 +89,7 @@ test('a page on a network that drops UDP joins over ICE-TCP on the media port', 
 
 test('where not even the media port takes TCP, a page joins through the embedded TURN server over TLS', { timeout: 180000 }, async () => {
   const { bobPath, shown, stats } = await meetAcrossTheFirewall('fw-turn', ['--turn-tls-port', '0',
-    '--turn-tls-cert', path.join(pki, 'cert.pem'), '--turn-tls-key', path.join(pki, 'key.pem')], ['--ignore-certificate-errors']);
+    '--turn-tls-cert', pki.cert, '--turn-tls-key', pki.key], ['--ignore-certificate-errors']);
   assert.equal(bobPath.local?.type, 'relay', 'Bob goes through the TURN server');
   assert.equal(bobPath.local?.relayProtocol, 'tls', 'over TLS');
   console.log(`Bob's page shows "${shown}"; server's TURN counters: ${JSON.stringify(stats.turn)}`);

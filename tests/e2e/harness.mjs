@@ -8,10 +8,11 @@
 //                    this folder instead of the copies built into the server, so a web
 //                    change can be tried without a release build
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { after, before } from 'node:test';
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -298,3 +299,31 @@ export const waitConnected = (p, remoteTiles, timeoutMs = 30000) =>
     const s = await pageState(p.page);
     return s.state === 'connected' && s.remoteTiles === remoteTiles ? s : { ok: false, ...s };
   }, timeoutMs);
+
+// Milliseconds from opening the page `p` ({ page, navigatedAt, query }) to its first
+// decoded remote video frame.
+export async function firstFrameAfterOpen(p, timeoutMs = 45000) {
+  await waitFor(`${p.query}: a first decoded frame`, async () =>
+    (await inboundStats(p.page)).some((s) => s.kind === 'video' && s.framesDecoded > 0), timeoutMs, 50);
+  return Date.now() - p.navigatedAt;
+}
+
+// A self-signed certificate for `ip`, made by openssl in `dir` (never a real one):
+// { cert, key } file paths. Throws when openssl fails.
+export function makeTestCertificate(dir, ip) {
+  mkdirSync(dir, { recursive: true });
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+    '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${ip}`,
+    '-addext', `subjectAltName=IP:${ip}`], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`openssl could not make the test certificate: ${made.stderr ?? made.error}`);
+  return { cert, key };
+}
+
+// A free TCP port on 127.0.0.1 (for a helper server the test starts: coturn, Redis).
+export const freePort = () => new Promise((resolve, reject) => {
+  const s = createServer();
+  s.once('error', reject);
+  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+});

@@ -11,28 +11,21 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { closeFirefox, launchFirefox, openFirefoxPage } from './firefox.mjs';
 import {
-  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, inboundStats, openChromiumPage, serverStats, startServer,
+  CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, firstFrameAfterOpen, makeTestCertificate, openChromiumPage, serverStats, startServer,
   stopServer, transportInfo, waitConnected, waitFor, within,
 } from './harness.mjs';
 
 let browser;
 const servers = [];
-const pki = path.join(E2E_OUT, 'turn-pki');
-const cert = path.join(pki, 'cert.pem');
-const key = path.join(pki, 'key.pem');
+let cert;
+let key;
 
 before(async () => {
-  mkdirSync(pki, { recursive: true });
-  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
-    '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1',
-    '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
-  assert.equal(made.status, 0, `openssl made the test certificate: ${made.stderr}`);
+  ({ cert, key } = makeTestCertificate(path.join(E2E_OUT, 'turn-pki'), '127.0.0.1'));
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
     args: [...CHROMIUM_ARGS, '--ignore-certificate-errors'], timeout: 30000 });
 });
@@ -41,13 +34,6 @@ after(async () => {
   await within(15000, browser?.close().catch(() => {}));
   for (const [i, s] of servers.entries()) await stopServer(s, path.join(E2E_OUT, `turn-embedded-server-${i}.log`));
 });
-
-// Milliseconds from opening the page to its first decoded remote video frame.
-async function firstFrameAfterOpen(p) {
-  await waitFor(`${p.query}: a first decoded frame`, async () =>
-    (await inboundStats(p.page)).some((s) => s.kind === 'video' && s.framesDecoded > 0), 45000, 50);
-  return Date.now() - p.navigatedAt;
-}
 
 // Bob (Chromium, any path) meets Ada (relay only: a Chromium page with ?relay=1, or
 // what `openRelayed` opens).

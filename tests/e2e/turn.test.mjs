@@ -11,13 +11,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 import {
   CHROMIUM, CHROMIUM_ARGS, E2E_OUT, expectMediaFlowing, openChromiumPage, serverStats, startServer, stopServer,
   transportInfo, waitConnected, waitFor, within,
+  freePort,
 } from './harness.mjs';
 
 const TURN_SECRET = 'e2e-turn-shared-secret-0123456789';
@@ -29,12 +29,6 @@ let turnPort;
 let server;
 let browser;
 
-// A free TCP/UDP port on 127.0.0.1 for coturn (it listens on both).
-const freePort = () => new Promise((resolve, reject) => {
-  const s = createServer();
-  s.once('error', reject);
-  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
 
 function startTurn(port) {
   // Loopback only: listening, relaying and the peers it may relay to (the SFU on
