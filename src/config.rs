@@ -102,6 +102,15 @@ pub struct Cli {
     /// room is moved to [default: ws://LISTEN/ws].
     #[arg(long, env = "SWITCHYARD_NODE_URL")]
     pub node_url: Option<String>,
+    /// Most participants on this node, all rooms together; a cluster places no new room
+    /// on a node at its limit, and a join beyond it is refused (`server_full`); 0 = no
+    /// limit [default: 0].
+    #[arg(long, env = "SWITCHYARD_NODE_MAX_PARTICIPANTS")]
+    pub node_max_participants: Option<u64>,
+    /// On SIGTERM, how long a cluster node waits for its rooms' participants to move to
+    /// other nodes before it stops, e.g. "10s" [default: 10s].
+    #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", value_parser = parse_ttl)]
+    pub drain_timeout: Option<std::time::Duration>,
     /// Most participants in one room.
     #[arg(long, env = "SWITCHYARD_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
@@ -266,6 +275,9 @@ pub struct FileConfig {
     pub redis: Option<Secret>,
     pub node_id: Option<String>,
     pub node_url: Option<String>,
+    pub node_max_participants: Option<u64>,
+    /// Seconds.
+    pub drain_timeout_secs: Option<u64>,
     pub max_participants: Option<usize>,
     /// API key -> secret.
     pub keys: Option<BTreeMap<String, Secret>>,
@@ -331,6 +343,10 @@ pub struct Config {
     pub redis: Option<Secret>,
     pub node_id: Option<String>,
     pub node_url: Option<String>,
+    /// Participants this node takes, all rooms together; 0: no limit.
+    pub node_max_participants: u64,
+    /// SIGTERM: how long a cluster node gives its rooms to move before it stops.
+    pub drain_timeout: std::time::Duration,
     pub max_participants: usize,
     /// (API key, secret) pairs that sign access tokens; none: dev mode.
     pub api_keys: Vec<(String, Secret)>,
@@ -403,6 +419,8 @@ impl Default for Config {
             redis: None,
             node_id: None,
             node_url: None,
+            node_max_participants: 0,
+            drain_timeout: std::time::Duration::from_secs(10),
             max_participants: 50,
             api_keys: vec![],
             metrics_token: None,
@@ -506,6 +524,12 @@ impl Config {
         self.redis = f.redis.or(self.redis.take());
         self.node_id = f.node_id.or(self.node_id.take());
         self.node_url = f.node_url.or(self.node_url.take());
+        if let Some(v) = f.node_max_participants {
+            self.node_max_participants = v;
+        }
+        if let Some(v) = f.drain_timeout_secs {
+            self.drain_timeout = std::time::Duration::from_secs(v);
+        }
         if let Some(v) = f.max_participants {
             self.max_participants = v;
         }
@@ -603,6 +627,12 @@ impl Config {
         self.redis = cli.redis.clone().or(self.redis.take());
         self.node_id = cli.node_id.clone().or(self.node_id.take());
         self.node_url = cli.node_url.clone().or(self.node_url.take());
+        if let Some(v) = cli.node_max_participants {
+            self.node_max_participants = v;
+        }
+        if let Some(v) = cli.drain_timeout {
+            self.drain_timeout = v;
+        }
         if let Some(v) = cli.max_participants {
             self.max_participants = v;
         }

@@ -27,6 +27,9 @@ pub enum SignalError {
     /// The cluster's store (Redis) cannot say where the room is: try again.
     #[error("{0}")]
     Cluster(String),
+    /// This node (and, in a cluster, every node) is at its participant limit.
+    #[error("the server is full; try again later")]
+    ServerFull,
 }
 
 impl SignalError {
@@ -52,6 +55,7 @@ impl SignalError {
             SignalError::Engine(EngineError::Chat(_)) => "chat_refused",
             SignalError::Engine(EngineError::Internal(_)) => "internal",
             SignalError::Cluster(_) => "cluster_unavailable",
+            SignalError::ServerFull => "server_full",
         }
     }
 }

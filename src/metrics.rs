@@ -108,6 +108,11 @@ pub struct Metrics {
     pub cluster_refused: AtomicU64,
     pub cluster_store_errors: AtomicU64,
     pub cluster_leases_lost: AtomicU64,
+    /// Requests answered by another node (admin calls, room lists) / not answered.
+    pub cluster_forwarded: AtomicU64,
+    pub cluster_forward_failed: AtomicU64,
+    /// Participants told to move to another node because this one drains (SIGTERM).
+    pub cluster_drained: AtomicU64,
     /// This node's id in a cluster (set once at start, with --redis).
     pub node: std::sync::OnceLock<String>,
     /// The embedded TURN server's counters, when one runs (set once at start).
@@ -174,6 +179,9 @@ pub struct MetricsSnapshot {
     pub cluster_refused: u64,
     pub cluster_store_errors: u64,
     pub cluster_leases_lost: u64,
+    pub cluster_forwarded: u64,
+    pub cluster_forward_failed: u64,
+    pub cluster_drained: u64,
     /// CPU time (user + system) the server process has used, in seconds (Linux).
     pub process_cpu_seconds: Option<f64>,
     /// Resident memory now and at its peak, in MiB (Linux).
@@ -256,6 +264,9 @@ impl Metrics {
             cluster_refused: self.cluster_refused.load(Relaxed),
             cluster_store_errors: self.cluster_store_errors.load(Relaxed),
             cluster_leases_lost: self.cluster_leases_lost.load(Relaxed),
+            cluster_forwarded: self.cluster_forwarded.load(Relaxed),
+            cluster_forward_failed: self.cluster_forward_failed.load(Relaxed),
+            cluster_drained: self.cluster_drained.load(Relaxed),
 
             process_cpu_seconds: process::cpu_seconds(),
             process_rss_mb: process::status_mb("VmRSS:"),

@@ -81,9 +81,15 @@ impl Server {
                     .unwrap_or_default()
             )
         });
+        let me = crate::cluster::NodeSettings {
+            node_id,
+            ws_url,
+            max_participants: config.node_max_participants,
+            metrics: engine.metrics.clone(),
+        };
         let cluster = match &config.redis {
-            None => Cluster::single(node_id, ws_url),
-            Some(url) => Cluster::with_redis(url.expose(), node_id, ws_url)
+            None => Cluster::single(me),
+            Some(url) => Cluster::with_redis(url.expose(), me)
                 .await
                 .map_err(|e| std::io::Error::other(format!("--redis: {e}")))?,
         };
@@ -122,8 +128,71 @@ impl Server {
             max_connections_per_ip: self.app.config.max_connections_per_ip,
         };
         let metrics = self.app.engine.metrics.clone();
-        listener::serve(self.listener, router(self.app), limits, metrics, shutdown).await
+        let app = self.app.clone();
+        let router = router(self.app);
+        if app.cluster.clustered() {
+            crate::signal::forward::serve_forwarded(&app, router.clone());
+        }
+        // A cluster node that is told to stop drains first: its rooms move to other
+        // nodes while it still answers (and redirects) joins.
+        let stop = async move {
+            shutdown.await;
+            if app.cluster.clustered() {
+                drain(&app).await;
+            }
+        };
+        listener::serve(self.listener, router, limits, metrics, stop).await
     }
+}
+
+/// SIGTERM on a cluster node: no new rooms here (the registry says so at once), every
+/// room's lease given back and its participants told to join again on the least
+/// loaded node that takes rooms (`moved`), then a wait, at most `drain_timeout`, for
+/// them to be gone. With no other node to go to, rooms end with the process and their
+/// clients retry as after any outage.
+async fn drain(app: &AppState) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let started = std::time::Instant::now();
+    let me = crate::signal::node_info(app).await;
+    let rooms = app.engine.rooms().await;
+    let target = match app.cluster.drain(&me).await {
+        Ok(target) => target,
+        Err(e) => {
+            tracing::warn!("draining: the cluster store failed ({e}); rooms end here");
+            None
+        }
+    };
+    match &target {
+        Some(node) => {
+            for room in &rooms {
+                let op = crate::engine::admin::AdminOp::Move {
+                    node: node.id.clone(),
+                    url: node.ws_url.clone(),
+                };
+                if app.engine.admin(&room.name, op).await.is_ok() {
+                    app.engine
+                        .metrics
+                        .cluster_drained
+                        .fetch_add(room.participants.len() as u64, Relaxed);
+                }
+            }
+            tracing::info!(rooms = rooms.len(), to = %node.id, "draining: rooms moved");
+        }
+        None => tracing::warn!(
+            rooms = rooms.len(),
+            "draining: no other node takes rooms; they end with this process"
+        ),
+    }
+    let deadline = started + app.config.drain_timeout;
+    while app.engine.metrics.participants_now.load(Relaxed) > 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The moved sessions write their last message and close.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.cluster.leave().await;
+    tracing::info!(took = ?started.elapsed(), "drained");
 }
 
 /// Once a second: this node's entry and leases in the cluster store, rooms nobody is in
@@ -137,14 +206,8 @@ fn spawn_heartbeat(app: Arc<AppState>) {
         loop {
             tick.tick().await;
             let me = crate::signal::node_info(&app).await;
-            let busy: Vec<String> = app
-                .engine
-                .rooms()
-                .await
-                .into_iter()
-                .filter(|r| !r.participants.is_empty())
-                .map(|r| r.name)
-                .collect();
+            // Every room open here keeps its lease, an administrator's empty one too.
+            let busy: Vec<String> = me.rooms.clone();
             match app.cluster.heartbeat(&me, &busy).await {
                 Ok(lost) => {
                     if failing {

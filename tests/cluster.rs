@@ -10,7 +10,10 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use common::hooks::events_of;
+use common::{basic_auth, RawWs};
+use serde_json::{json, Value};
+use switchyard::auth::{claims_for, Grants, KeySet};
 use switchyard_synthetic::http;
 use switchyard_synthetic::lite::LiteParticipant;
 use switchyard_synthetic::media::MediaPlan;
@@ -70,7 +73,12 @@ struct Node {
 
 /// A node of the cluster: the server binary on its own HTTP port, media on any port.
 async fn start_node(id: &str, http_port: u16, redis_port: u16) -> Node {
+    start_node_with(id, http_port, redis_port, &[]).await
+}
+
+async fn start_node_with(id: &str, http_port: u16, redis_port: u16, extra: &[&str]) -> Node {
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(extra)
         .args([
             "--listen",
             &format!("127.0.0.1:{http_port}"),
@@ -107,11 +115,47 @@ async fn start_node(id: &str, http_port: u16, redis_port: u16) -> Node {
     node
 }
 
+const KEY: &str = "APIcluster";
+const SECRET: &str = "a cluster test secret of 32+ bytes!!";
+const HOOK_SECRET: &str = "the cluster's webhook secret, 32+ bytes";
+
+fn token(identity: &str, room: &str) -> String {
+    let grants = Grants {
+        room: Some(room.into()),
+        ..Grants::default()
+    };
+    let claims = claims_for(KEY, identity, None, Duration::from_secs(600), grants);
+    KeySet::new(&[(KEY.into(), SECRET.into())])
+        .issue(KEY, &claims)
+        .unwrap()
+}
+
+/// A signaling-only participant: `join` sent through `node`, `moved` followed (three
+/// hops at most) as the web client does; the socket and the first answer that is not
+/// `moved` (`joined`, or an error).
+async fn raw_join(node: &Node, join: Value) -> (RawWs, Value) {
+    let mut url = node.ws.clone();
+    for _ in 0..3 {
+        let mut ws = RawWs::connect(&url).await;
+        ws.send_json(join.clone()).await;
+        let reply = ws.next_json(10).await;
+        if reply["type"] != "moved" {
+            return (ws, reply);
+        }
+        url = reply["url"].as_str().unwrap().to_string();
+    }
+    panic!("moved more than three times");
+}
+
 /// `/api/nodes` as node `via` sees it: node id -> its rooms.
 async fn rooms_by_node(via: &Node) -> Vec<(String, Vec<String>)> {
-    let v = http::get_json(&format!("{}/api/nodes", via.http))
+    // The admin credentials (a dev-mode node ignores them).
+    let auth = basic_auth(KEY, SECRET);
+    let v = http::call(&format!("{}/api/nodes", via.http), "GET", None, Some(&auth))
         .await
-        .unwrap_or(Value::Null);
+        .ok()
+        .filter(|(status, _)| *status == 200)
+        .map_or(Value::Null, |(_, v)| v);
     v["nodes"]
         .as_array()
         .cloned()
@@ -369,4 +413,243 @@ async fn meetings_go_on_while_redis_is_away_and_the_cluster_heals_when_it_return
         all_receive(&[&ada, &bob, &cy], 15).await,
         "a newcomer is placed with them"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_room_lists_and_webhooks_describe_the_whole_cluster_from_any_node() {
+    let (hooks, got) = common::hooks::receiver(HOOK_SECRET).await;
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port).await;
+    let keys = format!("{KEY}:{SECRET}");
+    let extra = [
+        "--api-keys",
+        keys.as_str(),
+        "--webhook-secret",
+        HOOK_SECRET,
+        "--webhooks",
+        hooks.as_str(),
+    ];
+    let nodes = [
+        start_node_with("a", free_port(), redis_port, &extra).await,
+        start_node_with("b", free_port(), redis_port, &extra).await,
+        start_node_with("c", free_port(), redis_port, &extra).await,
+    ];
+    wait_for_nodes(&nodes[0], 3).await;
+    let auth = basic_auth(KEY, SECRET);
+
+    // Tokens are checked alike everywhere: a forged one is refused by every node.
+    for node in &nodes {
+        let mut ws = RawWs::connect(&node.ws).await;
+        let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJNYWxsb3J5In0.forged";
+        ws.send_json(json!({"type": "join", "room": "", "name": "", "token": forged}))
+            .await;
+        ws.expect_error("unauthorized").await;
+    }
+    let join = |name: &str| json!({"type": "join", "room": "", "name": "", "token": token(name, "board")});
+    let (mut ada, joined) = raw_join(&nodes[0], join("Ada")).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let (mut bob, joined) = raw_join(&nodes[1], join("Bob")).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let bob_id = joined["participant_id"].as_str().unwrap().to_string();
+    let host = hosts_of(&nodes[2], "board").await;
+    assert_eq!(host.len(), 1, "one host: {host:?}");
+    let others: Vec<&Node> = nodes.iter().filter(|n| n.id != host[0]).collect();
+    println!("board is hosted by {}", host[0]);
+
+    // Every node lists the room once, with its host and both participants.
+    for node in &nodes {
+        for path in ["/api/rooms", "/api/admin/rooms"] {
+            let (status, rooms) = http::call(&format!("{}{path}", node.http), "GET", None, Some(&auth))
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{path} on {}", node.id);
+            let board: Vec<&Value> = rooms
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["name"] == "board")
+                .collect();
+            assert_eq!(board.len(), 1, "{path} on {}: {rooms}", node.id);
+            assert_eq!(board[0]["node"], host[0].as_str(), "{path} on {}", node.id);
+            assert_eq!(board[0]["participants"].as_array().unwrap().len(), 2);
+        }
+        let url = format!("{}/api/rooms/board", node.http);
+        let (status, room) = http::call(&url, "GET", None, Some(&auth)).await.unwrap();
+        assert_eq!(status, 200, "/api/rooms/board on {}: {room}", node.id);
+        assert_eq!(room["participants"].as_array().unwrap().len(), 2);
+        // Without credentials, refused here before anything is forwarded.
+        let (status, _) = http::call(&url, "GET", None, None).await.unwrap();
+        assert_eq!(status, 401, "no credentials on {}", node.id);
+        let url = format!("{}/api/admin/rooms/nowhere", node.http);
+        let (status, _) = http::call(&url, "GET", None, Some(&auth)).await.unwrap();
+        assert_eq!(status, 404, "an unknown room on {}", node.id);
+    }
+
+    // Admin calls through the nodes that do not host the room.
+    let room_url = |node: &Node| format!("{}/api/admin/rooms/board", node.http);
+    let mute = json!({"kind": "audio", "muted": true});
+    let (status, summary) = http::call(
+        &format!("{}/participants/{bob_id}/mute", room_url(others[0])),
+        "POST",
+        Some(&mute),
+        Some(&auth),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "mute through {}: {summary}", others[0].id);
+    assert_eq!(summary["name"], "board");
+    let (status, _) = http::call(
+        &format!("{}/participants/{bob_id}", room_url(others[1])),
+        "DELETE",
+        None,
+        Some(&auth),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204, "remove through {}", others[1].id);
+    bob.expect_type("removed", 5).await;
+    let planned = json!({"name": "planned", "empty_timeout_secs": 60});
+    let (status, created) = http::call(
+        &format!("{}/api/admin/rooms", others[0].http),
+        "POST",
+        Some(&planned),
+        Some(&auth),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "create through {}: {created}", others[0].id);
+    let mut planned_on = hosts_of(&nodes[0], "planned").await;
+    for _ in 0..30 {
+        if planned_on.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        planned_on = hosts_of(&nodes[0], "planned").await;
+    }
+    println!("planned (created through {}) is hosted by {planned_on:?}", others[0].id);
+    assert_eq!(planned_on.len(), 1, "an empty room created by an administrator has one host");
+    let (status, _) = http::call(&room_url(others[1]), "DELETE", None, Some(&auth))
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "close through {}", others[1].id);
+    ada.expect_type("removed", 5).await;
+
+    // Webhooks: the hosting node sends each event of the room's life, once.
+    let finished = common::wait_until(10, || {
+        events_of(&got, "board").contains(&"room_finished".to_string())
+    })
+    .await;
+    let events = events_of(&got, "board");
+    println!("board's webhooks: {events:?}");
+    assert!(finished, "{events:?}");
+    let count = |name: &str| events.iter().filter(|e| *e == name).count();
+    assert_eq!(count("room_started"), 1, "{events:?}");
+    assert_eq!(count("participant_joined"), 2, "{events:?}");
+    assert_eq!(count("participant_left"), 2, "{events:?}");
+    assert_eq!(count("room_finished"), 1, "{events:?}");
+    assert!(got.lock().unwrap().iter().all(|(_, signed)| *signed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_gets_no_new_rooms_and_a_full_cluster_says_so() {
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port).await;
+    let limit = ["--node-max-participants", "1"];
+    let a = start_node_with("a", free_port(), redis_port, &limit).await;
+    let b = start_node_with("b", free_port(), redis_port, &limit).await;
+    wait_for_nodes(&a, 2).await;
+    let join = |room: &str, name: &str| json!({"type": "join", "room": room, "name": name});
+    let (_ada, joined) = raw_join(&a, join("r1", "Ada")).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(hosts_of(&b, "r1").await, vec!["a".to_string()]);
+    // Its room is on a full node: refused, not placed twice.
+    let (_bob, refused) = raw_join(&b, join("r1", "Bob")).await;
+    assert_eq!(refused["code"], "server_full", "{refused}");
+    // A new room knocked at the full node goes to the one with space.
+    let (_cy, joined) = raw_join(&a, join("r2", "Cy")).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(hosts_of(&a, "r2").await, vec!["b".to_string()]);
+    // Both full: a new room is refused, clearly.
+    let (_dan, refused) = raw_join(&a, join("r3", "Dan")).await;
+    println!("both nodes full: {refused}");
+    assert_eq!(refused["code"], "server_full", "{refused}");
+    assert!(hosts_of(&a, "r3").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_moves_its_rooms_away_and_stops_in_bounded_time() {
+    let redis_port = free_port();
+    let _redis = start_redis(redis_port).await;
+    let drain = ["--drain-timeout", "5s"];
+    let mut nodes = [
+        start_node_with("a", free_port(), redis_port, &drain).await,
+        start_node_with("b", free_port(), redis_port, &drain).await,
+        start_node_with("c", free_port(), redis_port, &drain).await,
+    ];
+    wait_for_nodes(&nodes[0], 3).await;
+    let pool = Pool::start("cluster-drain").unwrap();
+    let ada = join(&pool, &nodes[0], "deploy", "Ada").await;
+    let bob = join(&pool, &nodes[1], "deploy", "Bob").await;
+    assert!(all_receive(&[&ada, &bob], 15).await, "they meet");
+    let hosts = hosts_of(&nodes[2], "deploy").await;
+    let host = nodes.iter().position(|n| n.id == hosts[0]).unwrap();
+    let survivor = (host + 1) % 3;
+    let pid = nodes[host].proc.as_ref().unwrap().0.id();
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Each participant is told where to go.
+    let moved_to = |p: &LiteParticipant| {
+        p.shared
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|m| m["type"] == "moved")
+            .map(|m| m["url"].as_str().unwrap_or_default().to_string())
+    };
+    assert!(
+        common::wait_until(5, || moved_to(&ada).is_some() && moved_to(&bob).is_some()).await,
+        "both are told to move"
+    );
+    let target = moved_to(&ada).unwrap();
+    assert_eq!(moved_to(&bob).as_ref(), Some(&target));
+    assert_ne!(target, nodes[host].ws, "moved to another node");
+    let target = nodes.iter().position(|n| n.ws == target).unwrap();
+    // They join there, as the web client does.
+    drop(ada);
+    drop(bob);
+    let ada = join(&pool, &nodes[target], "deploy", "Ada").await;
+    let bob = join(&pool, &nodes[survivor], "deploy", "Bob").await;
+    let back = all_receive(&[&ada, &bob], 15).await;
+    let took = signalled.elapsed();
+    assert!(back, "media flows again");
+
+    // The drained node stops by itself, cleanly, within its drain timeout.
+    let child = &mut nodes[host].proc.as_mut().unwrap().0;
+    let mut exit = None;
+    for _ in 0..80 {
+        exit = child.try_wait().unwrap();
+        if exit.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = signalled.elapsed();
+    println!(
+        "node {} drained: its room is on {} {took:?} after SIGTERM (media flowing); the process exited after {stopped:?} with {exit:?}",
+        nodes[host].id, nodes[target].id
+    );
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    assert!(stopped < Duration::from_secs(8), "{stopped:?}");
+    let listed = rooms_by_node(&nodes[survivor]).await;
+    assert!(
+        listed.iter().all(|(id, _)| *id != nodes[host].id),
+        "a drained node leaves the registry at once: {listed:?}"
+    );
+    assert_eq!(hosts_of(&nodes[survivor], "deploy").await, vec![nodes[target].id.clone()]);
 }

@@ -202,7 +202,7 @@ function connect() {
     onClose(opened) {
       if (s.closing || s !== session) return;
       if (!opened) showNotice(`${MSG.unreachable} (${url}). Retrying…`);
-      connectionLost(s);
+      connectionLost(s, opened ? undefined : url);
     },
   });
 }
@@ -252,6 +252,7 @@ function onServerError(s, msg) {
 
 function onJoined(s, msg) {
   s.joined = true;
+  meeting.moves = 0;
   meeting.participantId = msg.participant_id;
   const local = ui.grid.querySelector('.tile.local');
   if (local) local.dataset.participantId = msg.participant_id;
@@ -363,16 +364,24 @@ function onMoved(s, msg) {
   if (meeting.moves > 3) return;
   console.info(`room hosted by node ${msg.node}: moving to ${msg.url}`);
   meeting.movedTo = msg.url;
+  meeting.lastMovedTo = msg.url;
   s.closing = true;
   closeSession(s);
   session = null;
+  // Moved mid-meeting (the room's node drains): the new node's `joined` brings the
+  // room back; tiles of the old session would only go stale.
+  if (s.joined) clearRemoteTiles();
   connect();
 }
 
-function connectionLost(s) {
+// `unreachable`: the signaling URL this attempt could not open at all.
+function connectionLost(s, unreachable) {
   if (s !== session || !meeting) return;
-  // Back to this page's own node: it knows where the room is now (its node may be gone).
-  meeting.movedTo = undefined;
+  // Back to this page's own node: it knows where the room is now (the room's node may
+  // be gone). If the page's own node is the one that cannot be reached (it drained and
+  // stopped), try the node the page was last moved to instead; that one redirects too.
+  const own = signalingUrl();
+  meeting.movedTo = unreachable === own && meeting.lastMovedTo !== own ? meeting.lastMovedTo : undefined;
   meeting.moves = 0;
   closeSession(s);
   session = null;

@@ -11,15 +11,19 @@
 //! two stores, so the rest of the server does not know which it has. Nothing here is on
 //! the per-packet path: it runs at join and once a second.
 
+pub mod forward;
 mod redis_store;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 pub use redis_store::RedisStore;
+
+use crate::metrics::Metrics;
 
 /// How often a node refreshes its registry entry and renews its room leases.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -37,6 +41,30 @@ pub struct NodeInfo {
     pub ws_url: String,
     pub participants: u64,
     pub rooms: Vec<String>,
+    /// Participants it takes, all rooms together (0: no limit): a node at its limit
+    /// gets no new room.
+    #[serde(default)]
+    pub max_participants: u64,
+    /// Shutting down (SIGTERM): it gets no new room, and its rooms are moving away.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl NodeInfo {
+    /// Whether a new room may be placed on it.
+    pub fn takes_rooms(&self) -> bool {
+        !self.draining && (self.max_participants == 0 || self.participants < self.max_participants)
+    }
+}
+
+/// What a node is, for `Cluster::single` and `Cluster::with_redis`.
+pub struct NodeSettings {
+    pub node_id: String,
+    pub ws_url: String,
+    /// Participants it takes, all rooms together (0: no limit).
+    pub max_participants: u64,
+    /// Its counters (the live participant count is read there).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Where a room's participants meet.
@@ -52,6 +80,10 @@ pub enum ClusterError {
     Unavailable(String),
     #[error("room {0} is held by a node that stopped; try again in a few seconds")]
     Settling(String),
+    #[error("every node is full or shutting down")]
+    Full,
+    #[error("node {0} did not answer in time")]
+    NoAnswer(String),
 }
 
 /// This node's view of the cluster.
@@ -61,8 +93,16 @@ pub struct Cluster {
     store: Option<RedisStore>,
     /// Rooms this node holds the lease of: fence, and when a participant was last seen.
     held: Mutex<HashMap<String, Held>>,
-    /// This node's entry as last registered.
-    last_info: Mutex<Option<NodeInfo>>,
+    /// This node's entry as last registered. Held across each registry write, so
+    /// writes go one at a time and each carries a participant count read inside it:
+    /// a heartbeat's older count never lands after a newer one.
+    registry: tokio::sync::Mutex<Option<NodeInfo>>,
+    /// Where the live participant count is read.
+    metrics: Arc<Metrics>,
+    /// Participants this node takes (0: no limit).
+    pub max_participants: u64,
+    /// Set on SIGTERM: no new rooms here.
+    draining: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -73,33 +113,44 @@ struct Held {
 
 impl Cluster {
     /// One node, no Redis: every room is here.
-    pub fn single(node_id: String, ws_url: String) -> Arc<Cluster> {
-        Arc::new(Cluster {
-            node_id,
-            ws_url,
-            store: None,
-            held: Mutex::new(HashMap::new()),
-            last_info: Mutex::new(None),
-        })
+    pub fn single(me: NodeSettings) -> Arc<Cluster> {
+        Arc::new(Cluster::new(me, None))
     }
 
-    pub async fn with_redis(
-        url: &str,
-        node_id: String,
-        ws_url: String,
-    ) -> Result<Arc<Cluster>, ClusterError> {
+    pub async fn with_redis(url: &str, me: NodeSettings) -> Result<Arc<Cluster>, ClusterError> {
         let store = RedisStore::connect(url).await?;
-        Ok(Arc::new(Cluster {
-            node_id,
-            ws_url,
-            store: Some(store),
+        Ok(Arc::new(Cluster::new(me, Some(store))))
+    }
+
+    fn new(me: NodeSettings, store: Option<RedisStore>) -> Cluster {
+        Cluster {
+            node_id: me.node_id,
+            ws_url: me.ws_url,
+            store,
             held: Mutex::new(HashMap::new()),
-            last_info: Mutex::new(None),
-        }))
+            registry: tokio::sync::Mutex::new(None),
+            metrics: me.metrics,
+            max_participants: me.max_participants,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Participants on this node now.
+    pub fn participants(&self) -> u64 {
+        self.metrics.participants_now.load(Ordering::Relaxed)
     }
 
     pub fn clustered(&self) -> bool {
         self.store.is_some()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node is at its participant limit.
+    pub fn full(&self, participants: u64) -> bool {
+        self.max_participants != 0 && participants >= self.max_participants
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
@@ -158,7 +209,17 @@ impl Cluster {
                     }
                 }
                 None => {
-                    let nodes = store.nodes().await?;
+                    let mut nodes = store.nodes().await?;
+                    // This node as it is now, not as it registered up to a second ago.
+                    nodes.retain(|n| n.id != self.node_id);
+                    nodes.push(NodeInfo {
+                        id: self.node_id.clone(),
+                        ws_url: self.ws_url.clone(),
+                        participants: self.participants(),
+                        rooms: self.held().keys().cloned().collect(),
+                        max_participants: self.max_participants,
+                        draining: self.draining(),
+                    });
                     match least_loaded(&nodes, &self.node_id) {
                         Some(n) if n.id != self.node_id => {
                             return Ok(Placement::Elsewhere {
@@ -166,12 +227,13 @@ impl Cluster {
                                 ws_url: n.ws_url.clone(),
                             })
                         }
-                        _ => {
+                        Some(_) => {
                             if let Some(p) = self.try_take(store, room).await? {
                                 return Ok(p);
                             }
                             // Someone took it between our look and our SET: look again.
                         }
+                        None => return Err(ClusterError::Full),
                     }
                 }
             }
@@ -202,17 +264,75 @@ impl Cluster {
         );
         // Tell the others at once (not at the next heartbeat) that this node has one
         // more room, so a burst of new rooms spreads instead of piling up here.
-        let info = {
-            let mut last = self.last_info.lock().unwrap_or_else(|e| e.into_inner());
-            last.as_mut().map(|info| {
-                info.rooms.push(room.to_string());
-                info.clone()
-            })
-        };
-        if let Some(info) = info {
-            store.register(&info).await?;
+        let mut entry = self.registry.lock().await;
+        if let Some(info) = entry.as_mut() {
+            info.rooms.push(room.to_string());
+            info.participants = self.participants();
+            store.register(info).await?;
         }
         Ok(Some(Placement::Here))
+    }
+
+    /// After a join: a node that has just reached its participant limit says so in the
+    /// registry at once (not at the next heartbeat), so no other node sends it a new
+    /// room meanwhile (two full nodes would send a join back and forth). Nothing is
+    /// written while the limit is not crossed.
+    pub async fn note_load(&self) {
+        let Some(store) = &self.store else { return };
+        let mut entry = self.registry.lock().await;
+        let now = self.participants();
+        if let Some(info) = entry.as_mut() {
+            if self.full(info.participants) != self.full(now) {
+                info.participants = now;
+                let _ = store.register(info).await;
+            }
+        }
+    }
+
+    /// Writes this node's entry, `me` with the participant count and the draining flag
+    /// as they are now.
+    async fn register(&self, store: &RedisStore, me: &NodeInfo) -> Result<(), ClusterError> {
+        let mut entry = self.registry.lock().await;
+        let me = NodeInfo {
+            participants: self.participants(),
+            draining: self.draining(),
+            ..me.clone()
+        };
+        store.register(&me).await?;
+        *entry = Some(me);
+        Ok(())
+    }
+
+    /// The live node hosting `room`, if one holds its lease (a holder that stopped
+    /// refreshing its entry counts as none: its rooms are about to be placed again).
+    pub async fn host_of(&self, room: &str) -> Result<Option<NodeInfo>, ClusterError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        match store.lease_of(room).await? {
+            Some((node, _)) => store.fresh_node(&node).await,
+            None => Ok(None),
+        }
+    }
+
+    /// SIGTERM: no new room is placed here from now on (the registry says so at once),
+    /// and every room this node holds is given back, so the next join for it places it
+    /// on another node. Returns the node its participants should move to (the least
+    /// loaded that takes rooms), if there is one.
+    pub async fn drain(&self, me: &NodeInfo) -> Result<Option<NodeInfo>, ClusterError> {
+        self.draining.store(true, Ordering::Relaxed);
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        self.register(store, me).await?;
+        let held: Vec<(String, Held)> = self.held().drain().collect();
+        for (room, h) in held {
+            store.release(&room, &self.node_id, h.fence).await?;
+        }
+        let nodes = store.nodes().await?;
+        Ok(least_loaded(&nodes, &self.node_id)
+            .filter(|n| n.id != self.node_id)
+            .cloned())
     }
 
     /// The live nodes (this one alone without Redis).
@@ -234,8 +354,7 @@ impl Cluster {
         let Some(store) = &self.store else {
             return Ok(vec![]);
         };
-        store.register(me).await?;
-        *self.last_info.lock().unwrap_or_else(|e| e.into_inner()) = Some(me.clone());
+        self.register(store, me).await?;
         let now = Instant::now();
         let mut lost = Vec::new();
         let mut release = Vec::new();
@@ -278,11 +397,11 @@ impl Cluster {
     }
 }
 
-/// The node to place a new room on: the fewest participants and rooms together (a
-/// new room counts before anyone is in it); on a tie this node (no redirect), then
-/// the lowest id.
+/// The node to place a new room on: of those that take rooms (not draining, below
+/// their participant limit), the fewest participants and rooms together (a new room
+/// counts before anyone is in it); on a tie this node (no redirect), then the lowest id.
 pub fn least_loaded<'a>(nodes: &'a [NodeInfo], me: &str) -> Option<&'a NodeInfo> {
-    nodes.iter().min_by_key(|n| {
+    nodes.iter().filter(|n| n.takes_rooms()).min_by_key(|n| {
         (
             n.participants + n.rooms.len() as u64,
             n.id != me,
@@ -301,6 +420,8 @@ mod tests {
             ws_url: format!("ws://{id}/ws"),
             participants,
             rooms: vec![],
+            max_participants: 0,
+            draining: false,
         }
     }
 
@@ -310,5 +431,16 @@ mod tests {
         assert_eq!(least_loaded(&nodes, "a").unwrap().id, "b");
         assert_eq!(least_loaded(&nodes, "c").unwrap().id, "c");
         assert!(least_loaded(&[], "a").is_none());
+    }
+
+    #[test]
+    fn draining_and_full_nodes_get_no_new_rooms() {
+        let mut nodes = [node("a", 5), node("b", 2), node("c", 3)];
+        nodes[1].draining = true;
+        assert_eq!(least_loaded(&nodes, "a").unwrap().id, "c");
+        nodes[2].max_participants = 3;
+        assert_eq!(least_loaded(&nodes, "b").unwrap().id, "a");
+        nodes[0].max_participants = 5;
+        assert!(least_loaded(&nodes, "a").is_none(), "everyone is full or draining");
     }
 }

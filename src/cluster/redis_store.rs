@@ -4,7 +4,9 @@
 //! - `switchyard:nodes`: the set of node ids ever registered (entries without a live
 //!   node key are skipped, and dropped);
 //! - `switchyard:room:{room}`: `{node}|{fence}`, the room's lease, expiring after `LEASE`;
-//! - `switchyard:fence`: the counter fences come from.
+//! - `switchyard:fence`: the counter fences come from;
+//! - channels `switchyard:rpc:{node}` (requests forwarded to a node) and
+//!   `switchyard:reply:{node}:{n}` (one answer each; forward.rs).
 //!
 //! A lease is renewed and released only by compare-and-act scripts on the exact
 //! `{node}|{fence}` value: a node that lost a lease (it expired while the node stalled,
@@ -41,6 +43,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0";
 
 pub struct RedisStore {
+    /// Opens the subscriber connections forwarded requests use.
+    client: redis::Client,
     con: ConnectionManager,
     renew: Script,
     release: Script,
@@ -55,6 +59,7 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let con = client.get_connection_manager().await.map_err(unavailable)?;
         Ok(RedisStore {
+            client,
             con,
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
@@ -186,5 +191,19 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Sends `payload` on `channel`: how many subscribers got it.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<i64, ClusterError> {
+        let mut con = self.con.clone();
+        con.publish(channel, payload).await.map_err(unavailable)
+    }
+
+    /// A connection of its own listening on `channel` (a subscribed connection can do
+    /// nothing else).
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, ClusterError> {
+        let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub.subscribe(channel).await.map_err(unavailable)?;
+        Ok(pubsub)
     }
 }

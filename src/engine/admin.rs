@@ -20,6 +20,9 @@ pub enum AdminOp {
     },
     /// Everyone is told and disconnected; the room is gone.
     Close,
+    /// Everyone is told to join again on another node (this one drains), and
+    /// disconnected; the room is gone from here.
+    Move { node: String, url: String },
     Remove {
         participant: ParticipantId,
     },
@@ -81,6 +84,21 @@ impl Shard {
                 host.empty_timeout = None; // closes with its last participant
                 for id in ids {
                     self.remove_by_admin(id, "the room was closed by an administrator", now);
+                }
+                self.finish_room(key);
+                return Ok(None);
+            }
+            AdminOp::Move { node, url } => {
+                let ids: Vec<ParticipantId> = host.room.participants().map(|p| p.id).collect();
+                host.empty_timeout = None;
+                for id in ids {
+                    if let Some(peer) = self.peers.get_mut(&id) {
+                        peer.tell(PeerOutput::Moved {
+                            node: node.clone(),
+                            url: url.clone(),
+                        });
+                    }
+                    self.remove_participant(id, "the room moved to another node", now);
                 }
                 self.finish_room(key);
                 return Ok(None);

@@ -31,7 +31,12 @@ impl Shard {
                 grants,
                 events,
                 reply,
-            } => self.join(id, room, name, grants, events, reply, now),
+            } => {
+                self.join(id, room, name, grants, events, reply, now);
+                // At once, not at the next housekeeping: a node's participant limit
+                // (and a cluster's placement) reads this for the very next join.
+                self.publish_counts();
+            }
             Command::Offer { id, sdp, sources } => {
                 let metrics = self.metrics.clone();
                 let mut stopped = Vec::new();

@@ -231,7 +231,7 @@ impl Shard {
         }
     }
 
-    fn publish_counts(&mut self) {
+    pub(super) fn publish_counts(&mut self) {
         let now = (self.peers.len() as u64, self.rooms.len() as u64);
         let (before, m) = (self.published_counts, &self.metrics);
         if now != before {

@@ -41,7 +41,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// An API error: its HTTP status, a stable code and a message.
-pub struct ApiError(StatusCode, &'static str, String);
+pub struct ApiError(pub StatusCode, pub &'static str, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -152,7 +152,8 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&app, &headers, None)?;
-    Ok(Json(app.engine.rooms().await).into_response())
+    let rooms = super::forward::rooms_everywhere(&app, &headers, "/api/admin/rooms").await;
+    Ok(Json(rooms).into_response())
 }
 
 async fn one(
@@ -172,7 +173,7 @@ async fn one(
         .ok_or_else(|| AdminError::UnknownRoom.into())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct CreateRoom {
     name: String,
@@ -189,6 +190,32 @@ async fn create(
     let req = body(json)?;
     room_name(&req.name)?;
     authorize(&app, &headers, Some(&req.name))?;
+    // In a cluster the room is placed (and leased) like one a participant joins: here,
+    // or on the node it is on or that is least loaded, which is asked to create it.
+    match app.cluster.place(&req.name).await {
+        Ok(crate::cluster::Placement::Here) => {}
+        Ok(crate::cluster::Placement::Elsewhere { node, .. }) => {
+            if super::forward::forwarded(&headers) {
+                return Err(ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    "the room is being placed on another node; try again".into(),
+                ));
+            }
+            let request = axum::http::Request::post("/api/admin/rooms")
+                .header(header::AUTHORIZATION, headers.get(header::AUTHORIZATION).cloned().unwrap_or(header::HeaderValue::from_static("")))
+                .body(axum::body::Body::from(serde_json::to_vec(&req).unwrap_or_default()))
+                .map_err(|e| bad_request(e.to_string()))?;
+            return Ok(super::forward::forward(&app, &node, request).await);
+        }
+        Err(e) => {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                e.to_string(),
+            ))
+        }
+    }
     if req
         .max_participants
         .is_some_and(|m| m == 0 || m > MAX_ROOM_SIZE)

@@ -3,6 +3,7 @@
 //! (docs/signaling.md).
 
 pub mod admin;
+pub mod forward;
 pub mod listener;
 pub mod prometheus;
 pub mod protocol;
@@ -19,7 +20,7 @@ use axum::{Json, Router};
 
 use crate::auth::KeySet;
 use crate::config::Config;
-use crate::engine::{Engine, RoomSummary};
+use crate::engine::Engine;
 
 pub struct AppState {
     pub config: Config,
@@ -61,14 +62,24 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/api/rooms", get(list_rooms))
-        .route("/api/rooms/{name}", get(one_room))
         .route("/api/stats", get(stats))
         .route("/api/nodes", get(nodes))
         .route("/metrics", get(prometheus::metrics))
         .route("/ws", get(websocket))
-        .merge(admin::routes())
+        .merge(room_scoped(&app))
         .merge(web_modules())
         .with_state(app)
+}
+
+/// The routes about one room, asked of the node that hosts it (signal/forward.rs).
+fn room_scoped(app: &Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/rooms/{name}", get(one_room))
+        .merge(admin::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            forward::to_hosting_node,
+        ))
 }
 
 fn web_modules() -> Router<Arc<AppState>> {
@@ -97,8 +108,7 @@ async fn list_rooms(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
     if let Err(e) = admin::authorize(&app, &headers, None) {
         return e.into_response();
     }
-    let rooms: Vec<RoomSummary> = app.engine.rooms().await;
-    Json(rooms).into_response()
+    Json(forward::rooms_everywhere(&app, &headers, "/api/rooms").await).into_response()
 }
 
 async fn one_room(
@@ -142,6 +152,8 @@ pub async fn node_info(app: &AppState) -> crate::cluster::NodeInfo {
         ws_url: app.cluster.ws_url.clone(),
         participants: app.engine.metrics.participants_now.load(Relaxed),
         rooms: rooms.into_iter().map(|r| r.name).collect(),
+        max_participants: app.cluster.max_participants,
+        draining: app.cluster.draining(),
     }
 }
 

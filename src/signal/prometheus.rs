@@ -528,12 +528,15 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     outcomes(
         &mut r,
         "cluster_events",
-        "Cluster: joins moved to the room's node, joins refused (store unreachable), failed heartbeats, rooms closed because another node took their lease",
+        "Cluster: joins moved to the room's node, joins refused (store unreachable, every node full), failed heartbeats, rooms closed because another node took their lease, requests answered by another node or not, participants moved away by a drain",
         &[
             ("moved", m.cluster_moved),
             ("refused", m.cluster_refused),
             ("store_error", m.cluster_store_errors),
             ("lease_lost", m.cluster_leases_lost),
+            ("forwarded", m.cluster_forwarded),
+            ("forward_failed", m.cluster_forward_failed),
+            ("drained", m.cluster_drained),
         ],
     );
 

@@ -248,10 +248,19 @@ impl Session {
                 }
                 Err(e) => {
                     Metrics::inc(&self.app.engine.metrics.cluster_refused);
-                    return Err(SignalError::Cluster(e.to_string()));
+                    return Err(match e {
+                        crate::cluster::ClusterError::Full => SignalError::ServerFull,
+                        e => SignalError::Cluster(e.to_string()),
+                    });
                 }
             }
+            // The node's own limit holds for the rooms it already hosts too.
+            if self.app.cluster.full(self.app.cluster.participants()) {
+                Metrics::inc(&self.app.engine.metrics.cluster_refused);
+                return Err(SignalError::ServerFull);
+            }
             self.join(room, name, grants).await?;
+            self.app.cluster.note_load().await;
             return Ok(Flow::Continue);
         }
         let joined = self.joined.as_ref().ok_or(SignalError::NotJoined)?;
@@ -408,6 +417,12 @@ impl Session {
                 info!("removed by the media engine: {why}");
                 self.joined = None;
                 return Flow::CloseWith(CLOSE_REMOVED, "the media connection ended");
+            }
+            PeerOutput::Moved { node, url } => {
+                info!(%node, "the room moves to another node (this one drains)");
+                self.joined = None;
+                self.send(ServerMessage::Moved { node, url }).await;
+                return Flow::CloseWith(close_code::NORMAL, "moved");
             }
             PeerOutput::Removed(why) => {
                 info!("removed: {why}");

@@ -288,6 +288,7 @@ impl World {
                         }
                         PeerOutput::Error(e) => c.errors.push(e.to_string()),
                         PeerOutput::Closed(why) | PeerOutput::Removed(why) => c.closed = Some(why),
+                        PeerOutput::Moved { .. } => c.closed = Some("moved to another node"),
                         PeerOutput::Room(_) | PeerOutput::Resync(_) => c.room_events += 1,
                     }
                 }
