@@ -183,9 +183,11 @@ impl Cluster {
                     }
                     return Ok(Placement::Here);
                 }
-                Some((node, _)) if node == self.node_id => {
-                    // Ours from an earlier life of this node id: take it afresh.
-                    return self.take(store, room).await;
+                Some((node, fence)) if node == self.node_id => {
+                    // Leased to this node by the node that placed the room here (or by
+                    // an earlier life of this node id): it is ours to host.
+                    self.adopt(store, room, fence).await?;
+                    return Ok(Placement::Here);
                 }
                 Some((node, _)) => {
                     // Held elsewhere now, even if this node thought it held it.
@@ -222,10 +224,17 @@ impl Cluster {
                     });
                     match least_loaded(&nodes, &self.node_id) {
                         Some(n) if n.id != self.node_id => {
-                            return Ok(Placement::Elsewhere {
-                                node: n.id.clone(),
-                                ws_url: n.ws_url.clone(),
-                            })
+                            // Decided once, here: the lease names that node before the
+                            // client is sent there, so that node hosts the room whatever
+                            // its own (equally stale) view of the loads says. Two nodes
+                            // deciding for each other would send a client back and forth.
+                            if store.acquire(room, &n.id).await?.is_some() {
+                                return Ok(Placement::Elsewhere {
+                                    node: n.id.clone(),
+                                    ws_url: n.ws_url.clone(),
+                                });
+                            }
+                            // Someone placed it meanwhile: look again.
                         }
                         Some(_) => {
                             if let Some(p) = self.try_take(store, room).await? {
@@ -240,13 +249,6 @@ impl Cluster {
         }
     }
 
-    async fn take(&self, store: &RedisStore, room: &str) -> Result<Placement, ClusterError> {
-        match self.try_take(store, room).await? {
-            Some(p) => Ok(p),
-            None => Err(ClusterError::Settling(room.to_string())),
-        }
-    }
-
     async fn try_take(
         &self,
         store: &RedisStore,
@@ -255,6 +257,13 @@ impl Cluster {
         let Some(fence) = store.acquire(room, &self.node_id).await? else {
             return Ok(None);
         };
+        self.adopt(store, room, fence).await?;
+        Ok(Some(Placement::Here))
+    }
+
+    /// Hosts `room` under the lease `fence` that names this node: renewed from now on
+    /// with the others.
+    async fn adopt(&self, store: &RedisStore, room: &str, fence: u64) -> Result<(), ClusterError> {
         self.held().insert(
             room.to_string(),
             Held {
@@ -266,11 +275,13 @@ impl Cluster {
         // more room, so a burst of new rooms spreads instead of piling up here.
         let mut entry = self.registry.lock().await;
         if let Some(info) = entry.as_mut() {
-            info.rooms.push(room.to_string());
+            if !info.rooms.iter().any(|r| r == room) {
+                info.rooms.push(room.to_string());
+            }
             info.participants = self.participants();
             store.register(info).await?;
         }
-        Ok(Some(Placement::Here))
+        Ok(())
     }
 
     /// After a join: a node that has just reached its participant limit says so in the

@@ -28,9 +28,11 @@ use scenario::{Scenario, Shape};
     about = "Load tester for Switchyard: synthetic WebRTC participants"
 )]
 struct Args {
-    /// The server's HTTP URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// The server's HTTP URL; several (comma separated, or --url again) for the nodes
+    /// of a cluster: room N joins through URL N mod count (the cluster places it, and
+    /// moves the participants there), and the server figures are the nodes' sums.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
+    url: Vec<String>,
     #[arg(long, value_enum, default_value = "livestream")]
     scenario: Scenario,
     /// Multiplies the scenario's crowd.
@@ -191,10 +193,20 @@ fn check_target(url: &str, allow_remote: bool) -> Result<(), String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    check_target(&args.url, args.allow_remote)?;
+    for url in &args.url {
+        check_target(url, args.allow_remote)?;
+    }
     let shape = shape_of(&args);
-    let base = args.url.trim_end_matches('/').to_string();
-    let probe = ServerProbe::new(&args, &base).await?;
+    let bases: Vec<String> = args
+        .url
+        .iter()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .collect();
+    if bases.len() > 1 && (args.target == Target::Janus || args.server_pid.is_some()) {
+        return Err("several --url are for a Switchyard cluster, without --server-pid".into());
+    }
+    let base = bases[0].clone();
+    let probe = ServerProbe::new(&args, &bases).await?;
 
     let video_pps =
         (args.video_kbps as usize * 1000 / 8 / args.video_packet_bytes.max(1)).max(1) as u32;
@@ -224,7 +236,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let members = match args.target {
         Target::Switchyard => {
-            join_switchyard(&args, &base, &shape, &room_names, &pools, &publisher_plan).await?
+            join_switchyard(&args, &bases, &shape, &room_names, &pools, &publisher_plan).await?
         }
         Target::Janus => join_janus(&args, &base, &shape, &publisher_plan).await?,
     };
@@ -454,17 +466,17 @@ fn ws_url(base: &str) -> String {
 
 async fn join_switchyard(
     args: &Args,
-    base: &str,
+    bases: &[String],
     shape: &Shape,
     room_names: &[String],
     pools: &[Pool],
     plan: &dyn Fn(bool) -> MediaPlan,
 ) -> Result<Vec<Member>, String> {
-    let ws_url = ws_url(base);
     let total = shape.rooms * shape.participants_per_room();
     let gap = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
     let mut members = Vec::with_capacity(total);
     for (room, room_name) in room_names.iter().enumerate() {
+        let ws_url = ws_url(&bases[room % bases.len()]);
         for (i, (video, audio)) in roles(shape).into_iter().enumerate() {
             let media = if audio {
                 plan(video)
@@ -620,24 +632,46 @@ async fn join_janus(
     Ok(members)
 }
 
+/// The nodes' `/api/stats` as one: each top-level number summed (counters, CPU seconds,
+/// memory); everything else as the first node has it.
+fn sum_numbers(nodes: Vec<Value>) -> Value {
+    let mut nodes = nodes.into_iter();
+    let mut total = nodes.next().unwrap_or_default();
+    for node in nodes {
+        let (Some(total), Some(node)) = (total.as_object_mut(), node.as_object()) else {
+            continue;
+        };
+        for (key, value) in total.iter_mut() {
+            if let (Some(a), Some(b)) = (value.as_f64(), node.get(key).and_then(Value::as_f64)) {
+                *value = serde_json::json!(a + b);
+            }
+        }
+    }
+    total
+}
+
 /// Where the server's counters, CPU and memory come from.
 enum ServerProbe {
-    /// Switchyard's /api/stats (and, if given, /proc/PID for CPU and memory).
-    Api { url: String, pid: Option<u32> },
+    /// Switchyard's /api/stats, summed over the nodes given (and, if given, /proc/PID
+    /// for CPU and memory).
+    Api { urls: Vec<String>, pid: Option<u32> },
     /// Only /proc/PID (Janus).
     Pid(Option<u32>),
 }
 
 impl ServerProbe {
-    async fn new(args: &Args, base: &str) -> Result<ServerProbe, String> {
+    async fn new(args: &Args, bases: &[String]) -> Result<ServerProbe, String> {
+        let base = &bases[0];
         match args.target {
             Target::Switchyard => {
-                let url = format!("{base}/api/stats");
-                http::get_json(&url)
-                    .await
-                    .map_err(|e| format!("is the server running? {e}"))?;
+                let urls: Vec<String> = bases.iter().map(|b| format!("{b}/api/stats")).collect();
+                for url in &urls {
+                    http::get_json(url)
+                        .await
+                        .map_err(|e| format!("is the server running? {e}"))?;
+                }
                 Ok(ServerProbe::Api {
-                    url,
+                    urls,
                     pid: args.server_pid,
                 })
             }
@@ -656,7 +690,13 @@ impl ServerProbe {
     /// A JSON object in /api/stats's shape, as far as it can be filled.
     async fn sample(&self) -> Result<Value, String> {
         let (mut v, pid) = match self {
-            ServerProbe::Api { url, pid } => (http::get_json(url).await?, *pid),
+            ServerProbe::Api { urls, pid } => {
+                let mut nodes = Vec::with_capacity(urls.len());
+                for url in urls {
+                    nodes.push(http::get_json(url).await?);
+                }
+                (sum_numbers(nodes), *pid)
+            }
             ServerProbe::Pid(pid) => (serde_json::json!({}), *pid),
         };
         if let Some(pid) = pid {
