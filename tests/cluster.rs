@@ -462,7 +462,8 @@ async fn admin_calls_room_lists_and_webhooks_describe_the_whole_cluster_from_any
             .await;
         ws.expect_error("unauthorized").await;
     }
-    let join = |name: &str| json!({"type": "join", "room": "", "name": "", "token": token(name, "board")});
+    let join =
+        |name: &str| json!({"type": "join", "room": "", "name": "", "token": token(name, "board")});
     let (mut ada, joined) = raw_join(&nodes[0], join("Ada")).await;
     assert_eq!(joined["type"], "joined", "{joined}");
     let (mut bob, joined) = raw_join(&nodes[1], join("Bob")).await;
@@ -476,9 +477,10 @@ async fn admin_calls_room_lists_and_webhooks_describe_the_whole_cluster_from_any
     // Every node lists the room once, with its host and both participants.
     for node in &nodes {
         for path in ["/api/rooms", "/api/admin/rooms"] {
-            let (status, rooms) = http::call(&format!("{}{path}", node.http), "GET", None, Some(&auth))
-                .await
-                .unwrap();
+            let (status, rooms) =
+                http::call(&format!("{}{path}", node.http), "GET", None, Some(&auth))
+                    .await
+                    .unwrap();
             assert_eq!(status, 200, "{path} on {}", node.id);
             let board: Vec<&Value> = rooms
                 .as_array()
@@ -543,8 +545,15 @@ async fn admin_calls_room_lists_and_webhooks_describe_the_whole_cluster_from_any
         tokio::time::sleep(Duration::from_millis(100)).await;
         planned_on = hosts_of(&nodes[0], "planned").await;
     }
-    println!("planned (created through {}) is hosted by {planned_on:?}", others[0].id);
-    assert_eq!(planned_on.len(), 1, "an empty room created by an administrator has one host");
+    println!(
+        "planned (created through {}) is hosted by {planned_on:?}",
+        others[0].id
+    );
+    assert_eq!(
+        planned_on.len(),
+        1,
+        "an empty room created by an administrator has one host"
+    );
     let (status, _) = http::call(&room_url(others[1]), "DELETE", None, Some(&auth))
         .await
         .unwrap();
@@ -668,7 +677,10 @@ async fn a_draining_node_moves_its_rooms_away_and_stops_in_bounded_time() {
         listed.iter().all(|(id, _)| *id != nodes[host].id),
         "a drained node leaves the registry at once: {listed:?}"
     );
-    assert_eq!(hosts_of(&nodes[survivor], "deploy").await, vec![nodes[target].id.clone()]);
+    assert_eq!(
+        hosts_of(&nodes[survivor], "deploy").await,
+        vec![nodes[target].id.clone()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,7 +66,11 @@ impl Cluster {
         let Some(store) = &self.store else {
             return Err(ClusterError::Unavailable("no cluster is configured".into()));
         };
-        req.reply_to = format!("{REPLY_PREFIX}{}:{:016x}", self.node_id, rand::random::<u64>());
+        req.reply_to = format!(
+            "{REPLY_PREFIX}{}:{:016x}",
+            self.node_id,
+            rand::random::<u64>()
+        );
         // Listen before asking, so the answer cannot come first.
         let mut replies = store.subscribe(&req.reply_to).await?.into_on_message();
         let json = serde_json::to_string(&req).unwrap_or_default();
@@ -113,8 +117,7 @@ impl Cluster {
                             Some(_permit) => handle(req).await,
                             None => ForwardedResponse::busy(),
                         };
-                        if let (Some(store), Ok(json)) = (&me.store, serde_json::to_string(&resp))
-                        {
+                        if let (Some(store), Ok(json)) = (&me.store, serde_json::to_string(&resp)) {
                             let _ = store.publish(&reply_to, &json).await;
                         }
                     });

@@ -41,6 +41,10 @@ pub struct NodeInfo {
     pub ws_url: String,
     pub participants: u64,
     pub rooms: Vec<String>,
+    /// Its media sockets as clients reach them (advertised address, each shard's port):
+    /// where the media of its rooms goes, straight from the clients.
+    #[serde(default)]
+    pub media: Vec<String>,
     /// Participants it takes, all rooms together (0: no limit): a node at its limit
     /// gets no new room.
     #[serde(default)]
@@ -219,6 +223,7 @@ impl Cluster {
                         ws_url: self.ws_url.clone(),
                         participants: self.participants(),
                         rooms: self.held().keys().cloned().collect(),
+                        media: vec![],
                         max_participants: self.max_participants,
                         draining: self.draining(),
                     });
@@ -431,6 +436,7 @@ mod tests {
             ws_url: format!("ws://{id}/ws"),
             participants,
             rooms: vec![],
+            media: vec![],
             max_participants: 0,
             draining: false,
         }
@@ -452,6 +458,9 @@ mod tests {
         nodes[2].max_participants = 3;
         assert_eq!(least_loaded(&nodes, "b").unwrap().id, "a");
         nodes[0].max_participants = 5;
-        assert!(least_loaded(&nodes, "a").is_none(), "everyone is full or draining");
+        assert!(
+            least_loaded(&nodes, "a").is_none(),
+            "everyone is full or draining"
+        );
     }
 }

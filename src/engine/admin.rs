@@ -22,7 +22,10 @@ pub enum AdminOp {
     Close,
     /// Everyone is told to join again on another node (this one drains), and
     /// disconnected; the room is gone from here.
-    Move { node: String, url: String },
+    Move {
+        node: String,
+        url: String,
+    },
     Remove {
         participant: ParticipantId,
     },

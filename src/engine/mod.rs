@@ -122,7 +122,10 @@ pub enum PeerOutput {
     /// why, so it does not reconnect, then close.
     Removed(&'static str),
     /// The room moves to another node (this one drains): the client joins there.
-    Moved { node: String, url: String },
+    Moved {
+        node: String,
+        url: String,
+    },
     /// Room notifications to this participant were dropped (its signaling fell
     /// behind): here is the room as it is now, to start over from.
     Resync(crate::room::JoinSnapshot),

@@ -203,8 +203,16 @@ async fn create(
                 ));
             }
             let request = axum::http::Request::post("/api/admin/rooms")
-                .header(header::AUTHORIZATION, headers.get(header::AUTHORIZATION).cloned().unwrap_or(header::HeaderValue::from_static("")))
-                .body(axum::body::Body::from(serde_json::to_vec(&req).unwrap_or_default()))
+                .header(
+                    header::AUTHORIZATION,
+                    headers
+                        .get(header::AUTHORIZATION)
+                        .cloned()
+                        .unwrap_or(header::HeaderValue::from_static("")),
+                )
+                .body(axum::body::Body::from(
+                    serde_json::to_vec(&req).unwrap_or_default(),
+                ))
                 .map_err(|e| bad_request(e.to_string()))?;
             return Ok(super::forward::forward(&app, &node, request).await);
         }

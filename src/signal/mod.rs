@@ -152,6 +152,15 @@ pub async fn node_info(app: &AppState) -> crate::cluster::NodeInfo {
         ws_url: app.cluster.ws_url.clone(),
         participants: app.engine.metrics.participants_now.load(Relaxed),
         rooms: rooms.into_iter().map(|r| r.name).collect(),
+        media: app
+            .engine
+            .media_addrs
+            .iter()
+            .map(|a| {
+                let ip = app.config.media.advertise_ip().unwrap_or(a.ip());
+                std::net::SocketAddr::new(ip, a.port()).to_string()
+            })
+            .collect(),
         max_participants: app.cluster.max_participants,
         draining: app.cluster.draining(),
     }

@@ -82,3 +82,47 @@ test('pages on three nodes meet on one; when that node dies the others come back
   assert.equal(after.length, 1);
   assert.notEqual(after[0], host);
 });
+
+test('a draining node (SIGTERM) sends its pages to another node, where they meet again', { timeout: 180000 }, async () => {
+  const room = 'drain';
+  const fresh = {};
+  for (const id of ['d', 'e', 'f']) {
+    fresh[id] = await startServer('127.0.0.1:0', { args: ['--redis', `redis://127.0.0.1:${redisPort}`, '--node-id', id, '--drain-timeout', '5s'] });
+    nodes[id] = fresh[id];
+  }
+  await waitFor('the new nodes registered', async () => {
+    const r = await fetch(`${fresh.f.url}/api/nodes`);
+    const ids = (await r.json()).nodes.map((n) => n.id);
+    return ['d', 'e', 'f'].every((id) => ids.includes(id));
+  }, 10000, 200);
+  const ada = await openChromiumPage(browser, fresh.d, `room=${room}&name=Ada`);
+  await waitFor('Ada joined', async () => (await pageState(ada.page)).state !== undefined, 20000);
+  const bob = await openChromiumPage(browser, fresh.e, `room=${room}&name=Bob`);
+  await Promise.all([waitConnected(ada, 1, 45000), waitConnected(bob, 1, 45000)]);
+  for (const p of [ada, bob]) await expectMediaFlowing(p, { video: 1, audio: 1 });
+  const r = await fetch(`${fresh.f.url}/api/nodes`);
+  const host = (await r.json()).nodes.find((n) => n.rooms.includes(room))?.id;
+  assert.ok(host, 'a node hosts the room');
+  const joins = () => Promise.all([ada, bob].map((p) => p.page.evaluate(() => window.switchyard.joinsSent)));
+  const before = await joins();
+
+  const signalledAt = Date.now();
+  const exited = new Promise((resolve) => fresh[host].child.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - signalledAt })));
+  fresh[host].child.kill('SIGTERM');
+  await waitFor('both pages joined again (told to move)', async () => {
+    const now = await joins();
+    return now.every((n, i) => n > before[i]);
+  }, 20000, 100);
+  await Promise.all([ada, bob].map((p) => waitConnected(p, 1, 30000)));
+  await Promise.all([ada, bob].map((p) => expectMediaFlowing(p, { video: 1, audio: 1 }, 30000)));
+  const tookMs = Date.now() - signalledAt;
+  const exit = await within(10000, exited);
+  const after = await fetch(`${fresh[host === 'f' ? 'e' : 'f'].url}/api/nodes`);
+  const live = (await after.json()).nodes;
+  const newHost = live.find((n) => n.rooms.includes(room))?.id;
+  console.log(`node ${host} drained: Ada and Bob meet again on node ${newHost}, media flowing ${tookMs} ms after SIGTERM; ` +
+    `the node exited with ${JSON.stringify(exit)}`);
+  assert.ok(exit && exit.code === 0, `the drained node stops cleanly: ${JSON.stringify(exit)}`);
+  assert.ok(newHost && newHost !== host, 'the room moved to another node');
+  assert.ok(!live.some((n) => n.id === host), 'the drained node left the registry');
+});
