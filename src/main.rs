@@ -42,7 +42,7 @@ async fn main() -> std::process::ExitCode {
     let server = match Server::bind(config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("switchyard: cannot listen: {e}");
+            eprintln!("switchyard: cannot start: {e}");
             return std::process::ExitCode::from(1);
         }
     };

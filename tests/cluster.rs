@@ -43,15 +43,21 @@ fn redis_answers(port: u16) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut buf = [0u8; 16];
+    // PONG, or the refusal of a server that wants a password: either way it is up.
     s.write_all(b"PING\r\n").is_ok()
         && s.read(&mut buf)
-            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
 }
 
 /// redis-server on `port` (loopback, no persistence), answering PING.
 async fn start_redis(port: u16) -> Proc {
+    start_redis_with(port, &[]).await
+}
+
+async fn start_redis_with(port: u16, extra: &[&str]) -> Proc {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -751,5 +757,70 @@ async fn twenty_kills_and_restarts_never_leave_a_room_on_two_nodes() {
     println!(
         "20 kill/restart rounds: room placed again after {:?} (min) / {:?} (median) / {:?} (max); {samples} registry samples, never on two nodes",
         settle[0], settle[10], settle[19]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_password_in_the_url_works_and_a_wrong_one_stops_the_node_clearly() {
+    let redis_port = free_port();
+    let _redis = start_redis_with(redis_port, &["--requirepass", "s3cret-redis-pass"]).await;
+    let good = format!("redis://:s3cret-redis-pass@127.0.0.1:{redis_port}");
+    let node = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--udp-port",
+            "0",
+            "--node-id",
+            "p",
+        ])
+        .args(["--redis", &good])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut node = Proc(node);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(node.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let http = line
+        .trim()
+        .trim_start_matches("switchyard listening on ")
+        .trim_end_matches('/');
+    assert!(http.starts_with("http://"), "{line}");
+    let via = Node {
+        id: "p".into(),
+        http: http.to_string(),
+        ws: String::new(),
+        proc: None,
+    };
+    wait_for_nodes(&via, 1).await;
+
+    let wrong = format!("redis://:not-the-password@127.0.0.1:{redis_port}");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--udp-port",
+            "0",
+            "--redis",
+            &wrong,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "with a wrong Redis password: {:?}, {}",
+        out.status,
+        stderr.trim()
+    );
+    assert!(!out.status.success());
+    assert!(stderr.contains("--redis"), "{stderr}");
+    assert!(
+        !stderr.contains("not-the-password"),
+        "the password is not printed: {stderr}"
     );
 }
