@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::hooks::events_of;
 use common::{basic_auth, RawWs};
 use serde_json::{json, Value};
-use switchyard::auth::{claims_for, Grants, KeySet};
 use switchyard_synthetic::http;
 use switchyard_synthetic::lite::LiteParticipant;
 use switchyard_synthetic::media::MediaPlan;
@@ -126,14 +125,7 @@ const SECRET: &str = "a cluster test secret of 32+ bytes!!";
 const HOOK_SECRET: &str = "the cluster's webhook secret, 32+ bytes";
 
 fn token(identity: &str, room: &str) -> String {
-    let grants = Grants {
-        room: Some(room.into()),
-        ..Grants::default()
-    };
-    let claims = claims_for(KEY, identity, None, Duration::from_secs(600), grants);
-    KeySet::new(&[(KEY.into(), SECRET.into())])
-        .issue(KEY, &claims)
-        .unwrap()
+    common::member_token(KEY, SECRET, identity, room)
 }
 
 /// A signaling-only participant: `join` sent through `node`, `moved` followed (three
@@ -156,6 +148,17 @@ async fn raw_join(node: &Node, join: Value) -> (Option<RawWs>, Value) {
         url = reply["url"].as_str().unwrap().to_string();
     }
     panic!("moved more than three times");
+}
+
+/// Nodes a and b on ports of their own (to restart them on), both registered.
+async fn two_nodes(redis_port: u16) -> ([u16; 2], [Node; 2]) {
+    let ports = [free_port(), free_port()];
+    let nodes = [
+        start_node("a", ports[0], redis_port).await,
+        start_node("b", ports[1], redis_port).await,
+    ];
+    wait_for_nodes(&nodes[1], 2).await;
+    (ports, nodes)
 }
 
 /// `/api/nodes` as node `via` sees it: node id -> its rooms.
@@ -324,12 +327,7 @@ async fn thirty_rooms_spread_over_three_nodes() {
 async fn a_killed_nodes_room_comes_back_on_another_node_and_is_never_on_two() {
     let redis_port = free_port();
     let _redis = start_redis(redis_port).await;
-    let ports = [free_port(), free_port()];
-    let mut nodes = [
-        start_node("a", ports[0], redis_port).await,
-        start_node("b", ports[1], redis_port).await,
-    ];
-    wait_for_nodes(&nodes[1], 2).await;
+    let (ports, mut nodes) = two_nodes(redis_port).await;
     let pool = Pool::start("cluster-failover").unwrap();
     let room = "busy";
     let mut failovers = Vec::new();
@@ -693,12 +691,7 @@ async fn a_draining_node_moves_its_rooms_away_and_stops_in_bounded_time() {
 async fn twenty_kills_and_restarts_never_leave_a_room_on_two_nodes() {
     let redis_port = free_port();
     let _redis = start_redis(redis_port).await;
-    let ports = [free_port(), free_port()];
-    let mut nodes = [
-        start_node("a", ports[0], redis_port).await,
-        start_node("b", ports[1], redis_port).await,
-    ];
-    wait_for_nodes(&nodes[1], 2).await;
+    let (ports, mut nodes) = two_nodes(redis_port).await;
     let room = "loop";
     let join = |name: &str| json!({"type": "join", "room": room, "name": name});
     let mut settle = Vec::new();

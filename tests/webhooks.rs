@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::hooks::{events_of, receiver};
 use common::{basic_auth, client, start_server_with, wait_until};
 use serde_json::Value;
-use switchyard::auth::{claims_for, Grants, KeySet};
 use switchyard_synthetic::http;
 use tokio::net::TcpListener;
 
@@ -55,14 +54,7 @@ async fn stalled_receiver() -> String {
 }
 
 fn token(identity: &str, room: &str) -> String {
-    let grants = Grants {
-        room: Some(room.into()),
-        ..Grants::default()
-    };
-    let claims = claims_for(KEY, identity, None, Duration::from_secs(600), grants);
-    KeySet::new(&[(KEY.into(), SECRET.into())])
-        .issue(KEY, &claims)
-        .unwrap()
+    common::member_token(KEY, SECRET, identity, room)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

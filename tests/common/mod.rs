@@ -64,6 +64,20 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     }
 }
 
+/// An access token signed with the API key pair `key`:`secret`, for `identity` as a
+/// member of `room` (ten minutes).
+pub fn member_token(key: &str, secret: &str, identity: &str, room: &str) -> String {
+    use switchyard::auth::{claims_for, Grants, KeySet};
+    let grants = Grants {
+        room: Some(room.into()),
+        ..Grants::default()
+    };
+    let claims = claims_for(key, identity, None, Duration::from_secs(600), grants);
+    KeySet::new(&[(key.into(), secret.into())])
+        .issue(key, &claims)
+        .unwrap()
+}
+
 /// The `Authorization` value for an API key pair (the admin API takes it as HTTP Basic).
 pub fn basic_auth(key: &str, secret: &str) -> String {
     use base64::Engine;
