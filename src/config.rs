@@ -95,6 +95,10 @@ pub struct Cli {
     /// rediss:// for TLS); none: this node alone.
     #[arg(long, env = "SWITCHYARD_REDIS", hide_env_values = true)]
     pub redis: Option<Secret>,
+    /// The CA (PEM) a rediss:// Redis's certificate is checked against, instead of the
+    /// system's trust store.
+    #[arg(long, env = "SWITCHYARD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// This node's name in the cluster [default: node- and random characters].
     #[arg(long, env = "SWITCHYARD_NODE_ID")]
     pub node_id: Option<String>,
@@ -273,6 +277,7 @@ pub struct FileConfig {
     pub turn_max_allocations: Option<usize>,
     pub turn_allowed_peers: Option<Vec<IpAddr>>,
     pub redis: Option<Secret>,
+    pub redis_ca_file: Option<PathBuf>,
     pub node_id: Option<String>,
     pub node_url: Option<String>,
     pub node_max_participants: Option<u64>,
@@ -341,6 +346,8 @@ pub struct Config {
     pub turn: crate::turn::TurnConfig,
     /// The cluster's Redis (its URL may hold a password); none: a single node.
     pub redis: Option<Secret>,
+    /// Trust anchors for a rediss:// Redis; none: the system's.
+    pub redis_ca_file: Option<PathBuf>,
     pub node_id: Option<String>,
     pub node_url: Option<String>,
     /// Participants this node takes, all rooms together; 0: no limit.
@@ -417,6 +424,7 @@ impl Default for Config {
                 ..Default::default()
             },
             redis: None,
+            redis_ca_file: None,
             node_id: None,
             node_url: None,
             node_max_participants: 0,
@@ -522,6 +530,7 @@ impl Config {
             .turn_allowed_peers
             .unwrap_or(std::mem::take(&mut t.allowed_peers));
         self.redis = f.redis.or(self.redis.take());
+        self.redis_ca_file = f.redis_ca_file.or(self.redis_ca_file.take());
         self.node_id = f.node_id.or(self.node_id.take());
         self.node_url = f.node_url.or(self.node_url.take());
         if let Some(v) = f.node_max_participants {
@@ -625,6 +634,7 @@ impl Config {
             t.allowed_peers = v.clone();
         }
         self.redis = cli.redis.clone().or(self.redis.take());
+        self.redis_ca_file = cli.redis_ca_file.clone().or(self.redis_ca_file.take());
         self.node_id = cli.node_id.clone().or(self.node_id.take());
         self.node_url = cli.node_url.clone().or(self.node_url.take());
         if let Some(v) = cli.node_max_participants {

@@ -89,9 +89,17 @@ impl Server {
         };
         let cluster = match &config.redis {
             None => Cluster::single(me),
-            Some(url) => Cluster::with_redis(url.expose(), me)
-                .await
-                .map_err(|e| std::io::Error::other(format!("--redis: {e}")))?,
+            Some(url) => {
+                let ca = match &config.redis_ca_file {
+                    None => None,
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        std::io::Error::other(format!("--redis-ca-file {}: {e}", path.display()))
+                    })?),
+                };
+                Cluster::with_redis(url.expose(), ca, me)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("--redis: {e}")))?
+            }
         };
         let keys = KeySet::new(&config.api_keys);
         if keys.is_empty() {

@@ -150,6 +150,42 @@ async fn raw_join(node: &Node, join: Value) -> (Option<RawWs>, Value) {
     panic!("moved more than three times");
 }
 
+/// A node on a port the system picks (read from the line it prints): its process and
+/// how to reach it.
+fn spawn_node(args: &[&str]) -> (Proc, Node) {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--listen", "127.0.0.1:0", "--udp-port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proc.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let http = line
+        .trim()
+        .trim_start_matches("switchyard listening on ")
+        .trim_end_matches('/')
+        .to_string();
+    assert!(
+        http.starts_with("http://"),
+        "the node did not start: {line:?}"
+    );
+    let ws = format!("ws{}/ws", http.trim_start_matches("http"));
+    let node = Node {
+        id: String::new(),
+        http,
+        ws,
+        proc: None,
+    };
+    (proc, node)
+}
+
 /// Nodes a and b on ports of their own (to restart them on), both registered.
 async fn two_nodes(redis_port: u16) -> ([u16; 2], [Node; 2]) {
     let ports = [free_port(), free_port()];
@@ -758,38 +794,7 @@ async fn a_redis_password_in_the_url_works_and_a_wrong_one_stops_the_node_clearl
     let redis_port = free_port();
     let _redis = start_redis_with(redis_port, &["--requirepass", "s3cret-redis-pass"]).await;
     let good = format!("redis://:s3cret-redis-pass@127.0.0.1:{redis_port}");
-    let node = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--udp-port",
-            "0",
-            "--node-id",
-            "p",
-        ])
-        .args(["--redis", &good])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = Proc(node);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(node.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let http = line
-        .trim()
-        .trim_start_matches("switchyard listening on ")
-        .trim_end_matches('/');
-    assert!(http.starts_with("http://"), "{line}");
-    let via = Node {
-        id: "p".into(),
-        http: http.to_string(),
-        ws: String::new(),
-        proc: None,
-    };
+    let (_node, via) = spawn_node(&["--node-id", "p", "--redis", &good]);
     wait_for_nodes(&via, 1).await;
 
     let wrong = format!("redis://:not-the-password@127.0.0.1:{redis_port}");
@@ -816,4 +821,77 @@ async fn a_redis_password_in_the_url_works_and_a_wrong_one_stops_the_node_clearl
         !stderr.contains("not-the-password"),
         "the password is not printed: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_redis_is_reached_through_the_ca_given_and_refused_without_it() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("switchyard-redis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(path("redis.pem"), leaf.pem()).unwrap();
+    std::fs::write(path("redis.key"), leaf_key.serialize_pem()).unwrap();
+    // Plain on one port (the harness's readiness check), TLS on another.
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let tls_port_arg = tls_port.to_string();
+    let (cert, key, ca_file) = (path("redis.pem"), path("redis.key"), path("ca.pem"));
+    let _redis = start_redis_with(
+        plain_port,
+        &[
+            "--tls-port",
+            &tls_port_arg,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_file,
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
+    .await;
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let (_node, via) = spawn_node(&[
+        "--node-id",
+        "t",
+        "--redis",
+        &url,
+        "--redis-ca-file",
+        &ca_file,
+    ]);
+    wait_for_nodes(&via, 1).await;
+    let (_ws, joined) = raw_join(&via, json!({"type": "join", "room": "tls", "name": "Ada"})).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(hosts_of(&via, "tls").await, vec!["t".to_string()]);
+
+    // Without the CA, the Redis's certificate is not trusted: the node does not start.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--udp-port",
+            "0",
+            "--redis",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    println!("rediss:// without the CA: {:?}, {last}", out.status);
+    assert!(!out.status.success());
+    assert!(last.contains("--redis"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -121,8 +121,12 @@ impl Cluster {
         Arc::new(Cluster::new(me, None))
     }
 
-    pub async fn with_redis(url: &str, me: NodeSettings) -> Result<Arc<Cluster>, ClusterError> {
-        let store = RedisStore::connect(url).await?;
+    pub async fn with_redis(
+        url: &str,
+        ca_pem: Option<Vec<u8>>,
+        me: NodeSettings,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let store = RedisStore::connect(url, ca_pem).await?;
         Ok(Arc::new(Cluster::new(me, Some(store))))
     }
 

@@ -55,8 +55,19 @@ fn unavailable(e: redis::RedisError) -> ClusterError {
 }
 
 impl RedisStore {
-    pub async fn connect(url: &str) -> Result<RedisStore, ClusterError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+    /// `ca_pem`: the trust anchors for a `rediss://` URL (none: the system's).
+    pub async fn connect(url: &str, ca_pem: Option<Vec<u8>>) -> Result<RedisStore, ClusterError> {
+        let client = match ca_pem {
+            None => redis::Client::open(url),
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+        }
+        .map_err(unavailable)?;
         let con = client.get_connection_manager().await.map_err(unavailable)?;
         Ok(RedisStore {
             client,
