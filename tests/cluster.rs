@@ -186,6 +186,17 @@ fn spawn_node(args: &[&str]) -> (Proc, Node) {
     (proc, node)
 }
 
+/// A node started with `--redis url` that is expected to stop at once: its exit
+/// status and what it printed on stderr.
+fn node_that_fails(url: &str) -> (std::process::Output, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--listen", "127.0.0.1:0", "--udp-port", "0", "--redis", url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
 /// Nodes a and b on ports of their own (to restart them on), both registered.
 async fn two_nodes(redis_port: u16) -> ([u16; 2], [Node; 2]) {
     let ports = [free_port(), free_port()];
@@ -545,37 +556,27 @@ async fn admin_calls_room_lists_and_webhooks_describe_the_whole_cluster_from_any
     }
 
     // Admin calls through the nodes that do not host the room.
+    let admin = |url: String, method: &'static str, body: Option<Value>| {
+        let auth = auth.clone();
+        async move {
+            http::call(&url, method, body.as_ref(), Some(&auth))
+                .await
+                .unwrap()
+        }
+    };
     let room_url = |node: &Node| format!("{}/api/admin/rooms/board", node.http);
     let mute = json!({"kind": "audio", "muted": true});
-    let (status, summary) = http::call(
-        &format!("{}/participants/{bob_id}/mute", room_url(others[0])),
-        "POST",
-        Some(&mute),
-        Some(&auth),
-    )
-    .await
-    .unwrap();
+    let url = format!("{}/participants/{bob_id}/mute", room_url(others[0]));
+    let (status, summary) = admin(url, "POST", Some(mute)).await;
     assert_eq!(status, 200, "mute through {}: {summary}", others[0].id);
     assert_eq!(summary["name"], "board");
-    let (status, _) = http::call(
-        &format!("{}/participants/{bob_id}", room_url(others[1])),
-        "DELETE",
-        None,
-        Some(&auth),
-    )
-    .await
-    .unwrap();
+    let url = format!("{}/participants/{bob_id}", room_url(others[1]));
+    let (status, _) = admin(url, "DELETE", None).await;
     assert_eq!(status, 204, "remove through {}", others[1].id);
     bob.as_mut().unwrap().expect_type("removed", 5).await;
     let planned = json!({"name": "planned", "empty_timeout_secs": 60});
-    let (status, created) = http::call(
-        &format!("{}/api/admin/rooms", others[0].http),
-        "POST",
-        Some(&planned),
-        Some(&auth),
-    )
-    .await
-    .unwrap();
+    let url = format!("{}/api/admin/rooms", others[0].http);
+    let (status, created) = admin(url, "POST", Some(planned)).await;
     assert_eq!(status, 201, "create through {}: {created}", others[0].id);
     let mut planned_on = hosts_of(&nodes[0], "planned").await;
     for _ in 0..30 {
@@ -594,9 +595,7 @@ async fn admin_calls_room_lists_and_webhooks_describe_the_whole_cluster_from_any
         1,
         "an empty room created by an administrator has one host"
     );
-    let (status, _) = http::call(&room_url(others[1]), "DELETE", None, Some(&auth))
-        .await
-        .unwrap();
+    let (status, _) = admin(room_url(others[1]), "DELETE", None).await;
     assert_eq!(status, 204, "close through {}", others[1].id);
     ada.as_mut().unwrap().expect_type("removed", 5).await;
 
@@ -798,18 +797,7 @@ async fn a_redis_password_in_the_url_works_and_a_wrong_one_stops_the_node_clearl
     wait_for_nodes(&via, 1).await;
 
     let wrong = format!("redis://:not-the-password@127.0.0.1:{redis_port}");
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--udp-port",
-            "0",
-            "--redis",
-            &wrong,
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = node_that_fails(&wrong);
     println!(
         "with a wrong Redis password: {:?}, {}",
         out.status,
@@ -825,23 +813,13 @@ async fn a_redis_password_in_the_url_works_and_a_wrong_one_stops_the_node_clearl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_redis_is_reached_through_the_ca_given_and_refused_without_it() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = std::env::temp_dir().join(format!("switchyard-redis-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let pki = common::test_pki(&["127.0.0.1"]);
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
-    std::fs::write(path("redis.pem"), leaf.pem()).unwrap();
-    std::fs::write(path("redis.key"), leaf_key.serialize_pem()).unwrap();
+    std::fs::write(path("ca.pem"), &pki.ca_pem).unwrap();
+    std::fs::write(path("redis.pem"), pki.cert.pem()).unwrap();
+    std::fs::write(path("redis.key"), pki.key.serialize_pem()).unwrap();
     // Plain on one port (the harness's readiness check), TLS on another.
     let (plain_port, tls_port) = (free_port(), free_port());
     let tls_port_arg = tls_port.to_string();
@@ -877,18 +855,7 @@ async fn a_tls_redis_is_reached_through_the_ca_given_and_refused_without_it() {
     assert_eq!(hosts_of(&via, "tls").await, vec!["t".to_string()]);
 
     // Without the CA, the Redis's certificate is not trusted: the node does not start.
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--udp-port",
-            "0",
-            "--redis",
-            &url,
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = node_that_fails(&url);
     let last = stderr.lines().last().unwrap_or_default();
     println!("rediss:// without the CA: {:?}, {last}", out.status);
     assert!(!out.status.success());

@@ -129,18 +129,12 @@ async fn a_rooms_life_arrives_signed_and_in_order_and_dead_receivers_slow_nothin
 
 /// A test CA and a certificate it signed for 127.0.0.1: (CA PEM, server TLS acceptor).
 fn test_pki() -> (String, tokio_rustls::TlsAcceptor) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
+    let common::TestPki {
+        ca_pem,
+        cert: leaf,
+        key: leaf_key,
+    } = common::test_pki(&["127.0.0.1", "localhost"]);
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
@@ -150,7 +144,7 @@ fn test_pki() -> (String, tokio_rustls::TlsAcceptor) {
         .with_single_cert(vec![leaf.der().clone()], key)
         .unwrap();
     (
-        ca_cert.pem(),
+        ca_pem,
         tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
     )
 }

@@ -64,6 +64,32 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     }
 }
 
+/// A test CA and a certificate it signed for `names` (IP addresses or host names).
+pub struct TestPki {
+    pub ca_pem: String,
+    pub cert: rcgen::Certificate,
+    pub key: rcgen::KeyPair,
+}
+
+pub fn test_pki(names: &[&str]) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        cert,
+        key,
+    }
+}
+
 /// An access token signed with the API key pair `key`:`secret`, for `identity` as a
 /// member of `room` (ten minutes).
 pub fn member_token(key: &str, secret: &str, identity: &str, room: &str) -> String {
