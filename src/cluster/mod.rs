@@ -193,7 +193,12 @@ impl Cluster {
                 }
                 Some((node, fence)) if node == self.node_id => {
                     // Leased to this node by the node that placed the room here (or by
-                    // an earlier life of this node id): it is ours to host.
+                    // an earlier life of this node id): it is ours to host, unless this
+                    // node filled up or began draining meanwhile (the lease then lapses
+                    // unrenewed, and the room is placed afresh).
+                    if self.full(self.participants()) || self.draining() {
+                        return Err(ClusterError::Full);
+                    }
                     self.adopt(store, room, fence).await?;
                     return Ok(Placement::Here);
                 }
