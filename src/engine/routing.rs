@@ -233,6 +233,8 @@ impl Shard {
         };
         if let Some(mut receiver) = peer.pc.rtp_receiver(desc.receiver) {
             if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                // Throttled per layer (at most one per 400 ms), so not per packet.
+                tracing::debug!(%track, layer, "keyframe request to the publisher");
                 Metrics::inc(&self.metrics.keyframe_requests_to_publishers);
             }
         }

@@ -73,6 +73,8 @@ pub struct Consumer {
     /// The layer the allocator chose; `None` = paused (nothing is forwarded).
     target: Option<usize>,
     last_forwarded: Option<Instant>,
+    /// When the allocator last moved it to a lower layer (or paused it).
+    lowered_at: Option<Instant>,
     pub forwarded: u64,
     pub layer_switches: u64,
     pub counts: LegCounts,
@@ -101,6 +103,7 @@ impl Consumer {
             current: (!needs_keyframe).then_some(0),
             target: Some(0),
             last_forwarded: None,
+            lowered_at: None,
             forwarded: 0,
             layer_switches: 0,
             counts: LegCounts::default(),
@@ -119,6 +122,15 @@ impl Consumer {
 
     pub fn target_layer(&self) -> Option<usize> {
         self.target
+    }
+
+    /// When the allocator last moved the leg down.
+    pub fn lowered_at(&self) -> Option<Instant> {
+        self.lowered_at
+    }
+
+    pub fn lowered(&mut self, now: Instant) {
+        self.lowered_at = Some(now);
     }
 
     /// The layer this leg waits for a keyframe of, if it waits.

@@ -55,9 +55,12 @@ impl Room {
             let layers: [LayerOffer; MAX_LAYERS] = std::array::from_fn(|l| LayerOffer {
                 bitrate: p.layer_bitrate(l, now),
                 size: p.layer_size(l),
+                // A layer the leg is on or above stays selectable while it flows; one
+                // above it must also have settled (a publisher's flapping layer).
                 selectable: l < p.layer_count
                     && (p.kind == MediaKind::Audio
-                        || p.layer_flows(l, now)
+                        || (p.layer_flows(l, now)
+                            && (c.target_layer() >= Some(l) || p.layer_settled(l, now)))
                         || !p.dynacast.is_active(l)),
             });
             legs.push((p.id, c.leg));
@@ -93,9 +96,15 @@ impl Room {
                 continue;
             };
             let current = c.target_layer();
+            // A leg moved down is not moved up again within UPGRADE_HOLD either: the
+            // measured costs of the other legs swing with keyframes and the speaker,
+            // and a leg that went down and up every tick cost a keyframe each time.
+            let leg_holding = c
+                .lowered_at()
+                .is_some_and(|t| now.saturating_duration_since(t) < UPGRADE_HOLD);
             let layer = match (layer, current) {
                 (Some(new), Some(cur)) if limited && new > cur => {
-                    Some(if holding { cur } else { cur + 1 })
+                    Some(if holding || leg_holding { cur } else { cur + 1 })
                 }
                 (Some(_), None) if limited && holding => None,
                 _ => layer,
@@ -104,6 +113,9 @@ impl Room {
                 continue;
             }
             tracing::debug!(%subscriber, track = %track, ?current, ?layer, budget, "layer target");
+            if layer < current {
+                c.lowered(now);
+            }
             c.set_target(layer);
             if let Some(wanted) = c.awaited_keyframe() {
                 self.request_layer_keyframe(track, wanted, now);
@@ -128,6 +140,18 @@ impl Room {
             let Some(p) = self.producers.get_mut(&track) else {
                 continue;
             };
+            // A layer the publisher stopped on its own, or that came back from such a
+            // stop and has not settled, is chosen by nobody, but it is not unwanted:
+            // pausing it would make it look like ours to resume, and the allocator
+            // takes a layer we resume at once. Chromium sends it again when its own
+            // estimate allows, and it is taken once it has settled; under heavy loss,
+            // pausing and resuming it switched its subscribers up for a moment every
+            // PAUSE_DELAY, a keyframe each time.
+            let held_on = (0..p.layer_count).rev().find(|&l| {
+                p.stopped_by_publisher(l, now)
+                    || (p.layer_flows(l, now) && !p.layer_settled(l, now))
+            });
+            let h = h.max(held_on);
             if let Some(active) = p.dynacast.update(h, now) {
                 self.outputs.push_back(Output::PublisherLayers {
                     publisher: p.owner,

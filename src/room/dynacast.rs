@@ -18,6 +18,8 @@ pub struct Dynacast {
     active: [bool; MAX_LAYERS],
     /// When each layer was last needed.
     last_needed: [Option<Instant>; MAX_LAYERS],
+    /// When each layer was last turned back on (never: on since the start).
+    resumed_at: [Option<Instant>; MAX_LAYERS],
 }
 
 impl Dynacast {
@@ -28,7 +30,15 @@ impl Dynacast {
             active: std::array::from_fn(|i| i < layer_count),
             // Counted as needed at publish, so nothing pauses before subscribers settle.
             last_needed: [Some(now); MAX_LAYERS],
+            resumed_at: [None; MAX_LAYERS],
         }
+    }
+
+    /// Whether the publisher was asked to send `layer` all along since `since`: a layer
+    /// that fell silent meanwhile was stopped by the publisher itself, not by us.
+    pub fn on_since(&self, layer: usize, since: Instant) -> bool {
+        self.is_active(layer)
+            && self.resumed_at[layer.min(MAX_LAYERS - 1)].is_none_or(|t| t <= since)
     }
 
     pub fn is_active(&self, layer: usize) -> bool {
@@ -56,6 +66,11 @@ impl Dynacast {
             }
         }
         (next != self.active).then(|| {
+            for (layer, resumed) in self.resumed_at.iter_mut().enumerate() {
+                if next[layer] && !self.active[layer] {
+                    *resumed = Some(now);
+                }
+            }
             self.active = next;
             next
         })
@@ -87,6 +102,19 @@ mod tests {
             Some([false, false, false]),
             "nobody watches"
         );
+    }
+
+    #[test]
+    fn a_layer_is_on_since_a_time_only_if_we_did_not_pause_it_after() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_millis(n);
+        let mut d = Dynacast::new(3, t0);
+        assert!(d.on_since(2, t0), "on from the start");
+        d.update(Some(0), s(3500));
+        assert!(!d.on_since(2, s(100)), "paused now");
+        d.update(Some(2), s(5000));
+        assert!(!d.on_since(2, s(100)), "resumed by us after that");
+        assert!(d.on_since(2, s(5000)) && d.on_since(2, s(6000)));
     }
 
     #[test]

@@ -32,6 +32,15 @@ pub const LAYER_IDLE: Duration = Duration::from_millis(1200);
 /// Longer than a frame interval at the lowest frame rates cameras send (5 fps).
 pub const LAYER_STOPPED: Duration = Duration::from_millis(450);
 
+/// A layer the publisher stopped on its own (its encoder, on its own bandwidth
+/// estimate) and started again is chosen for an upgrade only after flowing this long.
+/// Under heavy uplink loss Chromium brings its top layer back for a few hundred
+/// milliseconds and stops it again every few seconds; each time, its subscribers
+/// switched up and down again, two keyframes on the publisher's starved uplink and a
+/// stall on theirs (tests/e2e/loss.test.mjs at 15 %). LiveKit's stream tracker waits
+/// for a layer to prove itself the same way.
+pub const LAYER_SETTLE: Duration = Duration::from_millis(2000);
+
 /// What the allocator assumes a layer costs before it has been measured (or while the
 /// publisher has it paused): the web client's caps for q, h and f.
 pub const DEFAULT_LAYER_BITRATES: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
@@ -61,13 +70,40 @@ pub struct Layer {
     pub bitrate: BitrateMeter,
     /// The highest rate measured while it was flowing: what resuming it will cost.
     pub peak_bitrate: u64,
+    /// When the layer last advanced: a media packet newer than any before. Padding
+    /// (bandwidth probes) and resends do not count: Chromium goes on padding a layer
+    /// whose encoder it stopped, and its resends of that layer's last packets come
+    /// for a second more; both kept a stopped layer "flowing", and its subscribers
+    /// froze on it (13 s at 15 % loss, tests/e2e/loss.test.mjs).
     pub last_packet: Option<Instant>,
+    /// The highest sequence number of media seen on the layer.
+    highest_seq: Option<u16>,
+    /// When it came back after the publisher had stopped it (see [`LAYER_SETTLE`]).
+    restarted_at: Option<Instant>,
     /// Picture size from its last keyframe, where the codec tells it.
     pub size: Option<(u16, u16)>,
     pub keyframe_throttle: KeyframeThrottle,
 }
 
+/// A media packet this far behind the layer's highest sequence number is not a resend
+/// (NACK windows hold a few hundred packets) but a stream that started over.
+const SEQUENCE_RESTART: i16 = 3000;
+
 impl Layer {
+    /// Whether a media packet numbered `seq` is the newest of the layer so far (and
+    /// records it).
+    fn advances(&mut self, seq: u16) -> bool {
+        let newest = self.highest_seq.is_none_or(|h| {
+            // Behind by 0..=SEQUENCE_RESTART: a resend, a reordered or repeated packet.
+            let ahead = seq.wrapping_sub(h) as i16;
+            !(-SEQUENCE_RESTART..=0).contains(&ahead)
+        });
+        if newest {
+            self.highest_seq = Some(seq);
+        }
+        newest
+    }
+
     pub fn is_live(&self, now: Instant) -> bool {
         self.last_packet
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
@@ -91,6 +127,26 @@ impl Producer {
                     .is_some_and(|t| t.saturating_duration_since(last) >= LAYER_STOPPED)
         });
         !overtaken
+    }
+
+    /// Whether layer `l` flowed and fell silent while the publisher was asked to send
+    /// it: its own encoder stopped it (its uplink estimate fell), not dynacast.
+    pub fn stopped_by_publisher(&self, l: usize, now: Instant) -> bool {
+        !self.layer_flows(l, now)
+            && self
+                .layers
+                .get(l)
+                .and_then(|layer| layer.last_packet)
+                .is_some_and(|last| self.dynacast.on_since(l, last))
+    }
+
+    /// Whether layer `l` flows and is worth switching up to: not just come back from a
+    /// stop of the publisher's own (see [`LAYER_SETTLE`]).
+    pub fn layer_settled(&self, l: usize, now: Instant) -> bool {
+        self.layer_flows(l, now)
+            && self.layers[l]
+                .restarted_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_SETTLE)
     }
 
     pub fn new(
@@ -117,15 +173,30 @@ impl Producer {
         }
     }
 
-    /// Counts a packet of `layer`; returns whether it starts a keyframe.
-    pub fn packet_in(&mut self, layer: usize, payload: &[u8], bytes: usize, now: Instant) -> bool {
+    /// Counts a packet of `layer`; returns whether it starts a keyframe. A padding-only
+    /// packet (empty `payload`) is neither media nor a sign of the layer flowing.
+    pub fn packet_in(
+        &mut self,
+        layer: usize,
+        seq: u16,
+        payload: &[u8],
+        bytes: usize,
+        now: Instant,
+    ) -> bool {
         self.packets_in += 1;
         let keyframe = self.codec.is_video() && self.codec.is_keyframe_start(payload);
         let codec = self.codec;
-        let Some(l) = self.layers.get_mut(layer) else {
+        if layer >= MAX_LAYERS || payload.is_empty() {
             return false;
-        };
-        l.last_packet = Some(now);
+        }
+        let stopped_by_publisher = self.stopped_by_publisher(layer, now);
+        let l = &mut self.layers[layer];
+        if l.advances(seq) {
+            if stopped_by_publisher {
+                l.restarted_at = Some(now);
+            }
+            l.last_packet = Some(now);
+        }
         l.bitrate.add(bytes, now);
         if keyframe {
             self.keyframes_in += 1;
@@ -286,7 +357,13 @@ mod tests {
         // 5 frames/s on every layer: each frame's packets of the layers a few ms apart.
         for frame in 0..5 {
             for layer in 0..3 {
-                p.packet_in(layer, &[0x10, 0x01], 1000, ms(frame * 200 + layer as u64));
+                p.packet_in(
+                    layer,
+                    frame as u16,
+                    &[0x10, 0x01],
+                    1000,
+                    ms(frame * 200 + layer as u64),
+                );
             }
         }
         assert!(p.layer_flows(2, ms(800)), "a slow frame rate is not a stop");
@@ -294,7 +371,13 @@ mod tests {
         // The encoder stops the top layer; the others go on.
         let frame_at = |p: &mut Producer, frame: u64| {
             for layer in 0..2 {
-                p.packet_in(layer, &[0x10, 0x01], 1000, ms(frame * 200 + layer as u64));
+                p.packet_in(
+                    layer,
+                    frame as u16,
+                    &[0x10, 0x01],
+                    1000,
+                    ms(frame * 200 + layer as u64),
+                );
             }
         };
         frame_at(&mut p, 5);
@@ -306,8 +389,53 @@ mod tests {
         frame_at(&mut p, 7);
         assert!(!p.layer_flows(2, ms(1401)), "left behind by 600 ms");
         assert!(p.layer_flows(1, ms(1401)) && p.layers[2].is_live(ms(1401)));
-        p.packet_in(2, &[0x10, 0x01], 1000, ms(1700));
+        p.packet_in(2, 5, &[0x10, 0x01], 1000, ms(1700));
         assert!(p.layer_flows(2, ms(1700)), "back with its first packet");
+    }
+
+    #[test]
+    fn padding_and_resends_of_a_stopped_layer_do_not_keep_it_flowing() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = simulcast_camera(t0);
+        // 20 frames/s on every layer for a second, sequence numbers 0..20 per layer.
+        for frame in 0..20u64 {
+            for layer in 0..3 {
+                p.packet_in(layer, frame as u16, &[0x10, 0x01], 1000, ms(frame * 50));
+            }
+        }
+        // The encoder stops the top layer; the browser pads it (probes) and resends
+        // its last packets on NACK, numbered as before.
+        for frame in 20..40u64 {
+            for layer in 0..2 {
+                p.packet_in(layer, frame as u16, &[0x10, 0x01], 1000, ms(frame * 50));
+            }
+            assert!(
+                !p.packet_in(2, frame as u16, &[], 250, ms(frame * 50 + 5)),
+                "padding"
+            );
+            p.packet_in(
+                2,
+                19 - (frame % 5) as u16,
+                &[0x10, 0x01],
+                1000,
+                ms(frame * 50 + 10),
+            );
+        }
+        assert!(
+            !p.layer_flows(2, ms(1990)),
+            "stopped 1 s ago, padded and resent since"
+        );
+        assert!(p.layer_flows(1, ms(1990)));
+        // Padding did not price the layer either: its measured rate is its media.
+        let padded_rate = p.layers[2].bitrate.bits_per_second(ms(1990));
+        assert!(padded_rate < 200_000, "{padded_rate}");
+        // Its media comes back, numbered after the padding: it flows again.
+        p.packet_in(2, 40, &[0x10, 0x01], 1000, ms(2000));
+        assert!(p.layer_flows(2, ms(2000)));
+        // A stream that starts over far below its old numbers is new media, not a resend.
+        p.packet_in(1, 60_000, &[0x10, 0x01], 1000, ms(2010));
+        assert_eq!(p.layers[1].last_packet, Some(ms(2010)));
     }
 
     #[test]
@@ -318,7 +446,7 @@ mod tests {
         let kf = [
             0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
         ];
-        assert!(p.packet_in(2, &kf, 1000, t0));
+        assert!(p.packet_in(2, 0, &kf, 1000, t0));
         assert_eq!(p.layer_size(2), Some((640, 480)));
         assert_eq!(p.layer_size(0), Some((160, 120)));
         assert!(p.layers[2].is_live(t0) && !p.layers[0].is_live(t0));

@@ -369,11 +369,26 @@ fn mute_is_told_to_the_others_and_kept_for_newcomers() {
 /// Ada publishes a 3-layer camera; Bob receives it. Each layer sends a frame every 33 ms
 /// (q 1 packet, h 2, f 6, 600 bytes each) from `from` for `ms`.
 fn feed_layers(room: &mut Room, from: Instant, ms: u64, seq: &mut [u16; 3]) {
+    feed_some_layers(room, from, ms, seq, &[0, 1, 2]);
+}
+
+/// As [`feed_layers`], with only `sending` of the layers; returns the room's outputs.
+fn feed_some_layers(
+    room: &mut Room,
+    from: Instant,
+    ms: u64,
+    seq: &mut [u16; 3],
+    sending: &[usize],
+) -> Vec<Output> {
+    let mut outputs = Vec::new();
     let mut out = Vec::new();
     let mut t = 0;
     while t < ms {
         let now = from + Duration::from_millis(t);
         for (layer, count) in [(0usize, 1), (1, 2), (2, 6)] {
+            if !sending.contains(&layer) {
+                continue;
+            }
             for i in 0..count {
                 let mut payload = vec![0u8; 600];
                 payload[..2].copy_from_slice(
@@ -395,9 +410,10 @@ fn feed_layers(room: &mut Room, from: Instant, ms: u64, seq: &mut [u16; 3]) {
         if room.poll_timeout().is_some_and(|d| d <= now) {
             room.handle_timeout(now);
         }
-        drain(room);
+        outputs.extend(drain(room));
         t += 33;
     }
+    outputs
 }
 
 #[test]
@@ -444,6 +460,73 @@ fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
         room.leg_layers(BOB),
         vec![(CAM, Some(2), Some(2))],
         "back to full"
+    );
+}
+
+#[test]
+fn a_layer_the_publisher_stops_and_restarts_is_not_switched_to_until_it_settles() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 3, t0)
+        .unwrap();
+    drain(&mut room);
+    let mut seq = [0u16; 3];
+    feed_layers(&mut room, t0, 1000, &mut seq);
+    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), at(1000));
+    feed_layers(&mut room, at(1000), 1000, &mut seq);
+    assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(2), Some(2))]);
+    // Ada's encoder stops the full layer (its own estimate fell): Bob goes down, and
+    // stays down for longer than dynacast's pause delay. The layer is not paused
+    // (that would make its return look like ours to resume, taken at once).
+    feed_some_layers(&mut room, at(2000), 1000, &mut seq, &[0, 1]);
+    assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(1), Some(1))]);
+    let out = feed_some_layers(&mut room, at(3000), 4000, &mut seq, &[0, 1]);
+    assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(1), Some(1))]);
+    let resumed_or_paused = out.iter().any(|o| {
+        matches!(o, Output::PublisherLayers { .. })
+            || matches!(o, Output::RequestKeyframe { layer: 2, .. })
+    });
+    assert!(
+        !resumed_or_paused,
+        "the full layer is left on for Ada: {out:?}"
+    );
+    // It comes back, as Chromium's does under loss, for a moment at a time.
+    for round in 0..3 {
+        let from = 7000 + round * 1000;
+        let mut out = feed_some_layers(&mut room, at(from), 300, &mut seq, &[0, 1, 2]);
+        out.extend(feed_some_layers(
+            &mut room,
+            at(from + 300),
+            700,
+            &mut seq,
+            &[0, 1],
+        ));
+        assert_eq!(
+            room.leg_layers(BOB),
+            vec![(CAM, Some(1), Some(1))],
+            "a flapping layer is not switched to (round {round})"
+        );
+        let paused = out
+            .iter()
+            .any(|o| matches!(o, Output::PublisherLayers { .. }));
+        assert!(
+            !paused && room.layer_state(CAM, 2, at(from + 1000)).2,
+            "nor paused"
+        );
+    }
+    // Back for good: Bob is moved up once it has flowed LAYER_SETTLE.
+    feed_layers(&mut room, at(10000), 1500, &mut seq);
+    assert_eq!(
+        room.leg_layers(BOB),
+        vec![(CAM, Some(1), Some(1))],
+        "settling"
+    );
+    feed_layers(&mut room, at(11500), 1500, &mut seq);
+    assert_eq!(
+        room.leg_layers(BOB),
+        vec![(CAM, Some(2), Some(2))],
+        "settled"
     );
 }
 
