@@ -365,9 +365,10 @@ fn subscribers_move_down_when_a_lossy_publisher_stops_its_full_layer() {
 
 #[test]
 fn layer_switches_under_uplink_loss_keep_the_leg_flowing() {
-    // The publisher's uplink loses 15 % each way, and its encoder drops and restores its
-    // full layer every 2.5 s (as a browser's does when its own estimate wavers): each
-    // time the subscriber's leg switches layers on a keyframe. Where that keyframe's
+    // The publisher's uplink loses 15 % each way, and its encoder drops its full layer
+    // for 2.5 s and restores it for 5 s, five times (as a browser's does when its own
+    // estimate wavers): each time the subscriber's leg switches layers on a keyframe
+    // (up only once the restored layer has flowed for LAYER_SETTLE). Where that keyframe's
     // first packet was lost and came back resent, the rest of the picture, held while
     // the leg waited, follows it (engine/held.rs; the room test
     // `a_keyframe_whose_first_packet_comes_late_is_forwarded_whole` pins the numbering).
@@ -385,7 +386,8 @@ fn layer_switches_under_uplink_loss_keep_the_leg_flowing() {
             Vec::new()
         };
         let mut last = w.clients[s].received(pid, "video").packets;
-        for _ in 0..10 {
+        let quarters = if i % 2 == 0 { 10 } else { 20 };
+        for _ in 0..quarters {
             w.run_for(Duration::from_millis(250));
             let now = w.clients[s].received(pid, "video").packets;
             if now == last {
@@ -398,7 +400,7 @@ fn layer_switches_under_uplink_loss_keep_the_leg_flowing() {
     let d = downlink(&mut w, s);
     let m = w.shard.metrics();
     println!(
-        "10 encoder layer changes under 15 % uplink loss: {} layer switches, {} packets in 25 s, {stalls} quarter-seconds without video, {} holes left on the leg, {} packets replayed after a late keyframe start",
+        "10 encoder layer changes under 15 % uplink loss: {} layer switches, {} packets in 37.5 s, {stalls} quarter-seconds without video, {} holes left on the leg, {} packets replayed after a late keyframe start",
         d.layer_switches,
         after.packets - before.packets,
         after.missing.len(),
