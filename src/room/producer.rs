@@ -132,7 +132,15 @@ impl Producer {
     /// Whether layer `l` flowed and fell silent while the publisher was asked to send
     /// it: its own encoder stopped it (its uplink estimate fell), not dynacast.
     pub fn stopped_by_publisher(&self, l: usize, now: Instant) -> bool {
-        !self.layer_flows(l, now)
+        // Not flowing implies silent for LAYER_STOPPED at least: the packet path's
+        // common case is answered by one comparison.
+        let silent = self
+            .layers
+            .get(l)
+            .and_then(|layer| layer.last_packet)
+            .is_some_and(|last| now.saturating_duration_since(last) >= LAYER_STOPPED);
+        silent
+            && !self.layer_flows(l, now)
             && self
                 .layers
                 .get(l)
