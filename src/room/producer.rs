@@ -362,32 +362,20 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut p = simulcast_camera(t0);
-        // 5 frames/s on every layer: each frame's packets of the layers a few ms apart.
-        for frame in 0..5 {
-            for layer in 0..3 {
-                p.packet_in(
-                    layer,
-                    frame as u16,
-                    &[0x10, 0x01],
-                    1000,
-                    ms(frame * 200 + layer as u64),
-                );
+        // 5 frames/s: each frame's packets of `layers` a few ms apart.
+        let frame_on = |p: &mut Producer, frame: u64, layers: usize| {
+            for layer in 0..layers {
+                let at = ms(frame * 200 + layer as u64);
+                p.packet_in(layer, frame as u16, &[0x10, 0x01], 1000, at);
             }
+        };
+        for frame in 0..5 {
+            frame_on(&mut p, frame, 3);
         }
         assert!(p.layer_flows(2, ms(800)), "a slow frame rate is not a stop");
         assert!(p.layer_flows(2, ms(1000)), "nor is a frame just late");
         // The encoder stops the top layer; the others go on.
-        let frame_at = |p: &mut Producer, frame: u64| {
-            for layer in 0..2 {
-                p.packet_in(
-                    layer,
-                    frame as u16,
-                    &[0x10, 0x01],
-                    1000,
-                    ms(frame * 200 + layer as u64),
-                );
-            }
-        };
+        let frame_at = |p: &mut Producer, frame: u64| frame_on(p, frame, 2);
         frame_at(&mut p, 5);
         frame_at(&mut p, 6);
         assert!(

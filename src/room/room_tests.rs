@@ -416,15 +416,22 @@ fn feed_some_layers(
     outputs
 }
 
-#[test]
-fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
-    let t0 = Instant::now();
+/// Ada's 3-layer camera, sending for a second from `t0`; Bob in the room, not yet
+/// subscribed.
+fn ada_simulcasting(t0: Instant, seq: &mut [u16; 3]) -> Room {
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
     room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 3, t0)
         .unwrap();
     drain(&mut room);
+    feed_layers(&mut room, t0, 1000, seq);
+    room
+}
+
+#[test]
+fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
+    let t0 = Instant::now();
     let mut seq = [0u16; 3];
-    feed_layers(&mut room, t0, 1000, &mut seq);
+    let mut room = ada_simulcasting(t0, &mut seq);
     room.consumer_ready(
         LegId(1),
         BOB,
@@ -467,12 +474,8 @@ fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
 fn a_layer_the_publisher_stops_and_restarts_is_not_switched_to_until_it_settles() {
     let t0 = Instant::now();
     let at = |ms| t0 + Duration::from_millis(ms);
-    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
-    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 3, t0)
-        .unwrap();
-    drain(&mut room);
     let mut seq = [0u16; 3];
-    feed_layers(&mut room, t0, 1000, &mut seq);
+    let mut room = ada_simulcasting(t0, &mut seq);
     room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), at(1000));
     feed_layers(&mut room, at(1000), 1000, &mut seq);
     assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(2), Some(2))]);
