@@ -125,6 +125,13 @@ pub const SERVER_NACK_INTERVAL: std::time::Duration = std::time::Duration::from_
 /// rtc's own default, for the synthetic clients (which stand in for browsers).
 pub const CLIENT_NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How far behind the newest packet of a publisher's stream a packet may arrive and
+/// still be decrypted: resends (no RTX, so they keep their numbers) must get through
+/// for as long as the server's NACKs ask for them (10 x 40 ms, during which a full
+/// layer sends a few hundred packets, a keyframe's burst included). The window is a
+/// bitmap: 128 bytes per stream.
+pub const SRTP_REPLAY_WINDOW: usize = 1024;
+
 /// rtc's default interceptors (NACK both ways, transport-cc feedback for what arrives,
 /// sender and receiver reports, the simulcast header extensions), with NACK generation
 /// bounded per packet as browsers bound it, looking for holes every `nack_interval`.
@@ -208,6 +215,11 @@ pub fn server_peer(
         // what lets our profile list decide between GCM and CM_80.
         .with_answering_dtls_role(RTCDtlsRole::Server)
         .with_srtp_protection_profiles(srtp_profiles(srtp))
+        // A resend comes back numbered as its original; rtc's default window (64)
+        // refused one that came after more than 64 newer packets, a keyframe's burst
+        // or a few hundred ms of video, so a lost packet whose resend came late was lost
+        // for good, and the picture froze until the receiver asked for a keyframe.
+        .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         // Disconnected after 4 s of silence, failed 6 s later: a vanished participant is
         // removed within about 10 s (the WebSocket heartbeat catches most sooner).
         .with_ice_timeouts(

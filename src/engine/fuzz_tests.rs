@@ -26,14 +26,19 @@ use super::build::server_peer;
 use super::demux::Demux;
 use crate::config::SrtpPolicy;
 
-const SERVER: &str = "127.0.0.1:40000";
-const CLIENT: &str = "127.0.0.1:41000";
+pub(super) const SERVER: &str = "127.0.0.1:40000";
+pub(super) const CLIENT: &str = "127.0.0.1:41000";
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn tagged(now: Instant, local: SocketAddr, peer: SocketAddr, message: BytesMut) -> TaggedBytesMut {
+pub(super) fn tagged(
+    now: Instant,
+    local: SocketAddr,
+    peer: SocketAddr,
+    message: BytesMut,
+) -> TaggedBytesMut {
     TaggedBytesMut {
         now,
         transport: TransportContext {
@@ -46,7 +51,7 @@ fn tagged(now: Instant, local: SocketAddr, peer: SocketAddr, message: BytesMut) 
     }
 }
 
-fn client(now: Instant) -> (RTCPeerConnection, rtc::rtp_transceiver::RTCRtpSenderId) {
+pub(super) fn client(now: Instant) -> (RTCPeerConnection, rtc::rtp_transceiver::RTCRtpSenderId) {
     let mut me = MediaEngine::default();
     me.register_default_codecs().unwrap();
     let se = SettingEngineBuilder::new()
@@ -97,7 +102,17 @@ fn client(now: Instant) -> (RTCPeerConnection, rtc::rtp_transceiver::RTCRtpSende
 fn pump(
     server: &mut RTCPeerConnection,
     client: &mut RTCPeerConnection,
+    done: impl FnMut(&mut RTCPeerConnection) -> bool,
+) -> Vec<BytesMut> {
+    pump_reading(server, client, done, |_| {})
+}
+
+/// As [`pump`], handing every message the server's application reads to `read`.
+pub(super) fn pump_reading(
+    server: &mut RTCPeerConnection,
+    client: &mut RTCPeerConnection,
     mut done: impl FnMut(&mut RTCPeerConnection) -> bool,
+    mut read: impl FnMut(rtc::peer_connection::message::RTCMessage),
 ) -> Vec<BytesMut> {
     let mut captured = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -110,7 +125,9 @@ fn pump(
         while let Some(m) = server.poll_write() {
             let _ = client.handle_read(tagged(now, addr(CLIENT), addr(SERVER), m.message));
         }
-        while server.poll_read().is_some() {}
+        while let Some(m) = server.poll_read() {
+            read(m.message);
+        }
         while client.poll_read().is_some() {}
         while client.poll_event().is_some() {}
         if done(server) {
@@ -162,9 +179,18 @@ fn mutate(rng: &mut StdRng, seed: &[u8]) -> Vec<u8> {
     d
 }
 
-#[test]
-fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
-    let t0 = Instant::now();
+/// A server connection and an rtc client connected in memory.
+pub(super) struct Session {
+    pub server: RTCPeerConnection,
+    pub client: RTCPeerConnection,
+    pub sender: rtc::rtp_transceiver::RTCRtpSenderId,
+    /// The server's ICE username fragment.
+    pub ufrag: String,
+    /// The client's datagrams to the server while connecting.
+    pub datagrams: Vec<BytesMut>,
+}
+
+pub(super) fn connected_session(t0: Instant) -> Session {
     let mut server = server_peer(
         addr(SERVER),
         false,
@@ -191,7 +217,7 @@ fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
     client.set_remote_description(t0, answer).unwrap();
 
     let mut connected = false;
-    let mut seeds = pump(&mut server, &mut client, |s| {
+    let seeds = pump(&mut server, &mut client, |s| {
         while let Some(e) = s.poll_event() {
             if let rtc::peer_connection::event::RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
                 RTCPeerConnectionState::Connected,
@@ -203,30 +229,58 @@ fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
         connected
     });
     assert!(connected, "the in-memory session connects");
-    // Some SRTP (and the SRTCP that comes with it) to mutate too.
-    let pt = client
-        .rtp_sender(sender)
+    Session {
+        server,
+        client,
+        sender,
+        ufrag,
+        datagrams: seeds,
+    }
+}
+
+/// The client's video payload type.
+pub(super) fn video_payload_type(s: &mut Session) -> u8 {
+    s.client
+        .rtp_sender(s.sender)
         .unwrap()
         .get_parameters()
         .rtp_parameters
         .codecs[0]
-        .payload_type;
+        .payload_type
+}
+
+/// A VP8-looking packet numbered `seq` from the client's camera.
+pub(super) fn video_packet(pt: u8, seq: u16) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: seq as u32 * 3000,
+            ssrc: 0x1234,
+            ..Default::default()
+        },
+        payload: Bytes::from(vec![0x10, 0, 0x9d, 0x01, 0x2a, 7, 7, 7]),
+    }
+}
+
+#[test]
+fn a_million_mutated_datagrams_never_panic_the_demux_or_a_connection() {
+    let mut session = connected_session(Instant::now());
+    let pt = video_payload_type(&mut session);
+    let Session {
+        mut server,
+        mut client,
+        sender,
+        ufrag,
+        datagrams: mut seeds,
+    } = session;
+    // Some SRTP (and the SRTCP that comes with it) to mutate too.
     for i in 0..50u16 {
-        let pkt = rtp::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                payload_type: pt,
-                sequence_number: i,
-                timestamp: i as u32 * 3000,
-                ssrc: 0x1234,
-                ..Default::default()
-            },
-            payload: Bytes::from(vec![0x10, 0, 0x9d, 0x01, 0x2a, 7, 7, 7]),
-        };
         client
             .rtp_sender(sender)
             .unwrap()
-            .write_rtp(Instant::now(), pkt)
+            .write_rtp(Instant::now(), video_packet(pt, i))
             .unwrap();
     }
     let mut n = 0;

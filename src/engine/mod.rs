@@ -18,6 +18,8 @@ pub mod feedback;
 #[cfg(test)]
 mod fuzz_tests;
 mod held;
+#[cfg(test)]
+mod late_resend_tests;
 mod legs;
 mod negotiate;
 pub mod peer;

@@ -694,6 +694,7 @@ impl Room {
                 && producer.layer_flows(layer, now)
                 && producer.layers[layer].keyframe_throttle.request(now)
             {
+                tracing::debug!(%track, layer, "a leg still waits for a keyframe: asked again");
                 self.outputs
                     .push_back(Output::RequestKeyframe { track, layer });
             }
@@ -759,6 +760,7 @@ impl Room {
         for p in self.producers.values_mut() {
             for (layer, l) in p.layers.iter_mut().enumerate() {
                 if l.keyframe_throttle.handle_timeout(now) {
+                    tracing::debug!(track = %p.id, layer, "deferred keyframe request due");
                     self.outputs
                         .push_back(Output::RequestKeyframe { track: p.id, layer });
                 }

@@ -124,6 +124,7 @@ async function measure(pages, ids, ms) {
   const first = await Promise.all(pages.map((p) => received(p.page)));
   const last = first.map((r) => Object.fromEntries(Object.entries(r).map(([id, s]) => [id, { frames: s.frames, at: Date.now() }])));
   const stall = first.map(() => ({}));
+  const stallEnd = first.map(() => ({})); // when the longest stall ended (ISO time)
   const start = Date.now();
   let samples = 0;
   while (Date.now() - start < ms && samples < ms / SAMPLE_MS * 2) {
@@ -133,7 +134,9 @@ async function measure(pages, ids, ms) {
     now.forEach((r, i) => Object.entries(r).forEach(([id, s]) => {
       const l = last[i][id] ?? { frames: s.frames, at: start };
       if (s.frames > l.frames) last[i][id] = { frames: s.frames, at: Date.now() };
-      stall[i][id] = Math.max(stall[i][id] ?? 0, Date.now() - last[i][id].at);
+      const gap = Date.now() - last[i][id].at;
+      if (gap > (stall[i][id] ?? 0)) stallEnd[i][id] = new Date().toISOString();
+      stall[i][id] = Math.max(stall[i][id] ?? 0, gap);
     }));
   }
   const sent1 = await Promise.all(pages.map((p) => framesSent(p.page)));
@@ -147,7 +150,7 @@ async function measure(pages, ids, ms) {
       const source = sent1[from] - sent0[from];
       out[`${p.name}<-${names[id]}`] = {
         decoded: s.frames - s0.frames, source, share: Number(((s.frames - s0.frames) / Math.max(1, source)).toFixed(3)),
-        longestStallMs: stall[i][id] ?? null, width: s.width,
+        longestStallMs: stall[i][id] ?? null, longestStallSeenAt: stallEnd[i][id] ?? null, width: s.width,
         nacks: s.nacks - s0.nacks, plis: s.plis - s0.plis,
         lossPct: Number((100 * (s.lost - s0.lost) / Math.max(1, s.packets - s0.packets + s.lost - s0.lost)).toFixed(1)),
       };
@@ -210,7 +213,7 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
     console.log(`--- ${share * 100} % random loss each way on Lou's link`);
     for (const [pair, f] of Object.entries(pairs)) {
       console.log(`  ${pair}: ${f.decoded}/${f.source} frames (${(f.share * 100).toFixed(0)} %), ` +
-        `longest stall ${f.longestStallMs} ms, ${f.width} wide, NACKs ${f.nacks}, PLIs ${f.plis}, loss ${f.lossPct} %`);
+        `longest stall ${f.longestStallMs} ms${f.longestStallMs >= 1000 ? ` (until ${f.longestStallSeenAt})` : ''}, ${f.width} wide, NACKs ${f.nacks}, PLIs ${f.plis}, loss ${f.lossPct} %`);
     }
     console.log(`  server's view of Lou's downlink: ${JSON.stringify(level.louDownlink)}; the relay dropped ${level.relayDropped} of Lou's datagrams`);
     console.log(`  the server's transport-cc feedback told Lou of ${level.louUplinkLossToldPct} % loss on its uplink`);
