@@ -134,18 +134,12 @@ impl Producer {
     pub fn stopped_by_publisher(&self, l: usize, now: Instant) -> bool {
         // Not flowing implies silent for LAYER_STOPPED at least: the packet path's
         // common case is answered by one comparison.
-        let silent = self
-            .layers
-            .get(l)
-            .and_then(|layer| layer.last_packet)
-            .is_some_and(|last| now.saturating_duration_since(last) >= LAYER_STOPPED);
-        silent
+        let Some(last) = self.layers.get(l).and_then(|layer| layer.last_packet) else {
+            return false;
+        };
+        now.saturating_duration_since(last) >= LAYER_STOPPED
             && !self.layer_flows(l, now)
-            && self
-                .layers
-                .get(l)
-                .and_then(|layer| layer.last_packet)
-                .is_some_and(|last| self.dynacast.on_since(l, last))
+            && self.dynacast.on_since(l, last)
     }
 
     /// Whether layer `l` flows and is worth switching up to: not just come back from a
