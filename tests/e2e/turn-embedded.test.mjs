@@ -64,7 +64,10 @@ async function meetThroughTurn(serverArgs, room, openRelayed) {
 }
 
 test('a relay-only page meets a UDP page through the embedded TURN server over UDP', { timeout: 150000 }, async () => {
-  const { adaPath, turn } = await meetThroughTurn(['--turn-udp-port', '0', '--turn-tcp-port', '0'], 'turn-udp');
+  // UDP only: with TURN over TCP offered too, a loaded CI machine once had Chromium
+  // nominate the TCP relay pair (its UDP allocation answered later); TCP and TLS have
+  // tests of their own (the next one, and firewall.test.mjs).
+  const { adaPath, turn } = await meetThroughTurn(['--turn-udp-port', '0'], 'turn-udp');
   assert.equal(adaPath.local?.type, 'relay', 'Ada goes through the TURN server');
   assert.equal(adaPath.local?.relayProtocol, 'udp');
   assert.ok(turn.allocations >= 1 && turn.relayed_bytes_to_peers > 50000 && turn.relayed_bytes_to_clients > 50000,
