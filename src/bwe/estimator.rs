@@ -172,13 +172,23 @@ impl Estimator {
     /// loses 15 % by itself, 85 % of what we send arrives, and capping the next
     /// allocation there would step the layers down every round for no congestion.
     pub fn allocatable(&self) -> u64 {
+        let headroom = loss_headroom(self.settled_loss);
+        (self.usable() * headroom).max(MIN_BITRATE as f64) as u64
+    }
+
+    /// [`Estimator::allocatable`] before the loss headroom: what the lowest layers may
+    /// take (the headroom chooses smaller layers; it does not pause a video).
+    pub fn allocatable_before_headroom(&self) -> u64 {
+        self.usable().max(MIN_BITRATE as f64) as u64
+    }
+
+    /// The estimate, but no more than a little above what was shown to get through.
+    fn usable(&self) -> f64 {
         let carried = self.acked_bitrate().map_or(0.0, |a| {
             a / (1.0 - self.inherent_loss.min(MAX_INHERENT_LOSS))
         });
-        let headroom = loss_headroom(self.settled_loss);
         let shown = self.confirmed.max(carried);
-        let usable = self.estimate.min(shown * 1.1) * headroom;
-        usable.max(MIN_BITRATE as f64) as u64
+        self.estimate.min(shown * 1.1)
     }
 
     /// Whether the room should spend no more than [`Estimator::allocatable`]: once
@@ -372,7 +382,21 @@ impl Estimator {
                 // well above the estimate until the subscriber's new layers start on their
                 // keyframes, and GCC's `(1 - loss/2)` applied round after round meanwhile
                 // would drive the estimate to the floor, far below the link.
-                let from = acked.unwrap_or(self.estimate).min(self.estimate);
+                // On a path that loses much by itself, loss alone while sending well
+                // below the estimate (the loss headroom keeps the layers low) says the
+                // estimate is too high, not by how much: what arrived is only what we
+                // chose to send. Cut from there, a lossy Firefox subscriber's estimate
+                // fell to its allocation at the first unlucky second and never came
+                // back (15 % loss, tests/e2e/firefox-loss.test.mjs). On a cleaner path
+                // what arrived is the better guess: a bottleneck's loss comes in bursts
+                // while the low layer it carries leaves it part empty.
+                let app_limited = self.settled_loss > LOSS_FREE
+                    && (sent_bps as f64) * COMPLIANCE_SLACK < self.estimate;
+                let from = if app_limited && !overuse {
+                    self.estimate
+                } else {
+                    acked.unwrap_or(self.estimate).min(self.estimate)
+                };
                 tracing::debug!(
                     estimate = self.estimate as u64,
                     acked = acked.map(|a| a as u64),
@@ -401,7 +425,10 @@ impl Estimator {
             } else {
                 self.estimate * INCREASE_PER_SECOND.powf(elapsed)
             };
-            let ceiling = acked.map_or(f64::MAX, |a| a * ACKED_HEADROOM + ACKED_SLACK_BPS);
+            // What arrived, before the path's own loss: on a path that loses 20 %, the
+            // ceiling taken from what arrived sat barely above what was sent.
+            let carried = acked.map(|a| a / (1.0 - self.inherent_loss.min(MAX_INHERENT_LOSS)));
+            let ceiling = carried.map_or(f64::MAX, |a| a * ACKED_HEADROOM + ACKED_SLACK_BPS);
             // Growing is capped by what arrived; an estimate already above the cap (a
             // probe's result, the start value) is kept, not cut.
             if grown > self.estimate {
@@ -892,6 +919,37 @@ mod tests {
                 p.estimator.inherent_loss
             );
         }
+    }
+
+    /// A subscriber sent far less than its estimate (a lossy path's headroom keeps its
+    /// layers low) and its loss reads above the path's own for a second: a cut goes from
+    /// the estimate, not from what arrived. Cut from what arrived (only what we chose to
+    /// send), the estimate fell to the allocation's level at the first unlucky second;
+    /// the loss headroom then paused the video and what arrived fell further
+    /// (Firefox at 15 % loss, tests/e2e/firefox-loss.test.mjs).
+    #[test]
+    fn a_loss_burst_while_sending_below_the_estimate_does_not_cut_it_to_what_was_sent() {
+        let mut p = Path::new(3_000_000);
+        p.random_loss = 0.15;
+        p.run(640_000.0, 10_000_000.0, 10.0, None);
+        p.random_loss = 0.5;
+        p.run(640_000.0, 10_000_000.0, 1.0, None);
+        assert!(
+            p.estimator.has_congested(),
+            "the burst is read as congestion (else this test shows nothing)"
+        );
+        p.random_loss = 0.15;
+        p.run(640_000.0, 10_000_000.0, 20.0, None);
+        let est = p.estimator.bitrate();
+        assert!(
+            est >= 1_200_000,
+            "a second of heavy loss cut the estimate to {est} (640k sent, 3M before)"
+        );
+        assert!(
+            p.estimator.allocatable_before_headroom() >= 640_000,
+            "what the lowest layers may take: {}",
+            p.estimator.allocatable_before_headroom()
+        );
     }
 
     /// ... while a narrow link on top of random loss still brings it under the link.

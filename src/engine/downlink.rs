@@ -262,7 +262,12 @@ impl Shard {
 /// limited ([`Estimator::limits_allocation`]).
 fn limit_room(room: &mut Room, subscriber: ParticipantId, estimator: &Estimator, now: Instant) {
     if estimator.limits_allocation() {
-        room.set_estimate(subscriber, estimator.allocatable(), now);
+        room.set_estimates(
+            subscriber,
+            estimator.allocatable(),
+            estimator.allocatable_before_headroom(),
+            now,
+        );
     } else {
         room.clear_estimate(subscriber);
     }

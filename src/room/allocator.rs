@@ -79,11 +79,40 @@ pub fn max_useful_layer(t: &TrackOffer) -> Option<usize> {
     (0..=top).find(|&i| fits(&t.layers[i])).or(Some(top))
 }
 
+/// What one subscriber's downlink may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// What all the chosen layers may cost together.
+    pub spend: u64,
+    /// What the lowest layers (the ones that keep a video from pausing) may cost: the
+    /// link's estimate before the headroom a lossy path leaves. That headroom is a
+    /// reason to send smaller layers, not to blank a video the link carries: at 15 %
+    /// loss it paused a Firefox subscriber's only video, what arrived then fell with
+    /// it, and the estimate followed it down (tests/e2e/firefox-loss.test.mjs).
+    pub lowest: u64,
+}
+
+impl Budget {
+    /// The same limit for every layer.
+    pub fn flat(bps: u64) -> Budget {
+        Budget {
+            spend: bps,
+            lowest: bps,
+        }
+    }
+}
+
 /// Chooses a layer per track within `budget_bps` (`None`: no estimate yet, so every
 /// track gets the layer its view wants).
 pub fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
+    allocate_within(budget_bps.map(Budget::flat), tracks)
+}
+
+/// Chooses a layer per track within `budget` (`None`: no estimate yet).
+pub fn allocate_within(budget: Option<Budget>, tracks: &[TrackOffer]) -> Allocation {
     let mut out = Allocation::default();
-    let mut remaining = budget_bps.unwrap_or(u64::MAX);
+    let mut remaining = budget.map_or(u64::MAX, |b| b.spend);
+    let mut remaining_lowest = budget.map_or(u64::MAX, |b| b.lowest.max(b.spend));
     // Audio first, whatever the budget says.
     for t in tracks.iter().filter(|t| t.kind == MediaKind::Audio) {
         let cost = t.layers[0].bitrate;
@@ -91,6 +120,7 @@ pub fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
         out.allocated_bps += cost;
         out.wanted_bps += cost;
         remaining = remaining.saturating_sub(cost);
+        remaining_lowest = remaining_lowest.saturating_sub(cost);
     }
     let mut videos: Vec<(&TrackOffer, Option<usize>)> = tracks
         .iter()
@@ -125,8 +155,9 @@ pub fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
             // bandwidth (a dip in the estimate would blank it, and each restart costs a
             // keyframe); what it takes is simply not left for the others.
             let single = t.layer_count <= 1;
-            if single || t.layers[l].bitrate <= remaining {
+            if single || t.layers[l].bitrate <= remaining_lowest {
                 remaining = remaining.saturating_sub(t.layers[l].bitrate);
+                remaining_lowest = remaining_lowest.saturating_sub(t.layers[l].bitrate);
                 chosen[i] = Some(l);
             }
         }
@@ -266,6 +297,40 @@ mod tests {
         );
         let a = allocate(Some(10_000), &tracks);
         assert_eq!(layer_of(&a, 10), Some(0));
+    }
+
+    #[test]
+    fn a_lossy_paths_headroom_lowers_layers_but_does_not_pause_what_the_link_carries() {
+        let tracks = [
+            audio(10),
+            video(1, view(640, 480)),
+            video(2, view(640, 480)),
+        ];
+        // The estimate carries both low layers (40k + 2 x 150k); the headroom leaves
+        // less than one.
+        let budget = Budget {
+            spend: 120_000,
+            lowest: 400_000,
+        };
+        let a = allocate_within(Some(budget), &tracks);
+        assert_eq!(layer_of(&a, 10), Some(0));
+        assert_eq!(layer_of(&a, 1), Some(0), "kept at its lowest layer");
+        assert_eq!(layer_of(&a, 2), Some(0), "kept at its lowest layer");
+        // With more to spend, the headroom still decides how high layers go.
+        let budget = Budget {
+            spend: 40_000 + 150_000 + 500_000,
+            lowest: 3_000_000,
+        };
+        let a = allocate_within(Some(budget), &tracks);
+        assert_eq!(layer_of(&a, 1), Some(1));
+        assert_eq!(layer_of(&a, 2), Some(0));
+        // Beyond what the link carries, a video is paused as before.
+        let budget = Budget {
+            spend: 100_000,
+            lowest: 250_000,
+        };
+        let a = allocate_within(Some(budget), &tracks);
+        assert_eq!((layer_of(&a, 1), layer_of(&a, 2)), (Some(0), None));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::allocator::{allocate, LayerOffer, TrackOffer};
+use super::allocator::{allocate_within, Budget, LayerOffer, TrackOffer};
 use super::producer::MAX_LAYERS;
 use super::room::{Output, Room, RoomEvent};
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
@@ -75,8 +75,11 @@ impl Room {
         }
         // Media gets 90 % of the estimate: the rest is for retransmissions, RTCP and
         // probes, and it keeps a layer that just fits from tipping the link over.
-        let budget = downlink.estimate.map(|e| e / 10 * 9);
-        let allocation = allocate(budget, &offers);
+        let budget = downlink.estimate.map(|e| Budget {
+            spend: e / 10 * 9,
+            lowest: downlink.estimate_for_lowest.unwrap_or(e) / 10 * 9,
+        });
+        let allocation = allocate_within(budget, &offers);
         let limited = downlink.estimate.is_some();
         let holding = downlink
             .last_decrease
@@ -112,7 +115,7 @@ impl Room {
             if current == layer {
                 continue;
             }
-            tracing::debug!(%subscriber, track = %track, ?current, ?layer, budget, "layer target");
+            tracing::debug!(%subscriber, track = %track, ?current, ?layer, ?budget, "layer target");
             if layer < current {
                 c.lowered(now);
             }

@@ -133,6 +133,8 @@ pub struct JoinSnapshot {
 pub struct Downlink {
     /// The connection's bandwidth estimate; `None` until its feedback says anything.
     pub estimate: Option<u64>,
+    /// What the lowest layers may take (see [`super::allocator::Budget::lowest`]).
+    pub estimate_for_lowest: Option<u64>,
     pub views: HashMap<TrackId, View>,
     /// From the last allocation: what its tiles would take, and what they got.
     pub wanted_bps: u64,
@@ -522,17 +524,31 @@ impl Room {
     pub fn clear_estimate(&mut self, subscriber: ParticipantId) {
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
             d.estimate = None;
+            d.estimate_for_lowest = None;
         }
     }
 
     /// A subscriber connection's bandwidth estimate changed.
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
+        self.set_estimates(subscriber, bps, bps, now);
+    }
+
+    /// What `subscriber`'s downlink may spend (`bps`), and what its videos' lowest
+    /// layers may take (`for_lowest`, at least `bps`).
+    pub fn set_estimates(
+        &mut self,
+        subscriber: ParticipantId,
+        bps: u64,
+        for_lowest: u64,
+        now: Instant,
+    ) {
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
             // A cut, not the wobble of what arrived (the engine passes what it may spend).
             if d.estimate.is_some_and(|e| bps < e / 10 * 9) {
                 d.last_decrease = Some(now);
             }
             d.estimate = Some(bps);
+            d.estimate_for_lowest = Some(for_lowest.max(bps));
         }
     }
 
