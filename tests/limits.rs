@@ -209,8 +209,7 @@ async fn a_mute_flood_costs_a_slow_reader_notifications_not_its_place() {
     let mut view = MicView::default();
     let read_until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < read_until {
-        let Ok(msg) = tokio::time::timeout(Duration::from_secs(1), slow.next_json(20)).await
-        else {
+        let Ok(msg) = tokio::time::timeout(Duration::from_secs(1), slow.next_json(20)).await else {
             break;
         };
         view.learn(&msg);
