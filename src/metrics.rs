@@ -54,6 +54,9 @@ pub struct Metrics {
     /// NACK resends sent, and those held back (the packet was resent moments ago).
     pub retransmissions_out: AtomicU64,
     pub retransmissions_suppressed: AtomicU64,
+    /// Of those held back, the ones over the connection's resend budget (the rest were
+    /// resent moments ago).
+    pub retransmissions_over_budget: AtomicU64,
     /// Packets forwarded late on a leg that a late (resent) keyframe start switched:
     /// the rest of that picture, held while the leg waited (engine/held.rs).
     pub rtp_replayed_after_keyframe: AtomicU64,
@@ -152,6 +155,7 @@ pub struct MetricsSnapshot {
     pub dynacast_updates: u64,
     pub retransmissions_out: u64,
     pub retransmissions_suppressed: u64,
+    pub retransmissions_over_budget: u64,
     pub rtp_replayed_after_keyframe: u64,
     pub chat_messages: u64,
     pub chat_refused: u64,
@@ -237,6 +241,7 @@ impl Metrics {
             dynacast_updates: self.dynacast_updates.load(Relaxed),
             retransmissions_out: self.retransmissions_out.load(Relaxed),
             retransmissions_suppressed: self.retransmissions_suppressed.load(Relaxed),
+            retransmissions_over_budget: self.retransmissions_over_budget.load(Relaxed),
             rtp_replayed_after_keyframe: self.rtp_replayed_after_keyframe.load(Relaxed),
             chat_messages: self.chat_messages.load(Relaxed),
             chat_refused: self.chat_refused.load(Relaxed),

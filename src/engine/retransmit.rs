@@ -31,8 +31,17 @@ use rtc::shared::marshal::MarshalSize;
 use super::extensions::TRANSPORT_CC_URI;
 use crate::metrics::Metrics;
 
-/// A packet is resent at most once in this long.
+/// A packet is resent at most once in this long...
 pub const RETRANSMIT_SPACING: Duration = Duration::from_millis(100);
+/// ... or this long on a path that loses [`LOSSY_PATH`] or more by itself (and no queue
+/// builds: the estimator follows inherent loss only then). A browser NACKs a packet
+/// every 20 ms, ten times at most, and gives up after 200 ms: with one resend per
+/// 100 ms, a lost resend was lost for good about once in seven at 15 % loss, and the
+/// picture froze until a keyframe (tests/e2e/loss.test.mjs: 20 PLIs from the lossy page
+/// in 15 s).
+pub const LOSSY_PATH_RETRANSMIT_SPACING: Duration = Duration::from_millis(30);
+/// The inherent loss above which resends are spaced by [`LOSSY_PATH_RETRANSMIT_SPACING`].
+pub const LOSSY_PATH: f64 = 0.03;
 /// Resends remembered before old ones are forgotten (a second of a busy downlink's).
 const REMEMBERED: usize = 2048;
 /// The part of the downlink estimate resends may use.
@@ -44,29 +53,53 @@ const BUDGET_BURST: Duration = Duration::from_millis(200);
 /// ... and never less than a few full packets.
 const MIN_BURST_BYTES: f64 = 3_600.0;
 
-/// What one connection's resends may use, in bits per second: written by the shard as
-/// its estimate changes, read by the connection's [`RetransmissionLimiter`].
+/// What one connection's resends may use, in bits per second, and how far apart one
+/// packet's resends must be: written by the shard as its estimate changes, read by the
+/// connection's [`RetransmissionLimiter`].
 #[derive(Clone, Debug)]
-pub struct RetransmitBudget(Arc<AtomicU64>);
+pub struct RetransmitBudget(Arc<BudgetCells>);
+
+#[derive(Debug)]
+struct BudgetCells {
+    bits_per_second: AtomicU64,
+    lossy_path: std::sync::atomic::AtomicBool,
+}
 
 impl Default for RetransmitBudget {
     /// No limit until there is an estimate.
     fn default() -> Self {
-        RetransmitBudget(Arc::new(AtomicU64::new(u64::MAX)))
+        RetransmitBudget(Arc::new(BudgetCells {
+            bits_per_second: AtomicU64::new(u64::MAX),
+            lossy_path: Default::default(),
+        }))
     }
 }
 
 impl RetransmitBudget {
     /// A tenth of the estimate, plus twice the path's inherent loss: a lossy but
     /// uncongested link (Wi-Fi at 15 %) needs that much resent, and a bare tenth starved
-    /// its recovery into frozen video.
+    /// its recovery into frozen video. Such a link also gets its resends sooner
+    /// ([`LOSSY_PATH_RETRANSMIT_SPACING`]).
     pub fn set_from_estimate(&self, estimate_bps: u64, inherent_loss: f64) {
         let share = (RETRANSMIT_SHARE + 2.0 * inherent_loss.clamp(0.0, 1.0)).min(MAX_SHARE);
-        self.0.store((estimate_bps as f64 * share) as u64, Relaxed);
+        self.0
+            .bits_per_second
+            .store((estimate_bps as f64 * share) as u64, Relaxed);
+        self.0
+            .lossy_path
+            .store(inherent_loss >= LOSSY_PATH, Relaxed);
     }
 
     fn bits_per_second(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.0.bits_per_second.load(Relaxed)
+    }
+
+    fn spacing(&self) -> Duration {
+        if self.0.lossy_path.load(Relaxed) {
+            LOSSY_PATH_RETRANSMIT_SPACING
+        } else {
+            RETRANSMIT_SPACING
+        }
     }
 }
 
@@ -101,8 +134,9 @@ impl RetransmissionLimiter {
     /// Whether a resend of `(ssrc, seq)`, `size` bytes, may leave at `now` (and
     /// charges it if so).
     fn allow(&mut self, ssrc: u32, seq: u16, size: usize, now: Instant) -> bool {
+        let spacing = self.budget.spacing();
         if let Some(&last) = self.resent.get(&(ssrc, seq)) {
-            if now.saturating_duration_since(last) < RETRANSMIT_SPACING {
+            if now.saturating_duration_since(last) < spacing {
                 return false;
             }
         }
@@ -116,13 +150,14 @@ impl RetransmissionLimiter {
             self.tokens = (self.tokens + elapsed * per_second).min(burst);
             self.topped_up = Some(now);
             if self.tokens < size as f64 {
+                Metrics::inc(&self.metrics.retransmissions_over_budget);
                 return false;
             }
             self.tokens -= size as f64;
         }
         if self.resent.len() >= REMEMBERED {
             self.resent
-                .retain(|_, t| now.saturating_duration_since(*t) < RETRANSMIT_SPACING);
+                .retain(|_, t| now.saturating_duration_since(*t) < spacing);
         }
         self.resent.insert((ssrc, seq), now);
         true
@@ -264,6 +299,29 @@ mod tests {
             (m.retransmissions_out, m.retransmissions_suppressed),
             (3, 3)
         );
+    }
+
+    #[test]
+    fn on_a_lossy_path_a_packet_is_resent_sooner() {
+        let t0 = Instant::now();
+        let mut l = limiter();
+        l.budget.set_from_estimate(2_000_000, 0.15);
+        // A browser's NACKs for one packet, every 20 ms until it gives up (200 ms).
+        for ms in (0..200).step_by(20) {
+            l.handle_write(resend(1, t0 + Duration::from_millis(ms)))
+                .unwrap();
+        }
+        let sent = std::iter::from_fn(|| l.poll_write()).count();
+        assert_eq!(sent, 5, "at 0, 40, 80, 120 and 160 ms");
+        // A clean (or congested) path keeps the wider spacing.
+        l.budget.set_from_estimate(2_000_000, 0.0);
+        for ms in (0..200).step_by(20) {
+            l.handle_write(resend(2, t0 + Duration::from_millis(ms)))
+                .unwrap();
+        }
+        assert_eq!(std::iter::from_fn(|| l.poll_write()).count(), 2);
+        let m = l.metrics.snapshot();
+        assert_eq!(m.retransmissions_over_budget, 0);
     }
 
     #[test]

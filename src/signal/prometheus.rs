@@ -313,6 +313,12 @@ pub fn render(m: &MetricsSnapshot, rooms: &[RoomSummary], shards: &[ShardInfo]) 
     );
     counter(
         &mut r,
+        "retransmissions_over_budget",
+        "NACKed packets not resent because the connection's resend budget was spent",
+        m.retransmissions_over_budget,
+    );
+    counter(
+        &mut r,
         "ws_join_timeouts",
         "WebSockets closed for sending no join within the join timeout",
         m.ws_join_timeouts,

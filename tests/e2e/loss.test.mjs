@@ -103,7 +103,7 @@ const outbound = (page) => page.evaluate(async () => {
 });
 
 // The server's forwarding counters that tell what it did in a window.
-const COUNTERS = ['rtp_forwarded', 'layer_switches', 'keyframe_requests_from_subscribers', 'keyframe_requests_to_publishers', 'retransmissions_out',
+const COUNTERS = ['rtp_forwarded', 'layer_switches', 'keyframe_requests_from_subscribers', 'keyframe_requests_to_publishers', 'retransmissions_out', 'retransmissions_suppressed', 'retransmissions_over_budget',
   'rtp_replayed_after_keyframe', 'probe_clusters'];
 const serverCounters = async () => {
   const stats = await serverStats(server).catch(() => ({}));
