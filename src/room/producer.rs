@@ -104,6 +104,11 @@ impl Layer {
         newest
     }
 
+    /// The highest sequence number of media seen on the layer.
+    pub fn highest_seq(&self) -> Option<u16> {
+        self.highest_seq
+    }
+
     pub fn is_live(&self, now: Instant) -> bool {
         self.last_packet
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)

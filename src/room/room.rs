@@ -690,11 +690,23 @@ impl Room {
             let start = keyframe || !is_video;
             let before = consumer.current_layer();
             match consumer.forward(rtp.layer, rtp.sequence_number, rtp.timestamp, start, now) {
-                Some(header) => out.push(Forward {
-                    leg: *leg,
-                    header,
-                    starts_layer: is_video && before != Some(rtp.layer),
-                }),
+                Some(header) => {
+                    let starts_layer = is_video && before != Some(rtp.layer);
+                    if starts_layer {
+                        // Once per switch, not per packet: what a stall after a switch
+                        // is read from (docs/RTCP.md, "Not yet").
+                        let late = producer.layers[rtp.layer.min(MAX_LAYERS - 1)].highest_seq()
+                            != Some(rtp.sequence_number);
+                        tracing::debug!(%track, subscriber = %consumer.subscriber, from = ?before,
+                            to = rtp.layer, seq = rtp.sequence_number, out_seq = header.sequence_number,
+                            late, "leg starts a layer");
+                    }
+                    out.push(Forward {
+                        leg: *leg,
+                        header,
+                        starts_layer,
+                    })
+                }
                 None => {
                     if let Some(l) = consumer.awaited_keyframe().filter(|l| *l < MAX_LAYERS) {
                         awaited[l] = true;
