@@ -41,6 +41,9 @@ pub const LAYER_STOPPED: Duration = Duration::from_millis(450);
 /// for a layer to prove itself the same way.
 pub const LAYER_SETTLE: Duration = Duration::from_millis(2000);
 
+/// A layer whose media paused this long says so in the debug log when it resumes.
+const LAYER_GAP_LOGGED: Duration = Duration::from_millis(300);
+
 /// What the allocator assumes a layer costs before it has been measured (or while the
 /// publisher has it paused): the web client's caps for q, h and f.
 pub const DEFAULT_LAYER_BITRATES: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
@@ -197,10 +200,18 @@ impl Producer {
             return false;
         }
         let stopped_by_publisher = self.stopped_by_publisher(layer, now);
+        let id = self.id;
         let l = &mut self.layers[layer];
         if l.advances(seq) {
             if stopped_by_publisher {
                 l.restarted_at = Some(now);
+            }
+            // Once per gap, not per packet: a stall that no switch or keyframe request
+            // explains is told apart from a publisher that paused (docs/RTCP.md).
+            if let Some(gap) = l.last_packet.map(|t| now.saturating_duration_since(t)) {
+                if gap >= LAYER_GAP_LOGGED {
+                    tracing::debug!(track = %id, layer, gap_ms = gap.as_millis() as u64, "layer's media resumed after a gap");
+                }
             }
             l.last_packet = Some(now);
         }
