@@ -38,12 +38,19 @@ test('a page that may not use UDP joins over ICE-TCP on the media port and meets
   const bob = await openChromiumPage(browser, server, 'room=tcp&name=Bob');
   await Promise.all([waitConnected(fay, 1, 45000), waitConnected(bob, 1, 45000)]);
   const fayPath = await transportInfo(fay.page);
-  const bobPath = await transportInfo(bob.page);
+  const bobFirst = await transportInfo(bob.page);
   console.log(`Fay (TCP only): ${JSON.stringify(fayPath.local)} -> ${JSON.stringify(fayPath.remote)}`);
-  console.log(`Bob: ${JSON.stringify(bobPath.local)} -> ${JSON.stringify(bobPath.remote)}`);
+  console.log(`Bob, first selected: ${JSON.stringify(bobFirst.local)} -> ${JSON.stringify(bobFirst.remote)}`);
   assert.equal(fayPath.local?.protocol, 'tcp', 'Fay reaches the server over TCP');
   assert.equal(fayPath.remote?.protocol, 'tcp');
-  assert.equal(bobPath.local?.protocol, 'udp', 'Bob, who can, uses UDP');
+  // The server offers UDP and TCP on the media port; a browser that can use UDP ends up
+  // on it. On a loaded CI machine Chromium once nominated the TCP pair first (its UDP
+  // check answered later); it moves to the better pair by itself, so that is waited for.
+  const bobPath = await waitFor('Bob, who can, uses UDP', async () => {
+    const p = await transportInfo(bob.page);
+    return p.local?.protocol === 'udp' ? p : { ok: false, local: p.local };
+  }, 15000, 250);
+  console.log(`Bob: ${JSON.stringify(bobPath.local)} -> ${JSON.stringify(bobPath.remote)}`);
   assert.equal(fayPath.remote?.port, bobPath.remote?.port, 'one port number for both');
   const shown = () => fay.page.evaluate(() => document.getElementById('conn-state')?.dataset.path);
   await waitFor('Fay says it goes over TCP', async () => (await shown()) === 'tcp' || { ok: false, shown: await shown() }, 10000);
