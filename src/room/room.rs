@@ -695,8 +695,8 @@ impl Room {
                     if starts_layer {
                         // Once per switch, not per packet: what a stall after a switch
                         // is read from (docs/RTCP.md, "Not yet").
-                        let late = producer.layers[rtp.layer.min(MAX_LAYERS - 1)].highest_seq()
-                            != Some(rtp.sequence_number);
+                        let late = producer.layers.get(rtp.layer).map(|l| l.highest_seq())
+                            != Some(Some(rtp.sequence_number));
                         tracing::debug!(%track, subscriber = %consumer.subscriber, from = ?before,
                             to = rtp.layer, seq = rtp.sequence_number, out_seq = header.sequence_number,
                             late, "leg starts a layer");
