@@ -67,6 +67,7 @@ mod tests {
             timestamp: 200,
             payload_type: 111,
             ext_map: ExtMap(map),
+            vp8: None,
         };
         h.extensions_padding = 3; // as parsed from a publisher's block with more extensions
         apply_rewrite(&mut h, &r);

@@ -115,10 +115,14 @@ impl Shard {
                     let seq = packet.header.sequence_number;
                     for held in host.held.after(track, layer, seq) {
                         let h = &held.header;
-                        let Some(header) =
-                            host.room
-                                .replay(f.leg, layer, h.sequence_number, h.timestamp, now)
-                        else {
+                        let Some(header) = host.room.replay(
+                            f.leg,
+                            layer,
+                            h.sequence_number,
+                            h.timestamp,
+                            &held.payload,
+                            now,
+                        ) else {
                             continue;
                         };
                         let replayed = Forward {
@@ -415,6 +419,12 @@ fn send_on_leg(
     }
     let mut copy = copy_for_leg(packet);
     apply_rewrite(&mut copy.header, &f.header);
+    if let Some(pictures) = f.header.vp8 {
+        // The payload is shared by every leg: a leg that renumbers gets its own copy.
+        let mut payload = bytes::BytesMut::from(&copy.payload[..]);
+        pictures.write(&mut payload);
+        copy.payload = payload.freeze();
+    }
     subscriber
         .downlink
         .stamp(&mut copy.header, copy.payload.len(), now);

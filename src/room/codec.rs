@@ -53,6 +53,100 @@ impl Codec {
     }
 }
 
+/// The picture numbering in a VP8 payload descriptor (RFC 7741 4.2): what a receiver
+/// orders frames by and finds a frame's temporal references with. Each simulcast layer
+/// numbers its pictures from its own random start, so a leg that switches layers must
+/// renumber them ([`super::picture_numbering`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vp8Numbering {
+    /// PictureID, 7 or 15 bits.
+    pub picture_id: Option<u16>,
+    /// Whether PictureID is 15 bits long (M bit): the range it wraps in.
+    pub long_picture_id: bool,
+    /// TL0PICIDX: the index of the last base-temporal-layer picture.
+    pub tl0_pic_idx: Option<u8>,
+}
+
+/// Where a VP8 payload descriptor keeps its numbering fields.
+struct Vp8NumberingOffsets {
+    /// PictureID's first byte, and whether it is 15 bits long.
+    picture_id: Option<(usize, bool)>,
+    tl0_pic_idx: Option<usize>,
+}
+
+/// Where a VP8 payload descriptor keeps its PictureID and TL0PICIDX; `None` for a
+/// descriptor without the extension byte, or one cut short.
+fn vp8_numbering_offsets(p: &[u8]) -> Option<Vp8NumberingOffsets> {
+    if p.first()? & 0x80 == 0 {
+        return None; // no X: no picture numbering
+    }
+    let &x = p.get(1)?;
+    let mut i = 2;
+    let mut picture_id = None;
+    if x & 0x80 != 0 {
+        let long = p.get(i)? & 0x80 != 0;
+        picture_id = Some((i, long));
+        i += if long { 2 } else { 1 };
+    }
+    let mut tl0 = None;
+    if x & 0x40 != 0 {
+        tl0 = Some(i);
+        i += 1;
+    }
+    // The numbering fields must lie inside the packet (the last one read is i - 1).
+    (i <= p.len()).then_some(Vp8NumberingOffsets {
+        picture_id,
+        tl0_pic_idx: tl0,
+    })
+}
+
+impl Vp8Numbering {
+    /// The numbering `payload` carries; `None` when it carries none.
+    pub fn read(payload: &[u8]) -> Option<Vp8Numbering> {
+        let Vp8NumberingOffsets {
+            picture_id,
+            tl0_pic_idx: tl0,
+        } = vp8_numbering_offsets(payload)?;
+        let n = Vp8Numbering {
+            picture_id: picture_id.map(|(i, long)| {
+                if long {
+                    u16::from_be_bytes([payload[i] & 0x7f, payload[i + 1]])
+                } else {
+                    u16::from(payload[i] & 0x7f)
+                }
+            }),
+            long_picture_id: picture_id.is_some_and(|(_, long)| long),
+            tl0_pic_idx: tl0.map(|i| payload[i]),
+        };
+        (n.picture_id.is_some() || n.tl0_pic_idx.is_some()).then_some(n)
+    }
+
+    /// Writes this numbering into `payload`'s descriptor, in place (the fields keep
+    /// their lengths: a 7-bit PictureID stays 7 bits). Fields the descriptor lacks are
+    /// left out.
+    pub fn write(&self, payload: &mut [u8]) {
+        let Some(Vp8NumberingOffsets {
+            picture_id,
+            tl0_pic_idx: tl0,
+        }) = vp8_numbering_offsets(payload)
+        else {
+            return;
+        };
+        if let (Some((i, long)), Some(id)) = (picture_id, self.picture_id) {
+            if long {
+                let [hi, lo] = (id & 0x7fff).to_be_bytes();
+                payload[i] = 0x80 | hi;
+                payload[i + 1] = lo;
+            } else {
+                payload[i] = (id & 0x7f) as u8;
+            }
+        }
+        if let (Some(i), Some(idx)) = (tl0, self.tl0_pic_idx) {
+            payload[i] = idx;
+        }
+    }
+}
+
 /// VP8 keyframe header (RFC 6386 9.1): 3-byte frame tag, start code 9d 01 2a, then
 /// 14-bit width and height, little-endian, with 2 bits of scaling each.
 fn vp8_keyframe_size(p: &[u8]) -> Option<(u16, u16)> {
@@ -180,6 +274,85 @@ mod tests {
                     assert!(w < 1 << 14 && h < 1 << 14);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn vp8_numbering_is_read_and_written_in_place() {
+        // X; I with a 15-bit PictureID 0x1234, L with TL0PICIDX 0x56, T; then payload.
+        let mut p = [0x90, 0xe0, 0x92, 0x34, 0x56, 0x40, 0x01];
+        let n = Vp8Numbering::read(&p).unwrap();
+        assert_eq!(
+            n,
+            Vp8Numbering {
+                picture_id: Some(0x1234),
+                long_picture_id: true,
+                tl0_pic_idx: Some(0x56)
+            }
+        );
+        let renumbered = Vp8Numbering {
+            picture_id: Some(0x7abc),
+            tl0_pic_idx: Some(0x01),
+            ..n
+        };
+        renumbered.write(&mut p);
+        assert_eq!(
+            p,
+            [0x90, 0xe0, 0xfa, 0xbc, 0x01, 0x40, 0x01],
+            "only the two fields change"
+        );
+        assert_eq!(Vp8Numbering::read(&p), Some(renumbered));
+        // A 7-bit PictureID, no TL0PICIDX: written modulo 128.
+        let mut short = [0x80, 0x80, 0x05, 0x00];
+        let n = Vp8Numbering::read(&short).unwrap();
+        assert_eq!(
+            (n.picture_id, n.long_picture_id, n.tl0_pic_idx),
+            (Some(5), false, None)
+        );
+        Vp8Numbering {
+            picture_id: Some(130),
+            ..n
+        }
+        .write(&mut short);
+        assert_eq!(short, [0x80, 0x80, 0x02, 0x00]);
+        // No extension byte, or a descriptor cut short: no numbering, nothing written.
+        assert_eq!(Vp8Numbering::read(&[0x10, 0x00]), None);
+        let mut cut = [0x80, 0xc0, 0x92];
+        assert_eq!(Vp8Numbering::read(&cut), None);
+        renumbered.write(&mut cut);
+        assert_eq!(cut, [0x80, 0xc0, 0x92]);
+    }
+
+    #[test]
+    fn vp8_numbering_of_random_payloads_never_panics_and_round_trips() {
+        let mut rng = rand::rng();
+        for _ in 0..100_000 {
+            let len = rand::Rng::random_range(&mut rng, 0..8);
+            let mut p: Vec<u8> = (0..len).map(|_| rand::Rng::random(&mut rng)).collect();
+            let before = p.clone();
+            let Some(n) = Vp8Numbering::read(&p) else {
+                Vp8Numbering {
+                    picture_id: Some(1),
+                    long_picture_id: true,
+                    tl0_pic_idx: Some(1),
+                }
+                .write(&mut p);
+                assert_eq!(p, before, "nothing to write into");
+                continue;
+            };
+            n.write(&mut p);
+            assert_eq!(p, before, "writing what was read changes nothing");
+            let other = Vp8Numbering {
+                picture_id: n.picture_id.map(|id| id.wrapping_add(1000)),
+                tl0_pic_idx: n.tl0_pic_idx.map(|i| i.wrapping_add(7)),
+                ..n
+            };
+            other.write(&mut p);
+            let mask = if n.long_picture_id { 0x7fff } else { 0x7f };
+            let back = Vp8Numbering::read(&p).unwrap();
+            assert_eq!(back.picture_id, other.picture_id.map(|id| id & mask));
+            assert_eq!(back.tl0_pic_idx, other.tl0_pic_idx);
+            assert_eq!(p.len(), before.len());
         }
     }
 

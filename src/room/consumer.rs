@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use super::codec::Vp8Numbering;
+use super::picture_numbering::PictureNumbering;
 use super::rewrite::{ExtMap, RewrittenHeader, SeqTsRewriter};
 use crate::id::{LegId, ParticipantId, TrackId};
 
@@ -63,6 +65,8 @@ pub struct Consumer {
     pub producer: TrackId,
     params: LegParams,
     rewriter: SeqTsRewriter,
+    /// VP8 PictureID and TL0PICIDX continuity across this leg's layer switches.
+    pictures: PictureNumbering,
     /// RTP clock of the codec, to turn wall-clock gaps into timestamp gaps on a switch.
     clock_rate: u32,
     /// Video starts (and switches layers) only on a keyframe, so the decoder never
@@ -98,6 +102,7 @@ impl Consumer {
             producer,
             params,
             rewriter: SeqTsRewriter::new(seq_ts_base.0, seq_ts_base.1),
+            pictures: PictureNumbering::default(),
             clock_rate,
             needs_keyframe,
             current: (!needs_keyframe).then_some(0),
@@ -218,7 +223,19 @@ impl Consumer {
             timestamp,
             payload_type: self.params.payload_type,
             ext_map: self.params.ext_map,
+            vp8: None,
         })
+    }
+
+    /// The VP8 picture numbering a forwarded packet that carried `source` goes out
+    /// with; `starts_layer` when it started the leg's layer (its keyframe). `None`:
+    /// unchanged.
+    pub fn renumber_pictures(
+        &mut self,
+        source: Vp8Numbering,
+        starts_layer: bool,
+    ) -> Option<Vp8Numbering> {
+        self.pictures.renumber(source, starts_layer)
     }
 
     /// Sequence numbers for `n` padding packets (bandwidth probes) on this leg, and the
@@ -233,6 +250,7 @@ impl Consumer {
             timestamp,
             payload_type: self.params.payload_type,
             ext_map: ExtMap::default(),
+            vp8: None,
         })
     }
 }

@@ -10,6 +10,7 @@ mod downlink;
 pub mod dynacast;
 pub mod negotiation;
 pub mod participant;
+pub mod picture_numbering;
 pub mod producer;
 pub mod rewrite;
 #[allow(clippy::module_inception)]

@@ -63,6 +63,9 @@ pub struct RewrittenHeader {
     pub timestamp: u32,
     pub payload_type: u8,
     pub ext_map: ExtMap,
+    /// The VP8 picture numbering the payload goes out with, where the leg renumbers it
+    /// (after a layer switch: [`super::picture_numbering`]); `None`: as it came.
+    pub vp8: Option<super::codec::Vp8Numbering>,
 }
 
 /// Sequence number and timestamp continuity for one leg.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::allocator::View;
-use super::codec::Codec;
+use super::codec::{Codec, Vp8Numbering};
 use super::consumer::{Consumer, LegCounts, LegParams};
 use super::participant::ParticipantInfo;
 use super::producer::{Producer, MAX_LAYERS};
@@ -678,6 +678,8 @@ impl Room {
         };
         self.rtp.routed += 1;
         let is_video = producer.codec.is_video();
+        // Read once, renumbered per leg (each leg switches layers on its own).
+        let pictures = vp8_numbering(producer.codec, rtp.payload);
         if let Some(level) = rtp.audio_level {
             self.speakers.audio_level(producer.owner, level, now);
         }
@@ -690,8 +692,11 @@ impl Room {
             let start = keyframe || !is_video;
             let before = consumer.current_layer();
             match consumer.forward(rtp.layer, rtp.sequence_number, rtp.timestamp, start, now) {
-                Some(header) => {
+                Some(mut header) => {
                     let starts_layer = is_video && before != Some(rtp.layer);
+                    if let Some(source) = pictures {
+                        header.vp8 = consumer.renumber_pictures(source, starts_layer);
+                    }
                     if starts_layer {
                         // Once per switch, not per packet: what a stall after a switch
                         // is read from (docs/RTCP.md, "Not yet").
@@ -740,14 +745,20 @@ impl Room {
         layer: usize,
         sequence_number: u16,
         timestamp: u32,
+        payload: &[u8],
         now: Instant,
     ) -> Option<RewrittenHeader> {
         let consumer = self.consumers.get_mut(&leg)?;
         if consumer.current_layer() != Some(layer) {
             return None;
         }
+        let codec = self.producers.get(&consumer.producer)?.codec;
         consumer.counts.replayed += 1;
-        consumer.forward(layer, sequence_number, timestamp, false, now)
+        let mut header = consumer.forward(layer, sequence_number, timestamp, false, now)?;
+        if let Some(source) = vp8_numbering(codec, payload) {
+            header.vp8 = consumer.renumber_pictures(source, false);
+        }
+        Some(header)
     }
 
     /// What became of every packet the room was given, its closed legs included.
@@ -855,6 +866,13 @@ impl Room {
 
 /// Counted per packet for bitrates (extensions left out).
 const RTP_HEADER_BYTES: usize = 12;
+
+/// The VP8 picture numbering a packet carries (`None` for other codecs).
+fn vp8_numbering(codec: Codec, payload: &[u8]) -> Option<Vp8Numbering> {
+    (codec == Codec::Vp8)
+        .then(|| Vp8Numbering::read(payload))
+        .flatten()
+}
 
 fn track_info(p: &Producer) -> TrackInfo {
     TrackInfo {

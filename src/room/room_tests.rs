@@ -164,7 +164,7 @@ fn a_keyframe_whose_first_packet_comes_late_is_forwarded_whole() {
     let replayed: Vec<u16> = [1002, 1003]
         .into_iter()
         .map(|seq| {
-            room.replay(LegId(2), 0, seq, 93_000, now)
+            room.replay(LegId(2), 0, seq, 93_000, &[], now)
                 .expect("the leg is on the layer now")
                 .sequence_number
         })
@@ -180,7 +180,7 @@ fn a_keyframe_whose_first_packet_comes_late_is_forwarded_whole() {
     assert!(!cy.starts_layer);
     assert_eq!(cy.header.sequence_number, 503);
     assert_eq!(
-        room.replay(LegId(2), 1, 1005, 96_000, now),
+        room.replay(LegId(2), 1, 1005, 96_000, &[], now),
         None,
         "nothing is replayed onto a layer the leg is not on"
     );
@@ -689,4 +689,87 @@ fn a_repeated_mute_is_not_passed_on() {
     let snap = room.snapshot_for(BOB);
     assert_eq!(snap.participants.len(), 1, "the others, not Bob himself");
     assert_eq!(snap.participants[0].id, ADA);
+}
+
+/// A VP8 packet with a payload descriptor carrying a 15-bit PictureID and TL0PICIDX,
+/// `size` bytes long.
+fn vp8_packet(picture_id: u16, tl0: u8, keyframe: bool, size: usize) -> Vec<u8> {
+    let mut p = vec![0u8; size];
+    let [hi, lo] = picture_id.to_be_bytes();
+    p[..6].copy_from_slice(&[0x90, 0xc0, 0x80 | hi, lo, tl0, u8::from(!keyframe)]);
+    p
+}
+
+#[test]
+fn a_leg_switching_layers_numbers_its_pictures_on_from_the_last_one_sent() {
+    // Each of Ada's layers numbers its pictures from its own start, as Chromium's do;
+    // Bob's leg goes full, low, full. What Bob receives counts one picture per frame,
+    // whatever layer it came from (a receiver drops a picture numbered behind the
+    // last it decoded, and looks a frame's reference up by TL0PICIDX).
+    let t0 = Instant::now();
+    let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
+    room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 3, t0)
+        .unwrap();
+    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), t0);
+    drain(&mut room);
+    let picture_base: [u16; 3] = [30_000, 12, 20_000];
+    let tl0_base: [u8; 3] = [250, 7, 100];
+    let mut seq = [0u16; 3];
+    let mut received: Vec<u16> = Vec::new();
+    let mut tl0s: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    let mut layers_seen = Vec::new();
+    for frame in 0..240u16 {
+        let now = t0 + Duration::from_millis(33 * frame as u64);
+        match frame {
+            60 => room.set_estimate(BOB, 250_000, now),
+            150 => room.set_estimate(BOB, 5_000_000, now),
+            _ => {}
+        }
+        for layer in 0..3 {
+            let picture_id = picture_base[layer].wrapping_add(frame) & 0x7fff;
+            let tl0 = tl0_base[layer].wrapping_add(frame as u8);
+            // Keyframes on request and every 30 frames.
+            let payload = vp8_packet(
+                picture_id,
+                tl0,
+                frame % 30 == 0 || frame % 30 == 15,
+                [200, 500, 1500][layer],
+            );
+            let rtp = RtpIn {
+                layer,
+                sequence_number: seq[layer],
+                timestamp: 3000 * frame as u32,
+                payload: &payload,
+                audio_level: None,
+            };
+            seq[layer] = seq[layer].wrapping_add(1);
+            out.clear();
+            room.route_rtp(CAM, rtp, now, &mut out);
+            for f in &out {
+                let sent = f.header.vp8.or(Vp8Numbering::read(&payload)).unwrap();
+                received.push(sent.picture_id.unwrap());
+                tl0s.push(sent.tl0_pic_idx.unwrap());
+                if layers_seen.last() != Some(&layer) {
+                    layers_seen.push(layer);
+                }
+            }
+        }
+        if room.poll_timeout().is_some_and(|d| d <= now) {
+            room.handle_timeout(now);
+        }
+        drain(&mut room);
+    }
+    assert!(
+        layers_seen.len() >= 3 && layers_seen.contains(&0),
+        "the leg switched down and up again: {layers_seen:?}"
+    );
+    for (pair, tl0) in received.windows(2).zip(tl0s.windows(2)) {
+        assert_eq!(
+            pair[1],
+            (pair[0] + 1) & 0x7fff,
+            "one picture after another across switches: {received:?}"
+        );
+        assert_eq!(tl0[1], tl0[0].wrapping_add(1));
+    }
 }
