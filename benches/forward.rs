@@ -13,7 +13,7 @@ use rtc::rtp;
 use switchyard::engine::rewrite::apply_rewrite;
 use switchyard::id::{LegId, MediaKind, ParticipantId, TrackId};
 use switchyard::room::rewrite::SeqTsRewriter;
-use switchyard::room::{Codec, ExtMap, LegParams, Room, RtpIn};
+use switchyard::room::{Codec, ExtMap, LegParams, LegStart, Room, RtpIn};
 
 const TRACK: TrackId = TrackId(1);
 
@@ -43,7 +43,7 @@ fn room_with_subscribers(n: u64) -> Room {
             ParticipantId(i),
             TRACK,
             params,
-            (i as u16, i as u32),
+            LegStart::fresh(i as u16, i as u32),
             now,
         );
     }

@@ -18,7 +18,7 @@ use crate::auth::Grants;
 use crate::error::SignalError;
 use crate::id::ParticipantId;
 use crate::metrics::Metrics;
-use crate::room::JoinSnapshot;
+use crate::room::{JoinSnapshot, LegStart};
 use crate::webhook::{EventKind, WebhookEvent};
 
 impl Shard {
@@ -205,7 +205,7 @@ impl Shard {
                 host.legs.insert(leg.leg, id);
                 let base = leg
                     .base
-                    .unwrap_or_else(|| (rand::random::<u16>(), rand::random::<u32>()));
+                    .unwrap_or_else(|| LegStart::fresh(rand::random(), rand::random()));
                 host.room
                     .consumer_ready(leg.leg, id, leg.track, leg.params, base, now);
             }

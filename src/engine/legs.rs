@@ -27,7 +27,7 @@ use super::negotiate::internal;
 use super::peer::{Peer, SubscribedLeg, TrackDesc};
 use super::{EngineError, Ids};
 use crate::id::{LegId, MediaKind, TrackId};
-use crate::room::{ExtMap, LegParams};
+use crate::room::{ExtMap, LegParams, LegStart};
 
 /// A leg the subscriber's answer just made real: the room may start forwarding on it.
 pub struct LegReady {
@@ -35,7 +35,7 @@ pub struct LegReady {
     pub track: TrackId,
     pub params: LegParams,
     /// Where its sequence numbers and timestamps start, when it continues a reused SSRC.
-    pub base: Option<(u16, u32)>,
+    pub base: Option<LegStart>,
 }
 
 /// A send-only transceiver whose track is gone, kept for the next track like it.
@@ -50,7 +50,7 @@ pub struct SpareSender {
     /// The leg it last carried, and where the next one continues numbering (known once
     /// the room has closed that leg).
     pub last_leg: LegId,
-    pub resume: Option<(u16, u32)>,
+    pub resume: Option<LegStart>,
 }
 
 impl SpareSender {
@@ -200,7 +200,7 @@ impl Peer {
     }
 
     /// The room closed `leg`: remember where a later leg on its SSRC continues.
-    pub(super) fn leg_closed(&mut self, leg: LegId, resume: (u16, u32)) {
+    pub(super) fn leg_closed(&mut self, leg: LegId, resume: LegStart) {
         if let Some(l) = self.legs.values_mut().find(|l| l.leg == leg) {
             l.resume = Some(resume);
         } else if let Some(s) = self.spares.iter_mut().find(|s| s.last_leg == leg) {

@@ -17,7 +17,7 @@ use super::downlink::DownlinkState;
 use super::PeerOutput;
 use crate::auth::Source;
 use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
-use crate::room::{Negotiator, TrackInfo};
+use crate::room::{LegStart, Negotiator, TrackInfo};
 
 /// A shard's key for a room (rooms are named by strings only at the edges).
 pub type RoomKey = u64;
@@ -99,9 +99,9 @@ pub struct SubscribedLeg {
     pub sender: RTCRtpSenderId,
     pub desc: Arc<TrackDesc>,
     /// Where its numbering starts: after the previous leg on a reused SSRC, else random.
-    pub base: Option<(u16, u32)>,
+    pub base: Option<LegStart>,
     /// Where a later leg on its SSRC continues, once the room has closed it.
-    pub resume: Option<(u16, u32)>,
+    pub resume: Option<LegStart>,
 }
 
 /// Places in a session's queue kept for what cannot be dropped (see [`Peer::tell`]).

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::codec::Vp8Numbering;
-use super::picture_numbering::PictureNumbering;
+use super::picture_numbering::{PictureNumbering, PicturesSent};
 use super::rewrite::{ExtMap, RewrittenHeader, SeqTsRewriter};
 use crate::id::{LegId, ParticipantId, TrackId};
 
@@ -13,6 +13,26 @@ enum Drop {
     OtherLayer,
     AwaitingKeyframe,
     Stale,
+}
+
+/// Where a leg's numbering starts: anywhere on a new SSRC (random in production); on a
+/// reused one, after everything the leg before it sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LegStart {
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub pictures: PicturesSent,
+}
+
+impl LegStart {
+    /// A start on an SSRC nothing was sent on.
+    pub fn fresh(sequence_number: u16, timestamp: u32) -> LegStart {
+        LegStart {
+            sequence_number,
+            timestamp,
+            pictures: PicturesSent::default(),
+        }
+    }
 }
 
 /// What the subscriber leg negotiated, as read from its RTP sender once bound.
@@ -94,15 +114,15 @@ impl Consumer {
         params: LegParams,
         needs_keyframe: bool,
         clock_rate: u32,
-        seq_ts_base: (u16, u32),
+        start: LegStart,
     ) -> Self {
         Consumer {
             leg,
             subscriber,
             producer,
             params,
-            rewriter: SeqTsRewriter::new(seq_ts_base.0, seq_ts_base.1),
-            pictures: PictureNumbering::default(),
+            rewriter: SeqTsRewriter::new(start.sequence_number, start.timestamp),
+            pictures: PictureNumbering::after(start.pictures),
             clock_rate,
             needs_keyframe,
             current: (!needs_keyframe).then_some(0),
@@ -117,8 +137,13 @@ impl Consumer {
     }
 
     /// Where a later leg on the same SSRC continues numbering (see `SeqTsRewriter`).
-    pub fn resume_point(&self) -> (u16, u32) {
-        self.rewriter.resume_point()
+    pub fn resume_point(&self) -> LegStart {
+        let (sequence_number, timestamp) = self.rewriter.resume_point();
+        LegStart {
+            sequence_number,
+            timestamp,
+            pictures: self.pictures.sent(),
+        }
     }
 
     pub fn current_layer(&self) -> Option<usize> {
@@ -273,7 +298,7 @@ mod tests {
             params,
             needs_keyframe,
             90_000,
-            (100, 1000),
+            LegStart::fresh(100, 1000),
         )
     }
 

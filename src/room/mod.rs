@@ -19,7 +19,7 @@ pub mod speaker;
 
 pub use allocator::View;
 pub use codec::Codec;
-pub use consumer::{LegCounts, LegParams};
+pub use consumer::{LegCounts, LegParams, LegStart};
 pub use negotiation::{NegotiationError, Negotiator, OfferPlan};
 pub use participant::{valid_display_name, valid_room_name, ParticipantInfo};
 pub use rewrite::{ExtMap, RewrittenHeader};

@@ -24,6 +24,35 @@ pub struct PictureNumbering {
     last_tl0: Option<u8>,
 }
 
+/// The last VP8 picture numbers a leg sent: where the next leg on its SSRC continues
+/// (the subscriber's receiver keeps its state for the SSRC, so a new track on a reused
+/// m-section must not jump back either).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PicturesSent {
+    pub picture_id: Option<u16>,
+    pub tl0_pic_idx: Option<u8>,
+}
+
+impl PictureNumbering {
+    /// A leg's numbering, continuing after `sent` (a previous leg's on the same SSRC)
+    /// from its first keyframe.
+    pub fn after(sent: PicturesSent) -> PictureNumbering {
+        PictureNumbering {
+            last_picture_id: sent.picture_id,
+            last_tl0: sent.tl0_pic_idx,
+            ..PictureNumbering::default()
+        }
+    }
+
+    /// What the leg sent last.
+    pub fn sent(&self) -> PicturesSent {
+        PicturesSent {
+            picture_id: self.last_picture_id,
+            tl0_pic_idx: self.last_tl0,
+        }
+    }
+}
+
 /// Whether picture id `a` comes after `b`, ids wrapping at `range`.
 fn picture_id_newer(a: u16, b: u16, range: u16) -> bool {
     let d = a.wrapping_sub(b) % range;
@@ -115,6 +144,18 @@ mod tests {
         assert_eq!(ids(wrap.renumber(key, true), key), (0, 0));
         let next = vp8(501, 4);
         assert_eq!(ids(wrap.renumber(next, false), next), (1, 1));
+    }
+
+    #[test]
+    fn a_leg_on_a_reused_ssrc_continues_after_the_one_before() {
+        let mut first = PictureNumbering::default();
+        first.renumber(vp8(4_000, 40), false);
+        let mut next = PictureNumbering::after(first.sent());
+        let key = vp8(100, 1);
+        assert_eq!(ids(next.renumber(key, true), key), (4_001, 41));
+        // A leg with nothing before it keeps the publisher's numbers.
+        let mut fresh = PictureNumbering::after(PicturesSent::default());
+        assert_eq!(fresh.renumber(key, true), None);
     }
 
     #[test]

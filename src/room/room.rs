@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::allocator::View;
 use super::codec::{Codec, Vp8Numbering};
-use super::consumer::{Consumer, LegCounts, LegParams};
+use super::consumer::{Consumer, LegCounts, LegParams, LegStart};
 use super::participant::ParticipantInfo;
 use super::producer::{Producer, MAX_LAYERS};
 use super::rewrite::RewrittenHeader;
@@ -79,7 +79,7 @@ pub enum Output {
     /// where a later leg on the same SSRC continues its sequence numbers and timestamps.
     LegClosed {
         leg: LegId,
-        resume: (u16, u32),
+        resume: LegStart,
     },
 }
 
@@ -398,25 +398,21 @@ impl Room {
         subscriber: ParticipantId,
         track: TrackId,
         params: LegParams,
-        seq_ts_base: (u16, u32),
+        start: LegStart,
         now: Instant,
     ) {
         let Some(producer) = self.producers.get(&track) else {
             // Unpublished while the leg was being negotiated.
-            self.outputs.push_back(Output::LegClosed {
-                leg,
-                resume: seq_ts_base,
-            });
+            self.outputs
+                .push_back(Output::LegClosed { leg, resume: start });
             return;
         };
         if !self.participants.contains_key(&subscriber)
             || self.not_subscribing.contains(&subscriber)
         {
             // Gone, or no longer allowed to subscribe, while the leg was negotiated.
-            self.outputs.push_back(Output::LegClosed {
-                leg,
-                resume: seq_ts_base,
-            });
+            self.outputs
+                .push_back(Output::LegClosed { leg, resume: start });
             return;
         }
         let needs_keyframe = producer.codec.is_video();
@@ -428,7 +424,7 @@ impl Room {
             params,
             needs_keyframe,
             clock_rate,
-            seq_ts_base,
+            start,
         );
         if let Some(old) = self.consumers.insert(leg, consumer) {
             self.rtp.legs.add(&old.counts);

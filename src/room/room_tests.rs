@@ -52,9 +52,30 @@ fn three_person_room(now: Instant) -> Room {
         .unwrap();
     room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus, 1, Instant::now())
         .unwrap();
-    room.consumer_ready(LegId(1), BOB, CAM, params(111, 96), (0, 0), now);
-    room.consumer_ready(LegId(2), CY, CAM, params(222, 98), (500, 9000), now);
-    room.consumer_ready(LegId(3), BOB, MIC, params(333, 111), (0, 0), now);
+    room.consumer_ready(
+        LegId(1),
+        BOB,
+        CAM,
+        params(111, 96),
+        LegStart::fresh(0, 0),
+        now,
+    );
+    room.consumer_ready(
+        LegId(2),
+        CY,
+        CAM,
+        params(222, 98),
+        LegStart::fresh(500, 9000),
+        now,
+    );
+    room.consumer_ready(
+        LegId(3),
+        BOB,
+        MIC,
+        params(333, 111),
+        LegStart::fresh(0, 0),
+        now,
+    );
     drain(&mut room);
     room
 }
@@ -193,7 +214,7 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
     room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 1, Instant::now())
         .unwrap();
     drain(&mut room);
-    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), t0);
+    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), LegStart::fresh(0, 0), t0);
     assert_eq!(
         drain(&mut room),
         vec![Output::RequestKeyframe {
@@ -207,7 +228,7 @@ fn a_new_video_subscriber_triggers_one_keyframe_request_and_throttles_the_rest()
         CY,
         CAM,
         params(2, 96),
-        (0, 0),
+        LegStart::fresh(0, 0),
         t0 + Duration::from_millis(100),
     );
     for ms in 0..25 {
@@ -244,7 +265,14 @@ fn audio_subscribers_do_not_request_keyframes() {
     room.publish(ADA, MIC, MediaKind::Audio, Codec::Opus, 1, Instant::now())
         .unwrap();
     drain(&mut room);
-    room.consumer_ready(LegId(1), BOB, MIC, params(1, 111), (0, 0), now);
+    room.consumer_ready(
+        LegId(1),
+        BOB,
+        MIC,
+        params(1, 111),
+        LegStart::fresh(0, 0),
+        now,
+    );
     assert!(drain(&mut room).is_empty());
 }
 
@@ -301,12 +329,19 @@ fn a_leg_ready_after_its_track_is_gone_is_closed_at_once() {
     let now = Instant::now();
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
     drain(&mut room);
-    room.consumer_ready(LegId(9), BOB, CAM, params(1, 96), (7, 70), now);
+    room.consumer_ready(
+        LegId(9),
+        BOB,
+        CAM,
+        params(1, 96),
+        LegStart::fresh(7, 70),
+        now,
+    );
     assert_eq!(
         drain(&mut room),
         vec![Output::LegClosed {
             leg: LegId(9),
-            resume: (7, 70)
+            resume: LegStart::fresh(7, 70)
         }],
         "closed at once, passing its numbering on unused"
     );
@@ -337,7 +372,7 @@ fn a_closed_leg_passes_on_where_its_numbering_continues() {
         _ => None,
     });
     assert_eq!(
-        resume.map(|r| r.0),
+        resume.map(|r| r.sequence_number),
         Some(sent.wrapping_add(1)),
         "past the highest number sent: the subscriber's SRTP replay check"
     );
@@ -437,7 +472,7 @@ fn a_step_down_in_bandwidth_moves_the_leg_to_the_low_layer_and_back() {
         BOB,
         CAM,
         params(1, 96),
-        (0, 0),
+        LegStart::fresh(0, 0),
         t0 + Duration::from_millis(1000),
     );
     feed_layers(&mut room, t0 + Duration::from_millis(1000), 2000, &mut seq);
@@ -476,7 +511,14 @@ fn a_layer_the_publisher_stops_and_restarts_is_not_switched_to_until_it_settles(
     let at = |ms| t0 + Duration::from_millis(ms);
     let mut seq = [0u16; 3];
     let mut room = ada_simulcasting(t0, &mut seq);
-    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), at(1000));
+    room.consumer_ready(
+        LegId(1),
+        BOB,
+        CAM,
+        params(1, 96),
+        LegStart::fresh(0, 0),
+        at(1000),
+    );
     feed_layers(&mut room, at(1000), 1000, &mut seq);
     assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(2), Some(2))]);
     // Ada's encoder stops the full layer (its own estimate fell): Bob goes down, and
@@ -607,7 +649,14 @@ fn revoking_the_subscribe_grant_closes_legs_and_granting_it_opens_them() {
     room.route_rtp(MIC, rtp(7, 480, &[1]), now, &mut out);
     assert!(out.is_empty());
     // A leg that was being negotiated meanwhile is closed on arrival.
-    room.consumer_ready(LegId(9), BOB, CAM, params(999, 96), (0, 0), now);
+    room.consumer_ready(
+        LegId(9),
+        BOB,
+        CAM,
+        params(999, 96),
+        LegStart::fresh(0, 0),
+        now,
+    );
     assert!(matches!(
         drain(&mut room)[..],
         [Output::LegClosed { leg: LegId(9), .. }]
@@ -710,7 +759,7 @@ fn a_leg_switching_layers_numbers_its_pictures_on_from_the_last_one_sent() {
     let mut room = room_with(&[(ADA, "Ada"), (BOB, "Bob")]);
     room.publish(ADA, CAM, MediaKind::Video, Codec::Vp8, 3, t0)
         .unwrap();
-    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), (0, 0), t0);
+    room.consumer_ready(LegId(1), BOB, CAM, params(1, 96), LegStart::fresh(0, 0), t0);
     drain(&mut room);
     let picture_base: [u16; 3] = [30_000, 12, 20_000];
     let tl0_base: [u8; 3] = [250, 7, 100];
