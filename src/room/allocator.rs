@@ -41,6 +41,8 @@ pub struct TrackOffer {
     /// Lowest first; `layer_count` of them are real.
     pub layers: [LayerOffer; MAX_LAYERS],
     pub layer_count: usize,
+    /// The layer the subscriber is on now, if any.
+    pub current: Option<usize>,
 }
 
 /// The allocator's decision for one subscriber.
@@ -162,6 +164,27 @@ pub fn allocate_within(budget: Option<Budget>, tracks: &[TrackOffer]) -> Allocat
             }
         }
     }
+    // Each video keeps the layer it is on, as far as it still fits, before any other
+    // goes up: when the speaker changes, raising the new one's layer at the expense of
+    // another's current one swaps two layers, a keyframe on each publisher's uplink.
+    for (i, (t, max)) in videos.iter().enumerate() {
+        let (Some(max), Some(mut cur)) = (*max, chosen[i]) else {
+            continue;
+        };
+        let keep = t.current.map_or(cur, |c| c.min(max));
+        for next in cur + 1..=keep {
+            if !t.layers[next].selectable {
+                continue;
+            }
+            let extra = t.layers[next].bitrate.saturating_sub(t.layers[cur].bitrate);
+            if extra > remaining {
+                break;
+            }
+            remaining -= extra;
+            cur = next;
+        }
+        chosen[i] = Some(cur);
+    }
     for (i, (t, max)) in videos.iter().enumerate() {
         let (Some(max), Some(mut cur)) = (*max, chosen[i]) else {
             continue;
@@ -208,6 +231,7 @@ mod tests {
             view,
             layers: [layer(0), layer(1), layer(2)],
             layer_count: 3,
+            current: None,
         }
     }
 
@@ -274,6 +298,28 @@ mod tests {
         assert_eq!(layer_of(&a, 2), Some(1), "the speaker is raised first");
         assert_eq!(layer_of(&a, 1), Some(0));
         assert!(a.allocated_bps <= 780_000);
+    }
+
+    #[test]
+    fn a_new_speaker_does_not_take_the_layer_another_video_is_on() {
+        let mut tracks = vec![video(1, view(640, 480)), video(2, view(640, 480))];
+        // Room for one middle layer: video 1 has it, video 2 just became the speaker.
+        tracks[0].current = Some(1);
+        tracks[1].current = Some(0);
+        tracks[1].speaking = true;
+        let budget = Some(150_000 + 500_000 + 100_000);
+        let a = allocate(budget, &tracks);
+        assert_eq!(
+            (layer_of(&a, 1), layer_of(&a, 2)),
+            (Some(1), Some(0)),
+            "no swap: each would cost a keyframe"
+        );
+        // With room for both, the speaker goes up too; with room for neither, the
+        // incumbent comes down.
+        let a = allocate(Some(1_100_000), &tracks);
+        assert_eq!((layer_of(&a, 1), layer_of(&a, 2)), (Some(1), Some(1)));
+        let a = allocate(Some(400_000), &tracks);
+        assert_eq!((layer_of(&a, 1), layer_of(&a, 2)), (Some(0), Some(0)));
     }
 
     #[test]

@@ -15,6 +15,11 @@ use crate::id::{LegId, MediaKind, ParticipantId, TrackId};
 /// After the estimate falls, no layer is raised for this long.
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
 
+/// A layer above the one a leg is on is priced this much dearer (percent): a leg goes
+/// up only with room to spare, and a budget that wobbles around a layer's cost (a lossy
+/// path's headroom moves with each second's loss) does not move it up and down.
+const UPGRADE_MARGIN_PERCENT: u64 = 115;
+
 impl Room {
     /// Every [`super::room::ALLOCATION_INTERVAL`]: layers for everyone, dynacast, speakers.
     pub(super) fn allocation_tick(&mut self, now: Instant) {
@@ -53,7 +58,10 @@ impl Room {
                 continue;
             };
             let layers: [LayerOffer; MAX_LAYERS] = std::array::from_fn(|l| LayerOffer {
-                bitrate: p.layer_bitrate(l, now),
+                bitrate: match p.layer_bitrate(l, now) {
+                    cost if Some(l) > c.target_layer() => cost * UPGRADE_MARGIN_PERCENT / 100,
+                    cost => cost,
+                },
                 size: p.layer_size(l),
                 // A layer the leg is on or above stays selectable while it flows; one
                 // above it must also have settled (a publisher's flapping layer).
@@ -71,6 +79,7 @@ impl Room {
                 view: downlink.views.get(&p.id).copied(),
                 layers,
                 layer_count: p.layer_count,
+                current: c.target_layer(),
             });
         }
         // Media gets 90 % of the estimate: the rest is for retransmissions, RTCP and

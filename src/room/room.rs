@@ -663,7 +663,14 @@ impl Room {
             return false;
         };
         let bytes = rtp.payload.len() + RTP_HEADER_BYTES;
-        let keyframe = producer.packet_in(rtp.layer, rtp.sequence_number, rtp.payload, bytes, now);
+        let keyframe = producer.packet_in(
+            rtp.layer,
+            rtp.sequence_number,
+            rtp.timestamp,
+            rtp.payload,
+            bytes,
+            now,
+        );
         if producer.silenced {
             self.rtp.silenced += 1;
             return false;

@@ -822,3 +822,102 @@ fn a_leg_switching_layers_numbers_its_pictures_on_from_the_last_one_sent() {
         assert_eq!(tl0[1], tl0[0].wrapping_add(1));
     }
 }
+
+#[test]
+fn a_leg_just_raised_is_not_lowered_for_its_own_keyframe_but_is_for_a_falling_estimate() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut seq = [0u16; 3];
+    let mut room = ada_simulcasting(t0, &mut seq);
+    room.consumer_ready(
+        LegId(1),
+        BOB,
+        CAM,
+        params(1, 96),
+        LegStart::fresh(0, 0),
+        at(1000),
+    );
+    feed_layers(&mut room, at(1000), 1000, &mut seq);
+    room.set_estimate(BOB, 250_000, at(2000));
+    feed_layers(&mut room, at(2000), 1000, &mut seq);
+    assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(0), Some(0))]);
+    // Room for the full layer (about 890 kbit/s here) and its upgrade margin, little
+    // more: the leg climbs once the holds are over.
+    room.set_estimate(BOB, 1_300_000, at(3000));
+    let mut t = 3000;
+    while room.leg_layers(BOB)[0].2 != Some(2) {
+        assert!(t < 9000, "the leg climbs to the full layer");
+        feed_layers(&mut room, at(t), 250, &mut seq);
+        t += 250;
+    }
+    let raised = t;
+    let cost_before = room.layer_state(CAM, 2, at(raised)).0;
+    // Its keyframe: 70 packets of one picture on the full layer, as much as the layer
+    // sends in a third of a second.
+    let mut out = Vec::new();
+    for i in 0..70 {
+        let mut payload = vec![0u8; 600];
+        payload[..2].copy_from_slice(&if i == 0 { KEY } else { DELTA }[..2]);
+        let rtp = RtpIn {
+            layer: 2,
+            sequence_number: seq[2],
+            timestamp: (raised * 90) as u32 + 1,
+            payload: &payload,
+            audio_level: None,
+        };
+        seq[2] = seq[2].wrapping_add(1);
+        room.route_rtp(CAM, rtp, at(raised), &mut out);
+    }
+    assert_eq!(
+        room.layer_state(CAM, 2, at(raised)).0,
+        cost_before,
+        "the keyframe does not price the layer"
+    );
+    feed_layers(&mut room, at(raised), 1000, &mut seq);
+    assert_eq!(
+        room.leg_layers(BOB)[0].2,
+        Some(2),
+        "not lowered for the keyframe it asked for"
+    );
+    // A falling estimate lowers it at once.
+    room.set_estimate(BOB, 500_000, at(raised + 1000));
+    feed_layers(&mut room, at(raised + 1000), 300, &mut seq);
+    assert!(
+        room.leg_layers(BOB)[0].2 < Some(2),
+        "{:?}",
+        room.leg_layers(BOB)
+    );
+}
+
+#[test]
+fn a_leg_goes_up_only_with_room_to_spare() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut seq = [0u16; 3];
+    let mut room = ada_simulcasting(t0, &mut seq);
+    room.consumer_ready(
+        LegId(1),
+        BOB,
+        CAM,
+        params(1, 96),
+        LegStart::fresh(0, 0),
+        at(1000),
+    );
+    feed_layers(&mut room, at(1000), 1000, &mut seq);
+    room.set_estimate(BOB, 250_000, at(2000));
+    feed_layers(&mut room, at(2000), 1000, &mut seq);
+    assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(0), Some(0))]);
+    // 90 % of the estimate covers the full layer, not the full layer and a 15 % margin:
+    // a budget wobbling around a layer's cost must not move the leg up and down.
+    let full = room.layer_state(CAM, 2, at(3000)).0;
+    room.set_estimate(BOB, full * 105 / 100 * 10 / 9, at(3000));
+    feed_layers(&mut room, at(3000), 8000, &mut seq);
+    assert_eq!(
+        room.leg_layers(BOB),
+        vec![(CAM, Some(1), Some(1))],
+        "the middle layer, not the full one it just affords"
+    );
+    room.set_estimate(BOB, full * 120 / 100 * 10 / 9, at(11_000));
+    feed_layers(&mut room, at(11_000), 1000, &mut seq);
+    assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(2), Some(2))]);
+}
