@@ -26,7 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::shared::error::Result;
 
 use super::feedback::KeyframeRequestForwarder;
-use super::retransmit::{RetransmissionLimiter, RetransmitBudget};
+use super::retransmit::{RetransmissionLimiter, RetransmitLimits};
 use super::uplink::{UplinkFeedback, UplinkFeedbackMeter};
 use crate::config::SrtpPolicy;
 use crate::metrics::Metrics;
@@ -188,7 +188,7 @@ pub fn server_peer(
     ice_tcp: bool,
     srtp: SrtpPolicy,
     metrics: Arc<Metrics>,
-    retransmit_budget: RetransmitBudget,
+    retransmit_limits: RetransmitLimits,
     uplink_feedback: UplinkFeedback,
     now: Instant,
 ) -> Result<RTCPeerConnection> {
@@ -201,7 +201,7 @@ pub fn server_peer(
         // Resends spaced, and without their old transport-wide numbers.
         .with(
             Slot::from(RETRANSMISSION_LIMITER_SLOT),
-            RetransmissionLimiter::new(metrics, retransmit_budget),
+            RetransmissionLimiter::new(metrics, retransmit_limits),
         )
         .with(
             Slot::from(UPLINK_FEEDBACK_SLOT),

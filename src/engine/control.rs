@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::build::server_peer;
 use super::peer::Peer;
-use super::retransmit::RetransmitBudget;
+use super::retransmit::RetransmitLimits;
 use super::routing::RoomHost;
 use super::shard::{touch, Shard, FIRST_OFFER_WAIT};
 use super::uplink::UplinkFeedback;
@@ -134,14 +134,14 @@ impl Shard {
         now: Instant,
     ) {
         let key = self.open_room(&room);
-        let retransmit_budget = RetransmitBudget::default();
+        let retransmit_limits = RetransmitLimits::default();
         let uplink_feedback = UplinkFeedback::default();
         let result = server_peer(
             self.candidate,
             self.tcp.is_some(),
             self.settings.srtp,
             self.metrics.clone(),
-            retransmit_budget.clone(),
+            retransmit_limits.clone(),
             uplink_feedback.clone(),
             now,
         )
@@ -159,7 +159,7 @@ impl Shard {
         match result {
             Ok((pc, snapshot)) => {
                 let mut peer = Peer::new(id, key, pc, events, now + FIRST_OFFER_WAIT);
-                peer.downlink.retransmit_budget = retransmit_budget;
+                peer.downlink.retransmit_limits = retransmit_limits;
                 peer.uplink_feedback = uplink_feedback;
                 peer.grants = grants;
                 peer.joined_at = now;

@@ -15,7 +15,7 @@ use rtc::rtp;
 use rtc::rtp::header::{Extension, Header};
 use rtc::sansio::Protocol;
 
-use super::retransmit::RetransmitBudget;
+use super::retransmit::RetransmitLimits;
 use super::shard::{touch, Shard};
 use super::{DownlinkInfo, PublicationInfo};
 use crate::bwe::{Estimator, ProbeController, SendHistory};
@@ -59,7 +59,7 @@ pub struct DownlinkState {
     pub probe: ProbeController,
     pub padding_packets: u64,
     /// What NACK resends may use, shared with the connection's interceptor.
-    pub retransmit_budget: RetransmitBudget,
+    pub retransmit_limits: RetransmitLimits,
     /// The last estimate cut the probe controller was told of.
     seen_decrease: Option<Instant>,
 }
@@ -112,7 +112,7 @@ impl Shard {
             .filter(|a| !a.arrived || a.arrival.is_some())
             .map(|a| (a.sequence_number, a.arrival.filter(|_| a.arrived)));
         let estimate = d.estimator.on_feedback(&mut d.history, reports, now);
-        d.retransmit_budget
+        d.retransmit_limits
             .set_from_estimate(estimate, d.estimator.inherent_loss);
         if let Some(host) = self.rooms.get_mut(&peer.room) {
             limit_room(&mut host.room, id, &d.estimator, now);
@@ -148,7 +148,7 @@ impl Shard {
             if let Some(cluster) = d.probe.take_finished(now) {
                 let _span = tracing::debug_span!("downlink", participant = %id).entered();
                 d.estimator.finish_probe(cluster, now);
-                d.retransmit_budget
+                d.retransmit_limits
                     .set_from_estimate(d.estimator.bitrate(), d.estimator.inherent_loss);
                 limit_room(&mut host.room, id, &d.estimator, now);
             }

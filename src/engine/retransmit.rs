@@ -12,7 +12,7 @@
 //! Resends also share a budget: a tenth of the connection's downlink estimate
 //! ([`RETRANSMIT_SHARE`]; libwebrtc caps them at the estimate, but it paces them with
 //! the media, and an SFU forwards media as it comes). The shard sets it from its
-//! estimator through [`RetransmitBudget`].
+//! estimator through [`RetransmitLimits`].
 //!
 //! A resend also leaves without its transport-wide sequence number: rtc resends the
 //! packet as it was, number included, and libwebrtc answers a number it has already
@@ -57,25 +57,25 @@ const MIN_BURST_BYTES: f64 = 3_600.0;
 /// packet's resends must be: written by the shard as its estimate changes, read by the
 /// connection's [`RetransmissionLimiter`].
 #[derive(Clone, Debug)]
-pub struct RetransmitBudget(Arc<BudgetCells>);
+pub struct RetransmitLimits(Arc<LimitCells>);
 
 #[derive(Debug)]
-struct BudgetCells {
+struct LimitCells {
     bits_per_second: AtomicU64,
     lossy_path: std::sync::atomic::AtomicBool,
 }
 
-impl Default for RetransmitBudget {
+impl Default for RetransmitLimits {
     /// No limit until there is an estimate.
     fn default() -> Self {
-        RetransmitBudget(Arc::new(BudgetCells {
+        RetransmitLimits(Arc::new(LimitCells {
             bits_per_second: AtomicU64::new(u64::MAX),
             lossy_path: Default::default(),
         }))
     }
 }
 
-impl RetransmitBudget {
+impl RetransmitLimits {
     /// A tenth of the estimate, plus twice the path's inherent loss: a lossy but
     /// uncongested link (Wi-Fi at 15 %) needs that much resent, and a bare tenth starved
     /// its recovery into frozen video. Such a link also gets its resends sooner
@@ -109,7 +109,7 @@ pub struct RetransmissionLimiter {
     /// The transport-cc extension id per local SSRC.
     twcc_ids: HashMap<u32, u8>,
     metrics: Arc<Metrics>,
-    budget: RetransmitBudget,
+    limits: RetransmitLimits,
     /// Bytes the budget allows now, and when it was last topped up.
     tokens: f64,
     topped_up: Option<Instant>,
@@ -118,12 +118,12 @@ pub struct RetransmissionLimiter {
 }
 
 impl RetransmissionLimiter {
-    pub fn new(metrics: Arc<Metrics>, budget: RetransmitBudget) -> RetransmissionLimiter {
+    pub fn new(metrics: Arc<Metrics>, limits: RetransmitLimits) -> RetransmissionLimiter {
         RetransmissionLimiter {
             resent: HashMap::new(),
             twcc_ids: HashMap::new(),
             metrics,
-            budget,
+            limits,
             tokens: MIN_BURST_BYTES,
             topped_up: None,
             read_queue: VecDeque::new(),
@@ -134,13 +134,13 @@ impl RetransmissionLimiter {
     /// Whether a resend of `(ssrc, seq)`, `size` bytes, may leave at `now` (and
     /// charges it if so).
     fn allow(&mut self, ssrc: u32, seq: u16, size: usize, now: Instant) -> bool {
-        let spacing = self.budget.spacing();
+        let spacing = self.limits.spacing();
         if let Some(&last) = self.resent.get(&(ssrc, seq)) {
             if now.saturating_duration_since(last) < spacing {
                 return false;
             }
         }
-        let bps = self.budget.bits_per_second();
+        let bps = self.limits.bits_per_second();
         if bps != u64::MAX {
             let per_second = bps as f64 / 8.0;
             let burst = (per_second * BUDGET_BURST.as_secs_f64()).max(MIN_BURST_BYTES);
@@ -263,7 +263,7 @@ mod tests {
     }
 
     fn limiter() -> RetransmissionLimiter {
-        let mut l = RetransmissionLimiter::new(Arc::default(), RetransmitBudget::default());
+        let mut l = RetransmissionLimiter::new(Arc::default(), RetransmitLimits::default());
         l.bind_local_stream(&StreamInfo {
             ssrc: 7,
             rtp_header_extensions: vec![rtc::interceptor::RTPHeaderExtension {
@@ -305,7 +305,7 @@ mod tests {
     fn on_a_lossy_path_a_packet_is_resent_sooner() {
         let t0 = Instant::now();
         let mut l = limiter();
-        l.budget.set_from_estimate(2_000_000, 0.15);
+        l.limits.set_from_estimate(2_000_000, 0.15);
         // A browser's NACKs for one packet, every 20 ms until it gives up (200 ms).
         for ms in (0..200).step_by(20) {
             l.handle_write(resend(1, t0 + Duration::from_millis(ms)))
@@ -314,7 +314,7 @@ mod tests {
         let sent = std::iter::from_fn(|| l.poll_write()).count();
         assert_eq!(sent, 5, "at 0, 40, 80, 120 and 160 ms");
         // A clean (or congested) path keeps the wider spacing.
-        l.budget.set_from_estimate(2_000_000, 0.0);
+        l.limits.set_from_estimate(2_000_000, 0.0);
         for ms in (0..200).step_by(20) {
             l.handle_write(resend(2, t0 + Duration::from_millis(ms)))
                 .unwrap();
@@ -340,7 +340,7 @@ mod tests {
     fn resends_stay_within_a_tenth_of_the_estimate() {
         let t0 = Instant::now();
         let mut l = limiter();
-        l.budget.set_from_estimate(600_000, 0.0); // 60 kbit/s: 7.5 kB/s
+        l.limits.set_from_estimate(600_000, 0.0); // 60 kbit/s: 7.5 kB/s
         for i in 0..1000u16 {
             // A NACK storm: a different packet every millisecond for a second.
             l.handle_write(resend(i, t0 + Duration::from_millis(i as u64)))

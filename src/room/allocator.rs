@@ -104,12 +104,6 @@ impl Budget {
     }
 }
 
-/// Chooses a layer per track within `budget_bps` (`None`: no estimate yet, so every
-/// track gets the layer its view wants).
-pub fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
-    allocate_within(budget_bps.map(Budget::flat), tracks)
-}
-
 /// Chooses a layer per track within `budget` (`None`: no estimate yet).
 pub fn allocate_within(budget: Option<Budget>, tracks: &[TrackOffer]) -> Allocation {
     let mut out = Allocation::default();
@@ -167,40 +161,19 @@ pub fn allocate_within(budget: Option<Budget>, tracks: &[TrackOffer]) -> Allocat
     // Each video keeps the layer it is on, as far as it still fits, before any other
     // goes up: when the speaker changes, raising the new one's layer at the expense of
     // another's current one swaps two layers, a keyframe on each publisher's uplink.
-    for (i, (t, max)) in videos.iter().enumerate() {
-        let (Some(max), Some(mut cur)) = (*max, chosen[i]) else {
-            continue;
-        };
-        let keep = t.current.map_or(cur, |c| c.min(max));
-        for next in cur + 1..=keep {
-            if !t.layers[next].selectable {
+    // Then what is left raises layers, in the same order.
+    for keeping in [true, false] {
+        for (i, (t, max)) in videos.iter().enumerate() {
+            let (Some(max), Some(cur)) = (*max, chosen[i]) else {
                 continue;
-            }
-            let extra = t.layers[next].bitrate.saturating_sub(t.layers[cur].bitrate);
-            if extra > remaining {
-                break;
-            }
-            remaining -= extra;
-            cur = next;
+            };
+            let up_to = if keeping {
+                t.current.map_or(cur, |c| c.min(max))
+            } else {
+                max
+            };
+            chosen[i] = Some(raise(t, cur, up_to, &mut remaining));
         }
-        chosen[i] = Some(cur);
-    }
-    for (i, (t, max)) in videos.iter().enumerate() {
-        let (Some(max), Some(mut cur)) = (*max, chosen[i]) else {
-            continue;
-        };
-        for next in cur + 1..=max {
-            if !t.layers[next].selectable {
-                continue;
-            }
-            let extra = t.layers[next].bitrate.saturating_sub(t.layers[cur].bitrate);
-            if extra > remaining {
-                break;
-            }
-            remaining -= extra;
-            cur = next;
-        }
-        chosen[i] = Some(cur);
     }
     for ((t, _), layer) in videos.iter().zip(chosen) {
         if let Some(l) = layer {
@@ -211,9 +184,32 @@ pub fn allocate_within(budget: Option<Budget>, tracks: &[TrackOffer]) -> Allocat
     out
 }
 
+/// `t`'s layer raised from `cur` towards `up_to`, a selectable layer at a time, while
+/// `remaining` pays for the step; what it took is taken from `remaining`.
+fn raise(t: &TrackOffer, mut cur: usize, up_to: usize, remaining: &mut u64) -> usize {
+    for next in cur + 1..=up_to {
+        if !t.layers[next].selectable {
+            continue;
+        }
+        let extra = t.layers[next].bitrate.saturating_sub(t.layers[cur].bitrate);
+        if extra > *remaining {
+            break;
+        }
+        *remaining -= extra;
+        cur = next;
+    }
+    cur
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chooses a layer per track within `budget_bps`, the same for every layer (`None`:
+    /// no estimate yet, so every track gets the layer its view wants).
+    fn allocate(budget_bps: Option<u64>, tracks: &[TrackOffer]) -> Allocation {
+        allocate_within(budget_bps.map(Budget::flat), tracks)
+    }
 
     const SIZES: [(u16, u16); 3] = [(160, 120), (320, 240), (640, 480)];
     const RATES: [u64; 3] = [150_000, 500_000, 1_500_000];

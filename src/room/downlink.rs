@@ -85,8 +85,8 @@ impl Room {
         // Media gets 90 % of the estimate: the rest is for retransmissions, RTCP and
         // probes, and it keeps a layer that just fits from tipping the link over.
         let budget = downlink.estimate.map(|e| Budget {
-            spend: e / 10 * 9,
-            lowest: downlink.estimate_for_lowest.unwrap_or(e) / 10 * 9,
+            spend: e.spend / 10 * 9,
+            lowest: e.lowest / 10 * 9,
         });
         let allocation = allocate_within(budget, &offers);
         let limited = downlink.estimate.is_some();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::allocator::View;
+use super::allocator::{Budget, View};
 use super::codec::{Codec, Vp8Numbering};
 use super::consumer::{Consumer, LegCounts, LegParams, LegStart};
 use super::participant::ParticipantInfo;
@@ -131,10 +131,9 @@ pub struct JoinSnapshot {
 /// What the room knows of one subscriber's downlink.
 #[derive(Debug, Default)]
 pub struct Downlink {
-    /// The connection's bandwidth estimate; `None` until its feedback says anything.
-    pub estimate: Option<u64>,
-    /// What the lowest layers may take (see [`super::allocator::Budget::lowest`]).
-    pub estimate_for_lowest: Option<u64>,
+    /// What the connection's bandwidth estimate lets its media take; `None` until its
+    /// feedback says anything.
+    pub estimate: Option<Budget>,
     pub views: HashMap<TrackId, View>,
     /// From the last allocation: what its tiles would take, and what they got.
     pub wanted_bps: u64,
@@ -520,17 +519,17 @@ impl Room {
     pub fn clear_estimate(&mut self, subscriber: ParticipantId) {
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
             d.estimate = None;
-            d.estimate_for_lowest = None;
         }
     }
 
-    /// A subscriber connection's bandwidth estimate changed.
+    /// A subscriber connection's bandwidth estimate changed, the same for every layer.
+    #[cfg(test)]
     pub fn set_estimate(&mut self, subscriber: ParticipantId, bps: u64, now: Instant) {
         self.set_estimates(subscriber, bps, bps, now);
     }
 
     /// What `subscriber`'s downlink may spend (`bps`), and what its videos' lowest
-    /// layers may take (`for_lowest`, at least `bps`).
+    /// layers may take (`for_lowest`; the allocator takes it as at least `bps`).
     pub fn set_estimates(
         &mut self,
         subscriber: ParticipantId,
@@ -540,11 +539,13 @@ impl Room {
     ) {
         if let Some(d) = self.downlinks.get_mut(&subscriber) {
             // A cut, not the wobble of what arrived (the engine passes what it may spend).
-            if d.estimate.is_some_and(|e| bps < e / 10 * 9) {
+            if d.estimate.is_some_and(|e| bps < e.spend / 10 * 9) {
                 d.last_decrease = Some(now);
             }
-            d.estimate = Some(bps);
-            d.estimate_for_lowest = Some(for_lowest.max(bps));
+            d.estimate = Some(Budget {
+                spend: bps,
+                lowest: for_lowest,
+            });
         }
     }
 

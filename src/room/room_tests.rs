@@ -823,12 +823,11 @@ fn a_leg_switching_layers_numbers_its_pictures_on_from_the_last_one_sent() {
     }
 }
 
-#[test]
-fn a_leg_just_raised_is_not_lowered_for_its_own_keyframe_but_is_for_a_falling_estimate() {
-    let t0 = Instant::now();
+/// Ada's 3-layer camera, Bob's leg on its low layer 3 s after `t0` (his estimate fell
+/// to 250 kbit/s at 2 s).
+fn bob_on_the_low_layer(t0: Instant, seq: &mut [u16; 3]) -> Room {
     let at = |ms| t0 + Duration::from_millis(ms);
-    let mut seq = [0u16; 3];
-    let mut room = ada_simulcasting(t0, &mut seq);
+    let mut room = ada_simulcasting(t0, seq);
     room.consumer_ready(
         LegId(1),
         BOB,
@@ -837,10 +836,19 @@ fn a_leg_just_raised_is_not_lowered_for_its_own_keyframe_but_is_for_a_falling_es
         LegStart::fresh(0, 0),
         at(1000),
     );
-    feed_layers(&mut room, at(1000), 1000, &mut seq);
+    feed_layers(&mut room, at(1000), 1000, seq);
     room.set_estimate(BOB, 250_000, at(2000));
-    feed_layers(&mut room, at(2000), 1000, &mut seq);
+    feed_layers(&mut room, at(2000), 1000, seq);
     assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(0), Some(0))]);
+    room
+}
+
+#[test]
+fn a_leg_just_raised_is_not_lowered_for_its_own_keyframe_but_is_for_a_falling_estimate() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut seq = [0u16; 3];
+    let mut room = bob_on_the_low_layer(t0, &mut seq);
     // Room for the full layer (about 890 kbit/s here) and its upgrade margin, little
     // more: the leg climbs once the holds are over.
     room.set_estimate(BOB, 1_300_000, at(3000));
@@ -894,19 +902,7 @@ fn a_leg_goes_up_only_with_room_to_spare() {
     let t0 = Instant::now();
     let at = |ms| t0 + Duration::from_millis(ms);
     let mut seq = [0u16; 3];
-    let mut room = ada_simulcasting(t0, &mut seq);
-    room.consumer_ready(
-        LegId(1),
-        BOB,
-        CAM,
-        params(1, 96),
-        LegStart::fresh(0, 0),
-        at(1000),
-    );
-    feed_layers(&mut room, at(1000), 1000, &mut seq);
-    room.set_estimate(BOB, 250_000, at(2000));
-    feed_layers(&mut room, at(2000), 1000, &mut seq);
-    assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(0), Some(0))]);
+    let mut room = bob_on_the_low_layer(t0, &mut seq);
     // 90 % of the estimate covers the full layer, not the full layer and a 15 % margin:
     // a budget wobbling around a layer's cost must not move the leg up and down.
     let full = room.layer_state(CAM, 2, at(3000)).0;
