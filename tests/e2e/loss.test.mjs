@@ -253,12 +253,12 @@ test('random loss is not congestion: a lossy participant keeps its estimate and 
       assert.ok(level.louUplinkLossToldPct <= 2 * share * 100 + 2,
         `the feedback told Lou of ${level.louUplinkLossToldPct} % loss at ${share * 100} %`);
     }
-    // At 5 % every pair keeps moving (>= 10 of 20 frames/s), Lou's camera included. At
-    // 15 % it is reported, not asserted: resends alone do not carry every frame on this
-    // 2-core machine running three browsers' 3-layer encoders (issue 16's note).
+    // At every level every pair keeps moving (>= 10 of 20 frames/s; a lower layer is
+    // fine), Lou's camera included. Until a leg's VP8 picture numbers were carried across
+    // layer switches, a switch at 15 % froze a receiver for 3 s and this was reported
+    // only (docs/RTCP.md); since, the pairs with Lou read 76-96 % in five runs.
     for (const [pair, f] of Object.entries(pairs)) {
       const fps = f.decoded / (WINDOW_MS / 1000);
-      if (share > 0.05 && pair.includes('Lou')) continue;
       assert.ok(fps >= 10, `${pair} at ${share * 100} %: ${fps.toFixed(1)} frames/s`);
     }
   }
