@@ -310,13 +310,38 @@ function createPeerConnection(s, iceServers) {
       // ICE often recovers by itself from a blip; if not, restart it on this connection.
       setConnState('reconnecting');
       clearTimeout(s.graceTimer);
-      s.graceTimer = setTimeout(() => pc.connectionState !== 'connected' && restartIce(s), DISCONNECTED_GRACE_MS);
+      restartUnlessMediaFlows(s, pc);
     } else if (st === 'failed') {
       setConnState('reconnecting');
       restartIce(s);
     }
   };
   return pc;
+}
+
+// Media bytes this connection has received so far.
+async function bytesReceived(pc) {
+  let bytes = 0;
+  (await pc.getStats().catch(() => new Map())).forEach((r) => {
+    if (r.type === 'inbound-rtp') bytes += r.bytesReceived ?? 0;
+  });
+  return bytes;
+}
+
+// ICE calls a path disconnected once a few consent checks go unanswered, which a lossy
+// link does now and then while media still flows (Firefox at 5 % loss each way restarted
+// ICE in the middle of a call, and its receivers started their counters over). After the
+// grace period ICE is restarted only if nothing arrived meanwhile; while media flows the
+// check is repeated ('failed', or 'connected', ends it).
+async function restartUnlessMediaFlows(s, pc) {
+  const before = await bytesReceived(pc);
+  if (s !== session || pc.connectionState !== 'disconnected') return;
+  clearTimeout(s.graceTimer);
+  s.graceTimer = setTimeout(async () => {
+    if (s !== session || pc.connectionState !== 'disconnected') return;
+    if ((await bytesReceived(pc)) > before) restartUnlessMediaFlows(s, pc);
+    else restartIce(s);
+  }, DISCONNECTED_GRACE_MS);
 }
 
 // The media path broke but signaling still works: new ICE credentials on the same
