@@ -35,7 +35,7 @@ after(async () => {
 
 test('a page that may not use UDP joins over ICE-TCP on the media port and meets a page on UDP', { timeout: 120000 }, async () => {
   const fay = await openFirefoxPage(firefox, server, 'room=tcp&name=Fay');
-  const bob = await openChromiumPage(browser, server, 'room=tcp&name=Bob');
+  let bob = await openChromiumPage(browser, server, 'room=tcp&name=Bob');
   await Promise.all([waitConnected(fay, 1, 45000), waitConnected(bob, 1, 45000)]);
   const fayPath = await transportInfo(fay.page);
   const bobFirst = await transportInfo(bob.page);
@@ -44,12 +44,24 @@ test('a page that may not use UDP joins over ICE-TCP on the media port and meets
   assert.equal(fayPath.local?.protocol, 'tcp', 'Fay reaches the server over TCP');
   assert.equal(fayPath.remote?.protocol, 'tcp');
   // The server offers UDP and TCP on the media port; a browser that can use UDP ends up
-  // on it. On a loaded CI machine Chromium once nominated the TCP pair first (its UDP
-  // check answered later); it moves to the better pair by itself, so that is waited for.
-  const bobPath = await waitFor('Bob, who can, uses UDP', async () => {
-    const p = await transportInfo(bob.page);
+  // on it. On a loaded CI machine Chromium sometimes nominates the TCP pair first (its
+  // UDP check answered later) and mostly moves to the better pair by itself, so that is
+  // waited for; once it kept the TCP pair for the whole 15 s. Bob is this test's UDP
+  // page, so he then joins again once, with a fresh connection, and says so.
+  const onUdp = (page) => waitFor('Bob, who can, uses UDP', async () => {
+    const p = await transportInfo(page);
     return p.local?.protocol === 'udp' ? p : { ok: false, local: p.local };
   }, 15000, 250);
+  let bobPath = await onUdp(bob.page).catch((e) => {
+    console.log(`RETRY: ${e.message}; Bob joins again with a fresh connection`);
+    return null;
+  });
+  if (!bobPath) {
+    await within(10000, bob.context.close().catch(() => {}));
+    bob = await openChromiumPage(browser, server, 'room=tcp&name=Bob');
+    await waitConnected(bob, 1, 45000);
+    bobPath = await onUdp(bob.page);
+  }
   console.log(`Bob: ${JSON.stringify(bobPath.local)} -> ${JSON.stringify(bobPath.remote)}`);
   assert.equal(fayPath.remote?.port, bobPath.remote?.port, 'one port number for both');
   const shown = () => fay.page.evaluate(() => document.getElementById('conn-state')?.dataset.path);
