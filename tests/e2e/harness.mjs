@@ -153,6 +153,16 @@ export async function openChromiumPage(browser, server, query, initScript, conte
   if (process.env.E2E_WEB_DIR) await serveWebFromDisk(context, process.env.E2E_WEB_DIR);
   const navigatedAt = Date.now();
   await page.goto(`${server.url}/?${query}`, { timeout: 15000 });
+  // A browser launched into a network namespace may see its network change while the
+  // first page loads (CI: net::ERR_NETWORK_CHANGED on the client's scripts, and the page
+  // never joined). The client's script defines window.switchyard before the load event;
+  // without it the page is loaded again, once, and says so.
+  const loaded = () => page.waitForFunction(() => window.switchyard, null, { timeout: 5000 });
+  if (!(await loaded().then(() => true, () => false))) {
+    console.log(`RELOAD: the web client did not load for ${query}; loading the page again`);
+    await page.reload({ timeout: 15000 });
+    await loaded();
+  }
   return { page, context, navigatedAt, query };
 }
 
