@@ -510,16 +510,7 @@ fn a_layer_the_publisher_stops_and_restarts_is_not_switched_to_until_it_settles(
     let t0 = Instant::now();
     let at = |ms| t0 + Duration::from_millis(ms);
     let mut seq = [0u16; 3];
-    let mut room = ada_simulcasting(t0, &mut seq);
-    room.consumer_ready(
-        LegId(1),
-        BOB,
-        CAM,
-        params(1, 96),
-        LegStart::fresh(0, 0),
-        at(1000),
-    );
-    feed_layers(&mut room, at(1000), 1000, &mut seq);
+    let mut room = bob_receiving(t0, &mut seq);
     assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(2), Some(2))]);
     // Ada's encoder stops the full layer (its own estimate fell): Bob goes down, and
     // stays down for longer than dynacast's pause delay. The layer is not paused
@@ -823,9 +814,8 @@ fn a_leg_switching_layers_numbers_its_pictures_on_from_the_last_one_sent() {
     }
 }
 
-/// Ada's 3-layer camera, Bob's leg on its low layer 3 s after `t0` (his estimate fell
-/// to 250 kbit/s at 2 s).
-fn bob_on_the_low_layer(t0: Instant, seq: &mut [u16; 3]) -> Room {
+/// Ada's 3-layer camera, Bob receiving it from 1 s after `t0`, fed until 2 s.
+fn bob_receiving(t0: Instant, seq: &mut [u16; 3]) -> Room {
     let at = |ms| t0 + Duration::from_millis(ms);
     let mut room = ada_simulcasting(t0, seq);
     room.consumer_ready(
@@ -837,6 +827,14 @@ fn bob_on_the_low_layer(t0: Instant, seq: &mut [u16; 3]) -> Room {
         at(1000),
     );
     feed_layers(&mut room, at(1000), 1000, seq);
+    room
+}
+
+/// As [`bob_receiving`], with Bob's leg on the low layer 3 s after `t0` (his estimate
+/// fell to 250 kbit/s at 2 s).
+fn bob_on_the_low_layer(t0: Instant, seq: &mut [u16; 3]) -> Room {
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let mut room = bob_receiving(t0, seq);
     room.set_estimate(BOB, 250_000, at(2000));
     feed_layers(&mut room, at(2000), 1000, seq);
     assert_eq!(room.leg_layers(BOB), vec![(CAM, Some(0), Some(0))]);
