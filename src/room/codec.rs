@@ -51,6 +51,15 @@ impl Codec {
             _ => None,
         }
     }
+
+    /// The picture numbering a packet carries, where the codec has one a leg must keep
+    /// continuous across layer switches (VP8's payload descriptor).
+    pub fn picture_numbering(self, payload: &[u8]) -> Option<Vp8Numbering> {
+        match self {
+            Codec::Vp8 => Vp8Numbering::read(payload),
+            _ => None,
+        }
+    }
 }
 
 /// The picture numbering in a VP8 payload descriptor (RFC 7741 4.2): what a receiver

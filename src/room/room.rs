@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::allocator::{Budget, View};
-use super::codec::{Codec, Vp8Numbering};
+use super::codec::Codec;
 use super::consumer::{Consumer, LegCounts, LegParams, LegStart};
 use super::participant::ParticipantInfo;
 use super::producer::{Producer, MAX_LAYERS};
@@ -683,7 +683,7 @@ impl Room {
         self.rtp.routed += 1;
         let is_video = producer.codec.is_video();
         // Read once, renumbered per leg (each leg switches layers on its own).
-        let pictures = vp8_numbering(producer.codec, rtp.payload);
+        let pictures = producer.codec.picture_numbering(rtp.payload);
         if let Some(level) = rtp.audio_level {
             self.speakers.audio_level(producer.owner, level, now);
         }
@@ -759,7 +759,7 @@ impl Room {
         let codec = self.producers.get(&consumer.producer)?.codec;
         consumer.counts.replayed += 1;
         let mut header = consumer.forward(layer, sequence_number, timestamp, false, now)?;
-        if let Some(source) = vp8_numbering(codec, payload) {
+        if let Some(source) = codec.picture_numbering(payload) {
             header.vp8 = consumer.renumber_pictures(source, false);
         }
         Some(header)
@@ -870,13 +870,6 @@ impl Room {
 
 /// Counted per packet for bitrates (extensions left out).
 const RTP_HEADER_BYTES: usize = 12;
-
-/// The VP8 picture numbering a packet carries (`None` for other codecs).
-fn vp8_numbering(codec: Codec, payload: &[u8]) -> Option<Vp8Numbering> {
-    (codec == Codec::Vp8)
-        .then(|| Vp8Numbering::read(payload))
-        .flatten()
-}
 
 fn track_info(p: &Producer) -> TrackInfo {
     TrackInfo {

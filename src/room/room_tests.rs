@@ -787,7 +787,11 @@ fn a_leg_switching_layers_numbers_its_pictures_on_from_the_last_one_sent() {
             out.clear();
             room.route_rtp(CAM, rtp, now, &mut out);
             for f in &out {
-                let sent = f.header.vp8.or(Vp8Numbering::read(&payload)).unwrap();
+                let sent = f
+                    .header
+                    .vp8
+                    .or(Codec::Vp8.picture_numbering(&payload))
+                    .unwrap();
                 received.push(sent.picture_id.unwrap());
                 tl0s.push(sent.tl0_pic_idx.unwrap());
                 if layers_seen.last() != Some(&layer) {
